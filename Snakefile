@@ -1,0 +1,23 @@
+# dacpipe workflow: from a run's sample sheet to results/<run>.h5.
+# The science is in the dacpipe package; each rule is a thin shell call of
+# its CLI, one job per run and stage (see ../shared/spec/snakemake-notes.md
+# for why: per-job overhead, reruns on code changes).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/pressure.smk"
+include: "workflow/rules/store.smk"
+
+
+# Defined here, after the includes: Snakemake resets the default target at
+# every include, so a target rule inside an included file would not be it.
+rule all:
+    default_target: True
+    input:
+        expand(f"{RESULTS}/{{run}}.h5", run=RUNS),

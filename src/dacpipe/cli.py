@@ -1,0 +1,200 @@
+"""The ``dacpipe`` command: a thin layer over the package's functions.
+
+``dacpipe run`` processes runs in-process for users who never touch
+Snakemake; ``dacpipe stage`` and ``dacpipe assemble`` are what the Snakemake
+rules call, one job per run and stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import load_config, validate_config
+from .errors import DacpipeError
+from .pipeline import STAGES, assemble_run, run_config, run_stage, store_path
+from .sheet import make_sheet, read_sheet
+
+log = logging.getLogger("dacpipe")
+DEFAULT_CONFIG = Path("config/config.yaml")
+
+
+class Progress:
+    """A one-line progress display on a terminal; sparse lines in a log."""
+
+    def __init__(self, label: str, stream=sys.stderr):
+        self.label, self.stream = label, stream
+        self.tty = stream.isatty()
+        self.start = time.monotonic()
+        self.last_tenth = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.monotonic() - self.start
+        text = f"{self.label}: {done}/{total} points, {elapsed:.1f} s"
+        if self.tty:
+            width = 24
+            filled = int(width * done / max(total, 1))
+            end = "\n" if done == total else ""
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                              f"{done}/{total} points, {elapsed:.1f} s{end}")
+            self.stream.flush()
+        elif (tenth := 10 * done // max(total, 1)) > self.last_tenth:
+            self.last_tenth = tenth
+            print(text, file=self.stream, flush=True)
+
+
+def _setup_logging(log_file: str | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("dacpipe: %(message)s"))
+    log.handlers[:] = handlers
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _config_from_args(args) -> dict:
+    if getattr(args, "config_json", None):
+        return validate_config(json.loads(args.config_json))
+    files = args.configfile or [DEFAULT_CONFIG]
+    return load_config(files, args.set or [])
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configfile", action="append", metavar="FILE",
+                        help="config file (repeat to layer; default config/config.yaml)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override one key, e.g. runs.hgte_thz.pressure.scale=shen2020")
+
+
+def cmd_run(args) -> int:
+    config = _config_from_args(args)
+    run_ids = args.runs or list(config["runs"])
+    failed = []
+    for run_id in run_ids:
+        try:
+            for stage in STAGES:
+                run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
+            out = assemble_run(config, run_id)
+            log.info(f"{run_id}: wrote {out}")
+        except DacpipeError as err:
+            log.error(f"{run_id}: {err}")
+            failed.append(run_id)
+    return 1 if failed else 0
+
+
+def cmd_stage(args) -> int:
+    config = _config_from_args(args)
+    run_stage(config, args.run, args.stage, out=args.out, progress=Progress(f"{args.run} {args.stage}"))
+    return 0
+
+
+def cmd_assemble(args) -> int:
+    config = _config_from_args(args)
+    out = assemble_run(config, args.run, parts=args.parts, out=args.out)
+    log.info(f"{args.run}: wrote {out}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    config = _config_from_args(args)
+    problems = 0
+    for run_id in config["runs"]:
+        run = run_config(config, run_id)
+        sheet = read_sheet(run["sheet"])
+        for point in sheet.points:
+            for column, ref in point.files.items():
+                if not Path(ref.split("::", 1)[0]).is_file():
+                    log.warning(f"{run_id}/{point.point}: {ref}: {column} file not found")
+                    problems += 1
+            for problem in point.problems:
+                log.warning(f"{run_id}/{point.point}: {sheet.path}: {problem}")
+                problems += 1
+        print(f"{run_id}: {len(sheet.points)} points, store {store_path(config, run_id)}")
+    print("config and sheets are valid" + (f"; {problems} problems above" if problems else ""))
+    return 0
+
+
+def cmd_sheet(args) -> int:
+    text = make_sheet(args.folder)
+    if args.output:
+        Path(args.output).write_text(text)
+        log.info(f"wrote {args.output}: review it before use")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import write_data_sample
+
+    root = write_data_sample(args.folder, **({} if args.seed is None else {"seed": args.seed}))
+    log.info(f"wrote synthetic runs under {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dacpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dacpipe {__version__}")
+    parser.add_argument("--log", metavar="FILE", help="also write messages to FILE")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="process runs from sheet to result store, without Snakemake")
+    _add_config_options(p)
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs (default: all in the config)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stage", help="run one stage of one run (what the Snakemake rules call)")
+    p.add_argument("stage", choices=list(STAGES))
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", help="part file to write (default <results>/<run>/parts/<stage>.h5)")
+    p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("assemble", help="merge a run's stage parts into <results>/<run>.h5")
+    p.add_argument("--run", required=True)
+    p.add_argument("--parts", nargs="+", help="part files (default: every stage's)")
+    p.add_argument("--out", help="store to write (default <results>/<run>.h5)")
+    p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_assemble)
+
+    p = sub.add_parser("validate", help="check the config and sample sheets without processing")
+    _add_config_options(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sheet", help="write a first sample sheet for a folder, pairing files on numbers")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("synth", help="write the synthetic runs of data-sample/ from known truth")
+    p.add_argument("folder", nargs="?", default="data-sample")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the data-sample seed)")
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log)
+    try:
+        return args.func(args)
+    except DacpipeError as err:
+        log.error(str(err))
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Where each run's files go, and the stages run in order for one run.
+
+The Snakemake rules and ``dacpipe run`` both go through these functions, so
+a run gives the same store whichever way it was started.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from .config import run_config
+from .pressure import pressure_stage
+from .sheet import read_sheet
+from .store import StageResult, assemble, write_part
+
+log = logging.getLogger("dacpipe")
+
+# Stage name -> function(sheet, run_cfg, warn, progress) -> StageResult.
+STAGES: dict[str, Callable[..., StageResult]] = {
+    "pressure": lambda sheet, run, warn, progress: pressure_stage(sheet, run["pressure"], warn, progress),
+}
+
+
+def store_path(config: dict, run_id: str) -> Path:
+    return Path(config["results_dir"]) / f"{run_id}.h5"
+
+
+def part_path(config: dict, run_id: str, stage: str) -> Path:
+    return Path(config["results_dir"]) / run_id / "parts" / f"{stage}.h5"
+
+
+def run_config_yaml(config: dict, run_id: str) -> str:
+    """The settings that made a run's store, as stored in its provenance."""
+    return yaml.safe_dump({"results_dir": config["results_dir"], "runs": {run_id: run_config(config, run_id)}},
+                          sort_keys=False)
+
+
+def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = None,
+              progress: Callable[[int, int], None] = lambda done, total: None) -> Path:
+    """Run one stage of one run and write its part file."""
+    run = run_config(config, run_id)
+    sheet = read_sheet(run["sheet"])
+    result = STAGES[stage](sheet, run, log.warning, progress)
+    out = Path(out) if out else part_path(config, run_id, stage)
+    write_part(out, run_id, result)
+    return out
+
+
+def assemble_run(config: dict, run_id: str, parts: list[str | Path] | None = None,
+                 out: str | Path | None = None) -> Path:
+    """Merge a run's parts into its store."""
+    run = run_config(config, run_id)
+    sheet = read_sheet(run["sheet"])
+    parts = parts if parts is not None else [part_path(config, run_id, s) for s in STAGES]
+    out = Path(out) if out else store_path(config, run_id)
+    assemble(out, run_id, sheet, parts, run_config_yaml(config, run_id))
+    return out

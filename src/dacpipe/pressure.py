@@ -1,0 +1,240 @@
+"""The pressure stage: gauge spectra of every point to pressure with an honest error.
+
+For each point the gauge spectra taken before and after the exposure are
+read, fitted, corrected for temperature and converted with the configured
+scale. The point's pressure is the mean of the two; its uncertainty combines,
+in quadrature,
+
+* the fit: the standard error of the line position through dP/dx,
+* the scale: the published uncertainty of the scale's coefficients (fully
+  correlated between before and after, so it is not averaged down),
+* the drift: the pressure moved from P_before to P_after during the
+  exposure; taken as a rectangular distribution over that interval, its
+  standard uncertainty is |P_after - P_before| / (2 sqrt 3) (GUM, JCGM
+  100:2008, section 4.3.7).
+
+A spectrum that cannot be used leaves NaN in its columns and its reason in
+the point's status; the point keeps the pressure of its other spectrum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import ruby as fits
+from .errors import InputError
+from .scales import PressureScale, get_scale, temperature_corrected_position
+from .sheet import Point, Sheet
+from .spectra import nm_to_raman_shift, read_spectrum
+from .store import StageResult
+
+# Per-spectrum values kept in the store, by gauge: name -> attribute of the fit.
+_FIT_FIELDS = {
+    "ruby": {"R1_nm": "r1_nm", "R1_err_nm": "r1_err_nm", "R2_nm": "r2_nm", "R2_err_nm": "r2_err_nm",
+             "R1_fwhm_nm": "r1_fwhm_nm", "R2_fwhm_nm": "r2_fwhm_nm", "R1_amplitude": "r1_amplitude",
+             "R2_amplitude": "r2_amplitude", "eta": "eta", "reduced_chi2": "reduced_chi2",
+             "r_squared": "r_squared", "n_spikes": "n_spikes"},
+    "sm-srb4o7": {"line_nm": "center_nm", "line_err_nm": "center_err_nm", "line_fwhm_nm": "fwhm_nm",
+                  "amplitude": "amplitude", "reduced_chi2": "reduced_chi2", "r_squared": "r_squared",
+                  "n_spikes": "n_spikes"},
+    "diamond-raman": {"edge_cm1": "edge_cm1", "edge_err_cm1": "edge_err_cm1"},
+}
+# The position the scale reads, and its error, per gauge.
+_POSITION = {"ruby": ("r1_nm", "r1_err_nm"), "sm-srb4o7": ("center_nm", "center_err_nm"),
+             "diamond-raman": ("edge_cm1", "edge_err_cm1")}
+
+
+@dataclass(frozen=True)
+class GaugeSettings:
+    """Everything needed to turn one gauge spectrum into a pressure."""
+
+    gauge: str
+    scale: PressureScale
+    x0: float                      # ambient position (nm, or cm^-1 for diamond)
+    reference_temperature_K: float
+    temperature_correction: str
+    profile: str
+    x_unit: str
+    laser_nm: float | None
+    rows: tuple[int, int] | None
+    columns: tuple[int, int] | None
+
+    @classmethod
+    def from_config(cls, pressure_cfg: dict) -> "GaugeSettings":
+        gauge = pressure_cfg["gauge"]
+        scale = get_scale(pressure_cfg["scale"], gauge)
+        x0 = pressure_cfg["nu0_cm1"] if gauge == "diamond-raman" else pressure_cfg["lambda0_nm"]
+        spectrum = pressure_cfg["spectrum"]
+        as_range = lambda r: None if r is None else (int(r[0]), int(r[1]))  # noqa: E731
+        return cls(gauge=gauge, scale=scale, x0=scale.x0_default if x0 is None else float(x0),
+                   reference_temperature_K=float(pressure_cfg["reference_temperature_K"]),
+                   temperature_correction=pressure_cfg["temperature_correction"],
+                   profile=pressure_cfg["profile"], x_unit=spectrum["x_unit"], laser_nm=spectrum["laser_nm"],
+                   rows=as_range(spectrum["rows"]), columns=as_range(spectrum["columns"]))
+
+
+@dataclass(frozen=True)
+class GaugeReading:
+    """One gauge spectrum, fitted and converted."""
+
+    fit: object                # RubyFit, LineFit or EdgeFit
+    position: float            # temperature-corrected position the scale reads
+    pressure_GPa: float
+    fit_err_GPa: float         # from the position's standard error
+    scale_err_GPa: float       # from the scale's coefficients (NaN if unpublished)
+
+
+def read_gauge_spectrum(path: str, settings: GaugeSettings):
+    """Read a gauge spectrum with the axis its fit needs (nm, or cm^-1 for diamond)."""
+    if settings.gauge == "diamond-raman":
+        if settings.x_unit == "raman_shift_cm-1":
+            return read_spectrum(path, x_unit="cm-1", rows=settings.rows, columns=settings.columns)
+        if settings.laser_nm is None:
+            raise InputError("diamond-raman spectra in nm need pressure.spectrum.laser_nm", path)
+        spec = read_spectrum(path, x_unit="nm", rows=settings.rows, columns=settings.columns)
+        # Shift decreases as wavelength decreases; the fits want increasing x.
+        shift = nm_to_raman_shift(spec.x, settings.laser_nm)
+        return type(spec)(x=shift, y=spec.y, x_unit="cm-1", source=spec.source)
+    return read_spectrum(path, x_unit=settings.x_unit, laser_nm=settings.laser_nm,
+                         rows=settings.rows, columns=settings.columns)
+
+
+def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeSettings) -> GaugeReading:
+    """Fit one gauge spectrum and convert it to pressure (arrays in, no I/O)."""
+    if settings.gauge == "ruby":
+        fit = fits.fit_ruby(x, y, profile=settings.profile)
+    elif settings.gauge == "sm-srb4o7":
+        fit = fits.fit_line(x, y, profile=settings.profile)
+    else:
+        fit = fits.diamond_edge(x, y)
+    pos_name, err_name = _POSITION[settings.gauge]
+    raw, raw_err = getattr(fit, pos_name), getattr(fit, err_name)
+    if not math.isfinite(temperature_K):
+        raise InputError("no valid temperature for the temperature correction")
+    position = float(temperature_corrected_position(raw, temperature_K, settings.reference_temperature_K,
+                                                    settings.gauge, settings.temperature_correction))
+    scale = settings.scale
+    return GaugeReading(
+        fit=fit, position=position,
+        pressure_GPa=float(scale.pressure_GPa(position, settings.x0)),
+        fit_err_GPa=float(abs(scale.slope_GPa_per_unit(position, settings.x0)) * raw_err),
+        scale_err_GPa=float(scale.scale_sigma_GPa(position, settings.x0)),
+    )
+
+
+@dataclass(frozen=True)
+class PointPressure:
+    """A point's pressure and the three parts of its uncertainty."""
+
+    pressure_GPa: float
+    pressure_err_GPa: float
+    fit_err_GPa: float
+    scale_err_GPa: float
+    drift_GPa: float           # P_after - P_before (NaN with one spectrum)
+    drift_err_GPa: float
+
+
+def combine(readings: Sequence[GaugeReading]) -> PointPressure:
+    """Mean pressure of the usable readings of a point, with its uncertainty (module docstring)."""
+    if not readings:
+        return PointPressure(*(math.nan,) * 6)
+    p = np.array([r.pressure_GPa for r in readings])
+    fit_err = float(np.sqrt(np.sum(np.array([r.fit_err_GPa for r in readings]) ** 2)) / len(readings))
+    # The scale error is systematic: the same coefficients apply to both spectra.
+    scale_err = float(np.mean([r.scale_err_GPa for r in readings]))
+    if len(readings) >= 2:
+        drift = float(p[-1] - p[0])
+        drift_err = abs(drift) / (2.0 * math.sqrt(3.0))
+    else:
+        drift, drift_err = math.nan, math.nan
+    terms = np.array([fit_err, scale_err, drift_err])
+    total = float(np.sqrt(np.nansum(terms**2)))
+    return PointPressure(float(p.mean()), total, fit_err, scale_err, drift, drift_err)
+
+
+def _sheet_pressure(sheet: Sheet) -> StageResult:
+    """``gauge: sheet``: pressures typed by hand, carried over with their errors."""
+    status = ["ok" if math.isfinite(p.pressure_GPa) else "pressure: no pressure_GPa in the sheet"
+              for p in sheet.points]
+    return StageResult(
+        stage="pressure", point_ids=sheet.point_ids, attrs={"gauge": "sheet"}, status=status,
+        datasets={"pressure_GPa": np.array([p.pressure_GPa for p in sheet.points]),
+                  "pressure_err_GPa": np.array([p.pressure_err_GPa for p in sheet.points])},
+        inputs=[str(sheet.path)])
+
+
+def pressure_stage(sheet: Sheet, pressure_cfg: dict,
+                   warn: Callable[[str], None] = lambda message: None,
+                   progress: Callable[[int, int], None] = lambda done, total: None) -> StageResult:
+    """Run the pressure stage over every point of a sheet.
+
+    Parameters
+    ----------
+    sheet : Sheet
+        The run's sample sheet.
+    pressure_cfg : dict
+        The run's validated ``pressure`` section (with ``scale`` filled in).
+    warn : callable
+        Called with a one-line message for every input that is skipped.
+    progress : callable
+        Called with (points done, points in all) after each point.
+    """
+    if pressure_cfg["gauge"] == "sheet":
+        return _sheet_pressure(sheet)
+    settings = GaugeSettings.from_config(pressure_cfg)
+    columns = sheet.ruby_columns()
+    sides = {"ruby_before": "before", "ruby": "before", "ruby_after": "after"}
+    fields = _FIT_FIELDS[settings.gauge]
+    n = len(sheet.points)
+    table = {f"{sides[c]}/{name}": np.full(n, np.nan) for c in columns for name in [*fields, "pressure_GPa"]}
+    side_status = {sides[c]: ["not measured"] * n for c in columns}
+    combined = {name: np.full(n, np.nan) for name in
+                ("pressure_GPa", "pressure_err_GPa", "pressure_err_fit_GPa", "pressure_err_scale_GPa",
+                 "pressure_drift_GPa", "pressure_err_drift_GPa")}
+    status, inputs = [], []
+
+    for i, point in enumerate(sheet.points):
+        readings, reasons = [], []
+        for column in columns:
+            side = sides[column]
+            path = point.files.get(column)
+            if path is None:
+                continue
+            inputs.append(path)
+            try:
+                spectrum = read_gauge_spectrum(path, settings)
+                reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
+            except InputError as err:
+                err = err.with_path(path)
+                side_status[side][i] = err.reason
+                reasons.append(f"{column} skipped: {err}")
+                warn(f"{sheet.path.parent.name}/{point.point}: {err}")
+                continue
+            readings.append(reading)
+            side_status[side][i] = "ok"
+            for name, attr in fields.items():
+                table[f"{side}/{name}"][i] = getattr(reading.fit, attr)
+            table[f"{side}/pressure_GPa"][i] = reading.pressure_GPa
+        if not readings and not reasons:
+            reasons.append("pressure: no gauge spectrum for this point")
+        result = combine(readings)
+        for name, value in zip(combined, (result.pressure_GPa, result.pressure_err_GPa, result.fit_err_GPa,
+                                          result.scale_err_GPa, result.drift_GPa, result.drift_err_GPa)):
+            combined[name][i] = value
+        status.append("; ".join(reasons) if reasons else "ok")
+        progress(i + 1, n)
+
+    datasets = {**combined, **table}
+    for side, values in side_status.items():
+        datasets[f"{side}/status"] = values
+    attrs = {"gauge": settings.gauge, "scale": settings.scale.name, "scale_formula": settings.scale.formula,
+             "scale_reference": settings.scale.reference, "x0": settings.x0,
+             "x0_units": "1/cm" if settings.gauge == "diamond-raman" else "nm",
+             "reference_temperature_K": settings.reference_temperature_K,
+             "temperature_correction": settings.temperature_correction, "profile": settings.profile}
+    return StageResult(stage="pressure", point_ids=sheet.point_ids, datasets=datasets, attrs=attrs,
+                       status=status, inputs=inputs)

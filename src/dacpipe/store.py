@@ -1,0 +1,192 @@
+"""The HDF5 result store, one file per run (contract section 3).
+
+Each stage of the workflow writes a *part* (``<results>/<run>/parts/<stage>.h5``)
+holding its own group laid out as in the final store, its per-point status
+and the inputs it read. :func:`assemble` merges the parts into
+``<results>/<run>.h5`` with the ``points`` table and the provenance. Parts let
+Snakemake rerun one stage without touching the others; every write is atomic
+(a temporary file in the same folder, then ``os.replace``), so a reader never
+sees a half-written file and a killed run leaves the previous file or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from .provenance import file_records, versions
+from .sheet import Sheet
+
+STRING = h5py.string_dtype()
+
+# Units from the suffix of a dataset name: the name is the first place a
+# reader looks, @units the place tools like silx and h5web look.
+_UNIT_SUFFIXES = {
+    "_GPa": "GPa", "_err_GPa": "GPa", "_nm": "nm", "_K": "K", "_cm1": "1/cm", "_A": "angstrom",
+    "_A3": "angstrom^3", "_eV": "eV", "_deg": "degree",
+}
+
+
+def units_from_name(name: str) -> str | None:
+    for suffix, unit in sorted(_UNIT_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
+        if name.endswith(suffix):
+            return unit
+    return None
+
+
+@dataclass
+class StageResult:
+    """What one stage produced for a run: arrays over the N points, in sheet order.
+
+    ``datasets`` keys may contain ``/`` for subgroups (``"before/R1_nm"``);
+    ``status`` is ``"ok"`` or the reasons something was skipped, per point.
+    """
+
+    stage: str
+    point_ids: Sequence[str]
+    datasets: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, object] = field(default_factory=dict)
+    status: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
+    """Open a new HDF5 file that appears at ``path`` only once fully written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            yield h5
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_dataset(group: h5py.Group, name: str, values) -> h5py.Dataset:
+    """A dataset with ``@units`` from its name; strings as UTF-8."""
+    array = np.asarray(values)
+    if array.dtype.kind in "UOS":
+        dset = group.create_dataset(name, data=np.asarray(array, dtype=object).astype(str).tolist(), dtype=STRING)
+    else:
+        dset = group.create_dataset(name, data=array)
+    unit = units_from_name(name.rsplit("/", 1)[-1])
+    if unit:
+        dset.attrs["units"] = unit
+    return dset
+
+
+def _set_attrs(obj, attrs: dict) -> None:
+    for key, value in attrs.items():
+        obj.attrs[key] = "" if value is None else value
+
+
+def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
+    """Write one stage's result as a part file."""
+    n = len(result.point_ids)
+    if len(result.status) != n:
+        raise ValueError(f"{result.stage}: {len(result.status)} statuses for {n} points")
+    with atomic_h5(path) as h5:
+        entry = h5.create_group(run_id)
+        write_dataset(entry, "point_ids", list(result.point_ids))
+        group = entry.create_group(result.stage)
+        _set_attrs(group, result.attrs)
+        for name, values in result.datasets.items():
+            if np.shape(values)[:1] != (n,):
+                raise ValueError(f"{result.stage}/{name}: shape {np.shape(values)} is not over {n} points")
+            write_dataset(group, name, values)
+        write_dataset(group, "status", result.status)
+        write_inputs(entry.create_group("inputs"), result.inputs)
+
+
+def write_inputs(group: h5py.Group, paths: Sequence[str]) -> None:
+    records = file_records(paths)
+    write_dataset(group, "path", [r.path for r in records])
+    write_dataset(group, "sha256", [r.sha256 for r in records])
+    dset = write_dataset(group, "size", np.array([r.size for r in records], dtype=np.int64))
+    dset.attrs["units"] = "byte"
+
+
+def combine_status(*statuses: Sequence[str]) -> list[str]:
+    """Per point: "ok" when every stage says ok, else the reasons joined by "; "."""
+    out = []
+    for per_stage in zip(*statuses):
+        reasons = [s for s in per_stage if s and s != "ok"]
+        out.append("; ".join(reasons) if reasons else "ok")
+    return out
+
+
+def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[str | Path],
+             config_yaml: str) -> None:
+    """Merge stage parts into the run's store, with points and provenance.
+
+    Raises
+    ------
+    ValueError
+        If a part was computed for other points than the sheet's (a stale
+        part after the sheet changed: the workflow reruns it).
+    """
+    point_ids = sheet.point_ids
+    n = len(point_ids)
+    stage_status: list[list[str]] = [[("; ".join(p.problems) or "ok") for p in sheet.points]]
+    inputs: list[str] = [str(sheet.path)]
+    pressure = np.full(n, np.nan)
+    pressure_err = np.full(n, np.nan)
+    with atomic_h5(store_path) as out:
+        out.attrs["default"] = run_id
+        out.attrs["creator"] = "dacpipe"
+        out.attrs["file_time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        entry = out.create_group(run_id)
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "points"
+        for part in parts:
+            with h5py.File(part, "r") as src:
+                src_entry = src[run_id]
+                part_ids = [s.decode() if isinstance(s, bytes) else s for s in src_entry["point_ids"][()]]
+                if part_ids != point_ids:
+                    raise ValueError(f"{part}: computed for points {part_ids[:3]}..., the sheet has {point_ids[:3]}...")
+                for name in src_entry:
+                    if name in ("point_ids", "inputs"):
+                        continue
+                    src.copy(src_entry[name], entry, name=name)
+                    stage_status.append(list(entry[name]["status"].asstr()[()]))
+                inputs += list(src_entry["inputs/path"].asstr()[()])
+            if "pressure" in entry:
+                pressure = entry["pressure/pressure_GPa"][()]
+                pressure_err = entry["pressure/pressure_err_GPa"][()]
+
+        points = entry.create_group("points")
+        points.attrs.update({"NX_class": "NXdata", "signal": "pressure_GPa", "axes": ["."]})
+        write_dataset(points, "point", point_ids)
+        write_dataset(points, "pressure_GPa", pressure)
+        write_dataset(points, "pressure_err_GPa", pressure_err)
+        write_dataset(points, "temperature_K", [p.temperature_K for p in sheet.points])
+        write_dataset(points, "status", combine_status(*stage_status))
+        write_dataset(points, "note", [p.note for p in sheet.points])
+
+        prov = entry.create_group("provenance")
+        prov.attrs["NX_class"] = "NXcollection"
+        write_dataset(prov, "config", config_yaml)
+        write_dataset(prov, "versions", json.dumps(versions(), sort_keys=True))
+        write_inputs(prov.create_group("inputs"), sorted(set(inputs)))
+
+
+def read_points(store_path: str | Path, run_id: str | None = None) -> dict[str, np.ndarray]:
+    """The ``points`` table of a store as arrays (strings decoded)."""
+    with h5py.File(store_path, "r") as h5:
+        run_id = run_id or h5.attrs["default"]
+        group = h5[run_id]["points"]
+        return {name: (group[name].asstr()[()] if group[name].dtype.kind == "O" else group[name][()])
+                for name in group}

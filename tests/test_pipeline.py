@@ -1,0 +1,113 @@
+"""The pressure stage end to end on data-sample, against the truth beside it."""
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dacpipe.cli import main
+from dacpipe.store import read_points
+from dacpipe.synth import read_truth
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = "hgte_thz"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """data-sample processed with the default config, by `dacpipe run`."""
+    results = tmp_path_factory.mktemp("results")
+    code = main(["run", "--configfile", str(ROOT / "config/config.yaml"),
+                 "--set", f"results_dir={results}",
+                 "--set", f"runs.{RUN}.sheet={ROOT / 'data-sample' / RUN / 'points.tsv'}"])
+    assert code == 0
+    return results / f"{RUN}.h5"
+
+
+def test_pressures_match_truth(store):
+    truth = read_truth(ROOT / "data-sample" / RUN / "truth.tsv")
+    with h5py.File(store) as h5:
+        before = h5[f"{RUN}/pressure/before/pressure_GPa"][()]
+        after = h5[f"{RUN}/pressure/after/pressure_GPa"][()]
+        mean = h5[f"{RUN}/points/pressure_GPa"][()]
+    assert np.max(np.abs(before - truth["pressure_before_GPa"])) < 0.02
+    has_after = ~np.isnan(truth["pressure_after_GPa"])
+    assert np.max(np.abs(after[has_after] - truth["pressure_after_GPa"][has_after])) < 0.02
+    assert np.all(np.isnan(after[~has_after]))
+    expected = np.nanmean(np.vstack([truth["pressure_before_GPa"], truth["pressure_after_GPa"]]), axis=0)
+    assert np.max(np.abs(mean - expected)) < 0.02
+
+
+def test_uncertainty_parts(store):
+    with h5py.File(store) as h5:
+        g = h5[f"{RUN}/pressure"]
+        fit, scale = g["pressure_err_fit_GPa"][()], g["pressure_err_scale_GPa"][()]
+        drift, drift_err, total = g["pressure_drift_GPa"][()], g["pressure_err_drift_GPa"][()], g["pressure_err_GPa"][()]
+        assert g.attrs["scale"] == "mao1986-hydrostatic"
+    assert np.all(np.isnan(scale))  # Mao 1986 publishes no coefficient errors
+    assert np.all((fit > 0) & (fit < 0.01))
+    both = ~np.isnan(drift)
+    np.testing.assert_allclose(drift_err[both], np.abs(drift[both]) / (2 * np.sqrt(3)))
+    np.testing.assert_allclose(total[both], np.hypot(fit[both], drift_err[both]))
+    np.testing.assert_allclose(total[~both], fit[~both])
+
+
+def test_points_status_and_provenance(store):
+    points = read_points(store, RUN)
+    assert list(points["status"]) == ["ok"] * len(points["point"])
+    with h5py.File(store) as h5:
+        prov = h5[f"{RUN}/provenance"]
+        paths = list(prov["inputs/path"].asstr()[()])
+        assert sum(p.endswith(".txt") for p in paths) == 27  # 14 before + 13 after
+        assert all(len(s) == 64 for s in prov["inputs/sha256"].asstr()[()])
+        assert "mao1986-hydrostatic" in prov["config"].asstr()[()]
+        assert '"pyFAI"' in prov["versions"].asstr()[()]
+
+
+def bad_run(tmp_path):
+    """A copy of data-sample's run with one spectrum broken per kind of damage."""
+    folder = tmp_path / RUN
+    shutil.copytree(ROOT / "data-sample" / RUN, folder)
+    good = (folder / "ruby" / "hgte_p001_ruby_before.txt").read_text().splitlines()
+    rows = [l.split("\t") for l in good[1:]]
+    damage = {
+        "p002": b"",                                                           # empty file
+        "p003": "\n".join(r[0] for r in rows).encode(),                        # one column
+        "p004": "\n".join(f"{r[0]}\tnan" for r in rows).encode(),              # NaNs
+        "p005": "\n".join(f"{r[0]}\t{600 + (i % 7)}" for i, r in enumerate(rows)).encode(),  # no peak
+        "p007": "\n".join(f"{r[0]}\t{min(int(r[1]), 4000)}" for r in rows).encode(),          # saturated
+        "p008": "\n".join("\t".join(r) for r in reversed(rows)).encode(),     # descending axis
+        "p009": bytes(range(256)) * 20,                                        # binary
+    }
+    for point, content in damage.items():
+        (folder / "ruby" / f"hgte_{point}_ruby_before.txt").write_bytes(content)
+    (folder / "ruby" / "hgte_p010_ruby_before.txt").unlink()                 # missing file
+    return folder
+
+
+def test_bad_spectra_are_marked_and_others_complete(tmp_path, capsys):
+    folder = bad_run(tmp_path)
+    results = tmp_path / "results"
+    code = main(["run", "--configfile", str(ROOT / "config/config.yaml"), "--set", f"results_dir={results}",
+                 "--set", f"runs.{RUN}.sheet={folder / 'points.tsv'}"])
+    assert code == 0
+    messages = [l for l in capsys.readouterr().err.splitlines() if "skipped" not in l and "/p0" in l]
+    points = read_points(results / f"{RUN}.h5", RUN)
+    status = dict(zip(points["point"], points["status"]))
+    expected = {"p002": "empty", "p003": "one column", "p004": "non-finite", "p005": "no peak",
+                "p007": "saturated", "p008": "descending", "p009": "binary", "p010": "not found"}
+    for point, word in expected.items():
+        assert word in status[point], status[point]
+        assert f"hgte_{point}_ruby_before.txt" in status[point]
+        line = [m for m in messages if f"/{point}:" in m]
+        assert len(line) == 1 and word in line[0] and f"hgte_{point}_ruby_before.txt" in line[0]
+    # The damaged points keep the pressure of their "after" spectrum; the rest are untouched.
+    truth = read_truth(folder / "truth.tsv")
+    pressure = dict(zip(points["point"], points["pressure_GPa"]))
+    for i, point in enumerate(truth["point"]):
+        if point in expected:
+            assert abs(pressure[point] - truth["pressure_after_GPa"][i]) < 0.02
+        else:
+            assert status[point] == "ok"

@@ -1,0 +1,19 @@
+"""data-sample/ is the generator's output, byte for byte."""
+
+import filecmp
+from pathlib import Path
+
+from dacpipe.synth import write_data_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_data_sample_regenerates_identically(tmp_path):
+    write_data_sample(tmp_path)
+    committed = ROOT / "data-sample"
+    made = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    kept = sorted(p.relative_to(committed) for p in committed.rglob("*")
+                  if p.is_file() and p.name != "README.md")
+    assert made == kept
+    different = [str(p) for p in made if not filecmp.cmp(tmp_path / p, committed / p, shallow=False)]
+    assert different == []

@@ -1,0 +1,68 @@
+"""The Snakemake workflow on a fresh copy of the project, as a new user runs it."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dacpipe.store import read_points
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """What a fresh clone holds that the workflow reads."""
+    dest = tmp_path_factory.mktemp("clone")
+    shutil.copy(ROOT / "Snakefile", dest)
+    for folder in ("workflow", "config", "data-sample"):
+        shutil.copytree(ROOT / folder, dest / folder)
+    return dest
+
+
+def snakemake(project, *args):
+    # The rules call `dacpipe`, found on PATH as in an activated environment.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args], cwd=project,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_dry_run_lists_one_pressure_job_per_run(project):
+    out = snakemake(project, "-n", "--quiet", "rules")
+    assert out.returncode == 0, out.stderr
+    table = out.stdout + out.stderr
+    counts = {line.split()[0]: line.split()[1] for line in table.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts.get("pressure") == "1" and counts.get("store") == "1" and counts.get("all") == "1"
+
+
+def test_full_run_then_noop_rerun(project):
+    out = snakemake(project)
+    assert out.returncode == 0, out.stderr[-3000:]
+    points = read_points(project / "results" / "hgte_thz.h5", "hgte_thz")
+    assert np.all(np.isfinite(points["pressure_GPa"]))
+    assert (project / "results/hgte_thz/logs/pressure.log").exists()
+    again = snakemake(project, "-n")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_config_error_is_one_clear_line(project, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs:\n  hgte_thz:\n    pressure:\n      scale: mao1968\n")
+    out = snakemake(project, "-n", "--configfile", str(bad))
+    assert out.returncode != 0
+    assert "runs.hgte_thz.pressure.scale = 'mao1968' is not allowed" in out.stdout + out.stderr
+
+
+def test_lint_has_no_remark_but_software_deployment(project):
+    # Per-rule conda environments come with the cluster profile (software
+    # deployment on HPC); every other remark of --lint is a defect.
+    out = snakemake(project, "--lint")
+    remarks = [l.strip() for l in (out.stdout + out.stderr).splitlines() if l.strip().startswith("* ")]
+    assert remarks and all("Specify a conda environment or container" in r for r in remarks), remarks

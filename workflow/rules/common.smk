@@ -1,0 +1,53 @@
+# Shared by every rule: config validation, run names, paths, parameters.
+import json
+import os
+import re
+
+from snakemake.utils import validate
+
+from dacpipe.config import run_config, validate_config
+from dacpipe.errors import DacpipeError
+from dacpipe.sheet import read_sheet
+
+# dacpipe's own check first: its messages name the key, the value and what
+# was expected; then Snakemake's, on the same schema file.
+try:
+    validate_config(config)
+except DacpipeError as err:
+    raise WorkflowError(str(err))
+validate(config, "../../config/schema.yaml")
+
+RESULTS = config["results_dir"].rstrip("/")
+RUNS = list(config["runs"])
+
+
+wildcard_constraints:
+    run="|".join(map(re.escape, RUNS)),
+
+
+def run_json(wildcards):
+    """The run's own settings, as the job's parameter: editing another run,
+    or another stage's section later, does not rerun this job."""
+    try:
+        run = run_config(config, wildcards.run)
+    except DacpipeError as err:
+        raise WorkflowError(str(err))
+    return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: run}}, sort_keys=True)
+
+
+def sheet_files(wildcards, columns):
+    """The existing files a run's sheet names in ``columns``. Missing files
+    are left to the job, which marks their points in the store; a sheet that
+    cannot be read is left to the job too, which fails with its message."""
+    sheet_path = config["runs"][wildcards.run]["sheet"]
+    try:
+        sheet = read_sheet(sheet_path)
+    except DacpipeError:
+        return []
+    found = []
+    for point in sheet.points:
+        for column in columns:
+            ref = point.files.get(column)
+            if ref and os.path.isfile(ref.split("::", 1)[0]):
+                found.append(ref.split("::", 1)[0])
+    return sorted(set(found))

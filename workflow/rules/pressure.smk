@@ -1,0 +1,15 @@
+# Pressure stage: every gauge spectrum of a run, fitted and converted, in one job.
+
+
+rule pressure:
+    input:
+        sheet=lambda w: config["runs"][w.run]["sheet"],
+        spectra=lambda w: sheet_files(w, ["ruby_before", "ruby", "ruby_after"]),
+    output:
+        f"{RESULTS}/{{run}}/parts/pressure.h5",
+    params:
+        cfg=run_json,
+    log:
+        f"{RESULTS}/{{run}}/logs/pressure.log",
+    shell:
+        "dacpipe --log {log} stage pressure --run {wildcards.run} --out {output} --config-json {params.cfg:q}"

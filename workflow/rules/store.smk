@@ -1,0 +1,15 @@
+# The run's result store: every stage's part merged, with points and provenance.
+
+
+rule store:
+    input:
+        sheet=lambda w: config["runs"][w.run]["sheet"],
+        parts=[f"{RESULTS}/{{run}}/parts/pressure.h5"],
+    output:
+        f"{RESULTS}/{{run}}.h5",
+    params:
+        cfg=run_json,
+    log:
+        f"{RESULTS}/{{run}}/logs/store.log",
+    shell:
+        "dacpipe --log {log} assemble --run {wildcards.run} --parts {input.parts} --out {output} --config-json {params.cfg:q}"
