@@ -1,4 +1,4 @@
-"""Synthetic runs from known truth: the generator of ``data-sample/``.
+"""Synthetic ruby fluorescence spectra and the ruby part of the ``hgte_thz`` run.
 
 The spectra are made with a physical model that is *not* the fit model:
 each ruby line is a true Voigt profile (Lorentzian emission broadened by a
@@ -6,9 +6,6 @@ Gaussian instrument function) on a CCD bias plus a broad sloping
 fluorescence background from the anvils, with Poisson and read noise and the
 occasional cosmic-ray spike. Positions come from the chosen pressure scale,
 so the truth written beside the data is the pressure itself.
-
-Everything is drawn from one seeded ``numpy.random.Generator`` in a fixed
-order, so ``dacpipe synth`` rewrites ``data-sample/`` byte for byte.
 """
 
 from __future__ import annotations
@@ -19,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from scipy.special import voigt_profile
 
-from .scales import get_scale
+from ..scales import get_scale
 
-SEED = 20261123
 R1_R2_SPLITTING_CM1 = 29.4  # ambient R1-R2 splitting of ruby; nearly constant in energy
 
 
@@ -103,30 +99,10 @@ def write_hgte_run(folder: Path, rng: np.random.Generator, scale_name: str = "ma
     sheet += ["\t".join(r) for r in rows]
     (folder / "points.tsv").write_text("\n".join(sheet) + "\n")
 
-    truth = [f"# truth of the synthetic run: scale {scale_name}, lambda0_nm {lambda0_nm}, seed {SEED}",
+    truth = [f"# truth of the synthetic run: scale {scale_name}, lambda0_nm {lambda0_nm}",
              "\t".join(["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K"])]
     for t in truths:
         after = "" if np.isnan(t.pressure_after_GPa) else f"{t.pressure_after_GPa:.6f}"
         truth.append(f"{t.point}\t{t.pressure_before_GPa:.6f}\t{after}\t{t.temperature_K:g}")
     (folder / "truth.tsv").write_text("\n".join(truth) + "\n")
     return truths
-
-
-def write_data_sample(root: str | Path, seed: int = SEED) -> Path:
-    """Write every synthetic run of ``data-sample/`` under ``root``."""
-    root = Path(root)
-    rng = np.random.default_rng(seed)
-    write_hgte_run(root / "hgte_thz", rng)
-    return root
-
-
-def read_truth(path: str | Path) -> dict[str, np.ndarray]:
-    """A truth.tsv as columns (``point`` as str, the others as float, empty = NaN)."""
-    lines = [l for l in Path(path).read_text().splitlines() if l and not l.startswith("#")]
-    header = lines[0].split("\t")
-    rows = [l.split("\t") for l in lines[1:]]
-    out = {}
-    for j, name in enumerate(header):
-        values = [r[j] if j < len(r) else "" for r in rows]
-        out[name] = np.array(values) if name == "point" else np.array([float(v) if v else np.nan for v in values])
-    return out
