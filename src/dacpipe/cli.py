@@ -17,7 +17,7 @@ from pathlib import Path
 from . import __version__
 from .config import load_config, validate_config
 from .errors import DacpipeError
-from .pipeline import STAGES, assemble_run, run_config, run_stage, store_path
+from .pipeline import STAGES, assemble_run, run_config, run_stage, stages_for, store_path
 from .sheet import make_sheet, read_sheet
 
 log = logging.getLogger("dacpipe")
@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
     failed = []
     for run_id in run_ids:
         try:
-            for stage in STAGES:
+            for stage in stages_for(run_config(config, run_id)):
                 run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
             out = assemble_run(config, run_id)
             log.info(f"{run_id}: wrote {out}")

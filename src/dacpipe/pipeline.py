@@ -13,6 +13,7 @@ from typing import Callable
 import yaml
 
 from .config import run_config
+from .integrate import integration_stage
 from .pressure import pressure_stage
 from .sheet import read_sheet
 from .store import StageResult, assemble, write_part
@@ -22,7 +23,15 @@ log = logging.getLogger("dacpipe")
 # Stage name -> function(sheet, run_cfg, warn, progress) -> StageResult.
 STAGES: dict[str, Callable[..., StageResult]] = {
     "pressure": lambda sheet, run, warn, progress: pressure_stage(sheet, run["pressure"], warn, progress),
+    "xrd": lambda sheet, run, warn, progress: integration_stage(sheet, run["xrd"], "xrd", warn, progress),
+    "saxs": lambda sheet, run, warn, progress: integration_stage(sheet, run["saxs"], "saxs", warn, progress),
 }
+
+
+def stages_for(run: dict) -> list[str]:
+    """The stages a run's config asks for, in order: pressure always, the
+    integration stages when their section is present."""
+    return ["pressure"] + [s for s in ("xrd", "saxs") if s in run]
 
 
 def store_path(config: dict, run_id: str) -> Path:
@@ -55,7 +64,7 @@ def assemble_run(config: dict, run_id: str, parts: list[str | Path] | None = Non
     """Merge a run's parts into its store."""
     run = run_config(config, run_id)
     sheet = read_sheet(run["sheet"])
-    parts = parts if parts is not None else [part_path(config, run_id, s) for s in STAGES]
+    parts = parts if parts is not None else [part_path(config, run_id, s) for s in stages_for(run)]
     out = Path(out) if out else store_path(config, run_id)
     assemble(out, run_id, sheet, parts, run_config_yaml(config, run_id))
     return out

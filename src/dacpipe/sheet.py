@@ -1,7 +1,8 @@
 """The sample sheet (``points.tsv``): one row per pressure point.
 
 Columns are those of the contract (``shared/spec/contract.md`` section 1),
-plus ``pressure_err_GPa`` beside ``pressure_GPa``. Lines starting with ``#``
+plus ``pressure_err_GPa`` beside ``pressure_GPa`` and ``monitor`` (beam
+monitor counts, to normalize SAXS frames). Lines starting with ``#``
 are comments (``dacpipe sheet`` lists the files it could not pair there).
 Paths are relative to the sheet's own folder.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from .errors import SheetError
 
 FILE_COLUMNS = ("xrd", "saxs", "ruby_before", "ruby_after", "ruby", "absorption", "pl")
-NUMBER_COLUMNS = ("pressure_GPa", "pressure_err_GPa", "temperature_K")
+NUMBER_COLUMNS = ("pressure_GPa", "pressure_err_GPa", "temperature_K", "monitor")
 COLUMNS = ("point", *FILE_COLUMNS, *NUMBER_COLUMNS, "note")
 DEFAULT_TEMPERATURE_K = 298.0
 
@@ -44,6 +45,7 @@ class Point:
     pressure_GPa: float = math.nan
     pressure_err_GPa: float = math.nan
     temperature_K: float = DEFAULT_TEMPERATURE_K
+    monitor: float = math.nan      # beam monitor counts of the exposure, for SAXS normalization
     note: str = ""
     problems: tuple[str, ...] = ()
 

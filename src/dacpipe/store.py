@@ -36,7 +36,14 @@ _UNIT_SUFFIXES = {
 }
 
 
+# Axes whose names the contract fixes without a unit suffix.
+_UNIT_NAMES = {"q": "1/angstrom", "two_theta": "degree"}
+
+
 def units_from_name(name: str) -> str | None:
+    """The unit a dataset's name declares by its suffix, or None."""
+    if name in _UNIT_NAMES:
+        return _UNIT_NAMES[name]
     for suffix, unit in sorted(_UNIT_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
         if name.endswith(suffix):
             return unit
@@ -48,12 +55,14 @@ class StageResult:
     """What one stage produced for a run: arrays over the N points, in sheet order.
 
     ``datasets`` keys may contain ``/`` for subgroups (``"before/R1_nm"``);
-    ``status`` is ``"ok"`` or the reasons something was skipped, per point.
+    ``axes`` are arrays not over points (a pattern's q axis); ``status`` is
+    ``"ok"`` or the reasons something was skipped, per point.
     """
 
     stage: str
     point_ids: Sequence[str]
     datasets: dict[str, np.ndarray] = field(default_factory=dict)
+    axes: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, object] = field(default_factory=dict)
     status: list[str] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
@@ -88,9 +97,14 @@ def write_dataset(group: h5py.Group, name: str, values) -> h5py.Dataset:
     return dset
 
 
-def _set_attrs(obj, attrs: dict) -> None:
+def set_attrs(obj, attrs: dict) -> None:
+    """Attributes, with lists of strings (NeXus ``@axes``) stored as UTF-8 string arrays."""
     for key, value in attrs.items():
-        obj.attrs[key] = "" if value is None else value
+        if value is None:
+            value = ""
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = np.array(value, dtype=STRING)
+        obj.attrs[key] = value
 
 
 def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
@@ -102,10 +116,12 @@ def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
         entry = h5.create_group(run_id)
         write_dataset(entry, "point_ids", list(result.point_ids))
         group = entry.create_group(result.stage)
-        _set_attrs(group, result.attrs)
+        set_attrs(group, result.attrs)
         for name, values in result.datasets.items():
             if np.shape(values)[:1] != (n,):
                 raise ValueError(f"{result.stage}/{name}: shape {np.shape(values)} is not over {n} points")
+            write_dataset(group, name, values)
+        for name, values in result.axes.items():
             write_dataset(group, name, values)
         write_dataset(group, "status", result.status)
         write_inputs(entry.create_group("inputs"), result.inputs)
@@ -168,7 +184,7 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
                 pressure_err = entry["pressure/pressure_err_GPa"][()]
 
         points = entry.create_group("points")
-        points.attrs.update({"NX_class": "NXdata", "signal": "pressure_GPa", "axes": ["."]})
+        set_attrs(points, {"NX_class": "NXdata", "signal": "pressure_GPa", "axes": ["."]})
         write_dataset(points, "point", point_ids)
         write_dataset(points, "pressure_GPa", pressure)
         write_dataset(points, "pressure_err_GPa", pressure_err)

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from dacpipe.config import run_config, validate_config
 from dacpipe.errors import DacpipeError
+from dacpipe.pipeline import stages_for
 from dacpipe.sheet import read_sheet
 
 # dacpipe's own check first: its messages name the key, the value and what
@@ -25,14 +26,35 @@ wildcard_constraints:
     run="|".join(map(re.escape, RUNS)),
 
 
-def run_json(wildcards):
-    """The run's own settings, as the job's parameter: editing another run,
-    or another stage's section later, does not rerun this job."""
+def _run(run_id):
     try:
-        run = run_config(config, wildcards.run)
+        return run_config(config, run_id)
     except DacpipeError as err:
         raise WorkflowError(str(err))
-    return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: run}}, sort_keys=True)
+
+
+def run_json(wildcards):
+    """The run's whole settings (for the store, whose provenance holds them)."""
+    return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: _run(wildcards.run)}}, sort_keys=True)
+
+
+def stage_json(wildcards, stage):
+    """Only what one stage of one run reads, as its job's parameter: editing
+    another run, or another stage's section, does not rerun this job."""
+    run = _run(wildcards.run)
+    own = {"sheet": run["sheet"], stage: run[stage]}
+    return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: own}}, sort_keys=True)
+
+
+def parts(wildcards):
+    return [f"{RESULTS}/{wildcards.run}/parts/{stage}.h5" for stage in stages_for(_run(wildcards.run))]
+
+
+def integration_files(wildcards):
+    """Geometry, mask, dark and flat of an integration stage that exist."""
+    section = config["runs"][wildcards.run][wildcards.kind]
+    named = [section.get(key) for key in ("poni", "mask", "dark", "flat")]
+    return [f.split("::", 1)[0] for f in named if f and os.path.isfile(f.split("::", 1)[0])]
 
 
 def sheet_files(wildcards, columns):

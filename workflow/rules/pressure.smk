@@ -8,7 +8,7 @@ rule pressure:
     output:
         f"{RESULTS}/{{run}}/parts/pressure.h5",
     params:
-        cfg=run_json,
+        cfg=lambda w: stage_json(w, "pressure"),
     log:
         f"{RESULTS}/{{run}}/logs/pressure.log",
     shell:

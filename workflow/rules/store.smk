@@ -4,7 +4,7 @@
 rule store:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
-        parts=[f"{RESULTS}/{{run}}/parts/pressure.h5"],
+        parts=parts,
     output:
         f"{RESULTS}/{{run}}.h5",
     params:

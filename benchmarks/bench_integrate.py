@@ -1,0 +1,166 @@
+"""Integration speed: dacpipe's stage and workflow against a bare fabio + pyFAI loop.
+
+For each detector size (Pilatus 1M, 1043 x 981, CBF; a 2048 x 2048 flat
+panel, EDF) and K frames, prints frames per second of
+
+(a) a bare loop: ``fabio.open(path).data`` then ``integrate1d`` with the same
+    method, on an integrator built once (the fastest plain use of pyFAI);
+(b) dacpipe's integration stage (``integration_stage``) on the same frames;
+(c) the whole Snakemake workflow, sheet to result store, in a fresh folder
+    (start-up, DAG, the pressure, integration and store jobs);
+
+and the peak memory of (b) at K/4 and K frames, each in a fresh process.
+Goals (issue 3): (b) >= 0.9 (a); (c) >= 0.8 (a) at 200 frames; memory flat.
+
+Run it on purpose, not in the test suite::
+
+    python benchmarks/bench_integrate.py --frames 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import fabio
+import numpy as np
+from pyFAI.detectors import Detector
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+METHOD = ("bbox", "csr", "cython")
+NPT = 3000
+DETECTORS = {"pilatus1m": ((1043, 981), ".cbf"), "2048": ((2048, 2048), ".edf")}
+
+
+def make_frames(folder: Path, shape: tuple[int, int], suffix: str, n_frames: int) -> tuple[Path, list[Path]]:
+    """A PONI file and ``n_frames`` distinct noisy ring images."""
+    detector = Detector(pixel1=172e-6, pixel2=172e-6, max_shape=shape)
+    ai = AzimuthalIntegrator(dist=0.2, poni1=shape[0] * 172e-6 / 2.1, poni2=shape[1] * 172e-6 / 1.9,
+                             detector=detector, wavelength=0.4e-10)
+    poni = folder / "geometry.poni"
+    ai.save(str(poni))
+    tth = np.linspace(0, 40, 4000)
+    profile = 20 + sum(500 * np.exp(-0.5 * ((tth - c) / 0.05) ** 2) for c in np.arange(3, 38, 2.7))
+    base = ai.calcfrom1d(tth, profile, shape=shape, dim1_unit="2th_deg")
+    rng = np.random.default_rng(0)
+    # Eight distinct frames, copied: distinct files without hours of writing.
+    templates = []
+    for i in range(min(8, n_frames)):
+        path = folder / f"template_{i}{suffix}"
+        data = rng.poisson(base).astype(np.int32)
+        image = fabio.cbfimage.CbfImage(data=data) if suffix == ".cbf" else fabio.edfimage.EdfImage(data=data)
+        image.write(str(path))
+        templates.append(path)
+    frames = []
+    for i in range(n_frames):
+        path = folder / f"frame_{i:05d}{suffix}"
+        shutil.copyfile(templates[i % len(templates)], path)
+        frames.append(path)
+    return poni, frames
+
+
+def bare_loop(poni: Path, frames: list[Path]) -> float:
+    ai = AzimuthalIntegrator()
+    ai.load(str(poni))
+    ai.integrate1d(fabio.open(str(frames[0])).data, NPT, unit="q_A^-1", method=METHOD)  # build the CSR matrix
+    start = time.perf_counter()
+    for path in frames:
+        data = fabio.open(str(path)).data
+        ai.integrate1d(data, NPT, unit="q_A^-1", method=METHOD, correctSolidAngle=True,
+                       polarization_factor=0.99, error_model="poisson")
+    return len(frames) / (time.perf_counter() - start)
+
+
+def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str) -> Path:
+    sheet = folder / "points.tsv"
+    lines = ["point\txrd\tpressure_GPa"] + [f"p{i:05d}\t{f}\t{0.1 * i:.1f}" for i, f in enumerate(frames)]
+    sheet.write_text("\n".join(lines) + "\n")
+    config = folder / "config.json"
+    config.write_text(json.dumps({"results_dir": str(folder / "results"), "runs": {"bench": {
+        "sheet": str(sheet), "pressure": {"gauge": "sheet"},
+        "xrd": {"poni": str(poni), "npt": NPT, "unit": "q_A^-1", "method": list(METHOD),
+                "rejection": {"method": rejection}}}}}))
+    return config
+
+
+STAGE_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time
+    from dacpipe.config import validate_config
+    from dacpipe.integrate import integration_stage
+    from dacpipe.sheet import read_sheet
+    config = validate_config(json.load(open(sys.argv[1])))
+    run = config["runs"]["bench"]
+    sheet = read_sheet(run["sheet"])
+    n = int(sys.argv[2])
+    sheet = type(sheet)(sheet.path, sheet.columns, sheet.points[:n])
+    start = time.perf_counter()
+    integration_stage(sheet, run["xrd"], "xrd")
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"fps": n / elapsed, "peak_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""")
+
+
+def dacpipe_stage(config: Path, n_frames: int) -> dict:
+    """Frames per second and peak memory of the stage, in a fresh process.
+
+    The timing excludes the integrator set-up (read once per job), as the
+    bare loop's does, but includes the first frame's matrix build.
+    """
+    out = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, str(config), str(n_frames)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def workflow(config: Path, folder: Path, n_frames: int) -> float:
+    root = Path(__file__).resolve().parents[1]
+    project = folder / "project"
+    project.mkdir()
+    shutil.copy(root / "Snakefile", project)
+    shutil.copytree(root / "workflow", project / "workflow")
+    (project / "config").mkdir()
+    shutil.copy(root / "config" / "schema.yaml", project / "config")
+    (project / "config" / "config.yaml").write_text(config.read_text())  # JSON is YAML
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--quiet", "all"], cwd=project,
+                   check=True, env=env, capture_output=True)
+    return n_frames / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    parser.add_argument("--rejection", default="none", choices=["none", "sigma-clip", "median"],
+                        help="dacpipe's spot rejection for (b) and (c); (a) never rejects, so 'none' "
+                             "compares like with like")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores, {args.frames} frames, npt {NPT}, method {METHOD}, "
+          f"dacpipe rejection {args.rejection}")
+    print(f"{'detector':<10} {'(a) bare':>9} {'(b) stage':>10} {'b/a':>5} {'(c) workflow':>13} {'c/a':>5} "
+          f"{'mem K/4':>8} {'mem K':>8}")
+    for name in args.detectors:
+        shape, suffix = DETECTORS[name]
+        with tempfile.TemporaryDirectory(prefix="dacpipe-bench-") as tmp:
+            folder = Path(tmp)
+            poni, frames = make_frames(folder, shape, suffix, args.frames)
+            config = write_run(folder, poni, frames, args.rejection)
+            a = bare_loop(poni, frames)
+            small = dacpipe_stage(config, max(1, args.frames // 4))
+            full = dacpipe_stage(config, args.frames)
+            c = workflow(config, folder, args.frames)
+            b = full["fps"]
+            print(f"{name:<10} {a:9.1f} {b:10.1f} {b / a:5.2f} {c:13.1f} {c / a:5.2f} "
+                  f"{small['peak_MB']:7.0f}M {full['peak_MB']:7.0f}M", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The integration stage on frames made here from a known 1D pattern."""
+
+import logging
+
+import fabio
+import h5py
+import numpy as np
+import pytest
+from pyFAI.detectors import Detector
+from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+from dacpipe.config import validate_config
+from dacpipe.integrate import integration_stage, q_from_two_theta, two_theta_from_q
+from dacpipe.sheet import read_sheet
+from dacpipe.store import write_part
+
+SHAPE = (200, 220)
+WAVELENGTH_A = 0.4
+PEAKS_DEG = (4.0, 7.0, 10.0)
+
+
+def integrator():
+    detector = Detector(pixel1=172e-6, pixel2=172e-6, max_shape=SHAPE)
+    return AzimuthalIntegrator(dist=0.12, poni1=0.0172 * 0.93, poni2=0.0172 * 1.07, detector=detector,
+                               wavelength=WAVELENGTH_A * 1e-10)
+
+
+def truth_pattern(tth):
+    return 50.0 + sum(1000.0 * np.exp(-0.5 * ((tth - c) / 0.08) ** 2) for c in PEAKS_DEG)
+
+
+def frame(ai, rng, spot=None):
+    tth = np.linspace(0.0, 15.0, 5000)
+    image = ai.calcfrom1d(tth, truth_pattern(tth), shape=SHAPE, dim1_unit="2th_deg",
+                          correctSolidAngle=True, polarization_factor=0.99)
+    image = rng.poisson(np.clip(image, 0, None)).astype(np.int32)
+    if spot is not None:  # a diamond single-crystal spot sitting on the second ring
+        rr, cc = np.mgrid[:SHAPE[0], :SHAPE[1]]
+        image += (80000 * np.exp(-((rr - spot[0]) ** 2 + (cc - spot[1]) ** 2) / 2.0)).astype(np.int32)
+    image[100:104, :] = -1  # a module gap, Pilatus style
+    return image
+
+
+@pytest.fixture
+def run(tmp_path):
+    return make_run(tmp_path)
+
+
+def make_run(tmp_path):
+    ai = integrator()
+    ai.save(str(tmp_path / "geo.poni"))
+    rng = np.random.default_rng(1)
+    # A pixel on the 7 deg ring, for the spot.
+    tth_map = ai.center_array(SHAPE, unit="2th_deg")
+    r, c = np.unravel_index(np.argmin(np.abs(tth_map - 7.0)), SHAPE)
+    fabio.cbfimage.CbfImage(data=frame(ai, rng)).write(str(tmp_path / "f1.cbf"))
+    fabio.cbfimage.CbfImage(data=frame(ai, rng, spot=(r, c))).write(str(tmp_path / "f2.cbf"))
+    good = (tmp_path / "f1.cbf").read_bytes()
+    (tmp_path / "f3.cbf").write_bytes(good[: len(good) // 2])            # truncated
+    fabio.cbfimage.CbfImage(data=np.zeros((50, 50), np.int32)).write(str(tmp_path / "f4.cbf"))  # wrong detector
+    (tmp_path / "points.tsv").write_text("point\txrd\na\tf1.cbf\nb\tf2.cbf\nc\tf3.cbf\nd\tf4.cbf\ne\t\n"
+                                         "f\tmissing.cbf\n")
+    return tmp_path
+
+
+def section(tmp_path, **changes):
+    config = {"runs": {"r": {"sheet": "x", "xrd": {"poni": str(tmp_path / "geo.poni"), "unit": "2th_deg",
+                                                    "npt": 300, **changes}}}}
+    return validate_config(config)["runs"]["r"]["xrd"]
+
+
+def peak_centre(x, y, near):
+    window = (x > near - 0.4) & (x < near + 0.4)
+    xs, ys = x[window], y[window] - np.nanmin(y[window])
+    return float(np.sum(xs * ys) / np.sum(ys))
+
+
+def test_patterns_statuses_and_axes(run):
+    messages = []
+    result = integration_stage(read_sheet(run / "points.tsv"), section(run), "xrd", warn=messages.append)
+    status = dict(zip(result.point_ids, result.status))
+    assert status["a"] == "ok" and status["b"] == "ok"
+    assert "truncated" in status["c"] or "f3.cbf" in status["c"]
+    assert "f4.cbf" in status["d"] and "50" in status["d"]
+    assert status["e"] == "xrd: not measured"
+    assert "missing.cbf" in status["f"] and "not found" in status["f"]
+    assert len(messages) == 3 and all("\n" not in m for m in messages)
+    tth, pattern = result.axes["two_theta"], result.datasets["I"][0]
+    for centre in PEAKS_DEG:
+        # Solid angle and polarization are corrected, so the rings sit where the 1D truth put them.
+        assert peak_centre(tth, pattern, centre) == pytest.approx(centre, abs=0.01)
+    assert np.all(np.isnan(result.datasets["I"][2:]))
+    np.testing.assert_allclose(result.axes["q"], q_from_two_theta(tth, WAVELENGTH_A))
+    np.testing.assert_allclose(two_theta_from_q(result.axes["q"], WAVELENGTH_A), tth)
+    # Gap pixels (-1) are masked: the flat background level is the truth's 50 counts
+    # divided by nothing (solid angle normalised to the PONI pixel).
+    assert result.attrs["method"] == "('no', 'csr', 'cython')"
+
+
+def test_diamond_spot_rejection(run):
+    sheet = read_sheet(run / "points.tsv")
+    clipped = integration_stage(sheet, section(run), "xrd")
+    plain = integration_stage(sheet, section(run, rejection={"method": "none"}), "xrd")
+    median = integration_stage(sheet, section(run, rejection={"method": "median"}), "xrd")
+    tth = clipped.axes["two_theta"]
+    ring = np.abs(tth - 7.0) < 0.3
+    # Frame a has no spot, frame b the same rings plus a spot on the 7 deg ring.
+    excess_plain = np.nanmax(plain.datasets["I"][1][ring] - plain.datasets["I"][0][ring])
+    excess_clipped = np.nanmax(np.abs(clipped.datasets["I"][1][ring] - clipped.datasets["I"][0][ring]))
+    excess_median = np.nanmax(np.abs(median.datasets["I"][1][ring] - median.datasets["I"][0][ring]))
+    peak = np.nanmax(clipped.datasets["I"][0][ring])
+    assert excess_plain > 0.2 * peak          # without rejection the spot inflates the ring
+    assert excess_clipped < 0.05 * peak       # sigma clipping removes it
+    assert excess_median < 0.05 * peak
+    # Clipping measures the spread along the ring, but the errors reported are
+    # still Poisson: those of plain integration without pixel splitting (as
+    # clipping does), where nothing was clipped.
+    unsplit = integration_stage(sheet, section(run, rejection={"method": "none"}, method=["no", "csr", "cython"]),
+                                "xrd")
+    ratio = clipped.datasets["I_errors"][0][ring] / unsplit.datasets["I_errors"][0][ring]
+    assert np.nanmedian(ratio) == pytest.approx(1.0, abs=0.1)
+
+
+def test_fallback_is_reported(run, caplog):
+    with caplog.at_level(logging.WARNING, logger="dacpipe"):
+        result = integration_stage(read_sheet(run / "points.tsv"),
+                                   section(run, method=["bbox", "csr", "opencl"], rejection={"method": "none"}),
+                                   "xrd")
+    assert "pyFAI used method" in caplog.text
+    assert "opencl" not in result.attrs["method"]
+
+
+def test_store_layout(run, tmp_path):
+    result = integration_stage(read_sheet(run / "points.tsv"), section(run), "xrd")
+    write_part(tmp_path / "part.h5", "r", result)
+    with h5py.File(tmp_path / "part.h5") as h5:
+        xrd = h5["r/xrd"]
+        assert xrd.attrs["signal"] == "I" and list(xrd.attrs["axes"]) == [".", "q"]
+        assert xrd["I"].shape == (6, 300) and xrd["q"].attrs["units"] == "1/angstrom"
+        assert xrd["two_theta"].attrs["units"] == "degree"
