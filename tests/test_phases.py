@@ -300,10 +300,17 @@ def test_cell_at_pressure_is_isotropic_along_the_eos():
 
 
 def test_phase_without_eos_warns_and_keeps_its_cell():
-    rs = LIBRARY["HgTe-rs"]
+    rs = LIBRARY["CdSe-rs"]
     assert rs.eos is None
     with pytest.warns(UserWarning, match="no equation of state"):
         assert rs.cell_at(10.0) == rs.cell
+
+
+def test_hgte_high_pressure_phases_get_denser():
+    # Each transition of the zb -> cinnabar -> rock-salt sequence lowers the volume per formula unit.
+    zb, cin, rs = (LIBRARY[n] for n in ("HgTe-zb", "HgTe-cinnabar", "HgTe-rs"))
+    assert zb.volume_fu_A3(zb.cell_at(3.0)) > cin.volume_fu_A3(cin.cell_at(3.0))
+    assert cin.volume_fu_A3(cin.cell_at(8.7)) > rs.volume_fu_A3(rs.cell_at(8.7))
 
 
 # --------------------------------------------------------------------------

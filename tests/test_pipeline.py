@@ -15,14 +15,24 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = "hgte_thz"
 
 
+def absolute_config(folder: Path, results: Path) -> Path:
+    """The default config with its data-sample paths made absolute, so tests run from any folder."""
+    text = (ROOT / "config" / "config.yaml").read_text().replace("data-sample/", f"{ROOT}/data-sample/")
+    path = folder / "config.yaml"
+    path.write_text(text.replace("results_dir: results", f"results_dir: {results}"))
+    return path
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def results(tmp_path_factory):
     """data-sample processed with the default config, by `dacpipe run`."""
-    results = tmp_path_factory.mktemp("results")
-    code = main(["run", "--configfile", str(ROOT / "config/config.yaml"),
-                 "--set", f"results_dir={results}",
-                 "--set", f"runs.{RUN}.sheet={ROOT / 'data-sample' / RUN / 'points.tsv'}"])
-    assert code == 0
+    folder = tmp_path_factory.mktemp("run")
+    assert main(["run", "--configfile", str(absolute_config(folder, folder / "results"))]) == 0
+    return folder / "results"
+
+
+@pytest.fixture(scope="module")
+def store(results):
     return results / f"{RUN}.h5"
 
 
@@ -61,6 +71,7 @@ def test_points_status_and_provenance(store):
         prov = h5[f"{RUN}/provenance"]
         paths = list(prov["inputs/path"].asstr()[()])
         assert sum(p.endswith(".txt") for p in paths) == 27  # 14 before + 13 after
+        assert sum(p.endswith(".cbf") for p in paths) == 14 and any(p.endswith("xrd.poni") for p in paths)
         assert all(len(s) == 64 for s in prov["inputs/sha256"].asstr()[()])
         assert "mao1986-hydrostatic" in prov["config"].asstr()[()]
         assert '"pyFAI"' in prov["versions"].asstr()[()]
@@ -90,7 +101,7 @@ def bad_run(tmp_path):
 def test_bad_spectra_are_marked_and_others_complete(tmp_path, capsys):
     folder = bad_run(tmp_path)
     results = tmp_path / "results"
-    code = main(["run", "--configfile", str(ROOT / "config/config.yaml"), "--set", f"results_dir={results}",
+    code = main(["run", "--configfile", str(absolute_config(tmp_path, results)), "--runs", RUN,
                  "--set", f"runs.{RUN}.sheet={folder / 'points.tsv'}"])
     assert code == 0
     messages = [l for l in capsys.readouterr().err.splitlines() if "skipped" not in l and "/p0" in l]
@@ -111,3 +122,59 @@ def test_bad_spectra_are_marked_and_others_complete(tmp_path, capsys):
             assert abs(pressure[point] - truth["pressure_after_GPa"][i]) < 0.02
         else:
             assert status[point] == "ok"
+
+
+def centroid(x, y, near, half_width):
+    """Centre of a peak above the straight line joining the window's edges
+    (the SAXS peaks sit on a steeply falling form factor)."""
+    window = (x > near - half_width) & (x < near + half_width) & np.isfinite(y)
+    xs, ys = x[window], y[window]
+    baseline = ys[0] + (ys[-1] - ys[0]) * (xs - xs[0]) / (xs[-1] - xs[0])
+    excess = np.clip(ys - baseline, 0, None)
+    return float(np.sum(xs * excess) / np.sum(excess))
+
+
+def test_xrd_patterns_put_the_rings_where_the_truth_lattice_does(store):
+    truth = read_truth(ROOT / "data-sample" / RUN / "truth.tsv")
+    with h5py.File(store) as h5:
+        xrd = h5[f"{RUN}/xrd"]
+        two_theta, intensity = xrd["two_theta"][()], xrd["I"][()]
+        wavelength = xrd.attrs["wavelength_A"]
+    a = truth["HgTe-zb/a_A"][0]
+    for hkl in [(1, 1, 1), (2, 2, 0), (3, 1, 1)]:
+        d = a / np.sqrt(sum(i * i for i in hkl))
+        expected = np.degrees(2 * np.arcsin(wavelength / (2 * d)))
+        # 400 bins over ~19 deg: 0.05 deg per bin; the centroid of a ring 8 bins wide
+        # is good to a few thousandths of a degree.
+        assert centroid(two_theta, intensity[0], expected, 0.25) == pytest.approx(expected, abs=0.01)
+
+
+def test_diamond_spots_are_rejected_in_the_store(tmp_path, store):
+    """A spot lying on no ring makes a spurious peak without rejection, none with it."""
+    spots = read_truth(ROOT / "data-sample" / RUN / "truth_spots.tsv")
+    point = "p003"
+    row = np.flatnonzero(spots["point"] == point)[np.argmax(spots["two_theta_deg"][spots["point"] == point])]
+    spot_deg = spots["two_theta_deg"][row]
+    plain_results = tmp_path / "plain"
+    config = absolute_config(tmp_path, plain_results)
+    assert main(["run", "--configfile", str(config), "--runs", RUN,
+                 "--set", f"runs.{RUN}.xrd.rejection.method=none"]) == 0
+    index = list(read_points(store, RUN)["point"]).index(point)
+    with h5py.File(store) as clipped, h5py.File(plain_results / f"{RUN}.h5") as plain:
+        tth = clipped[f"{RUN}/xrd/two_theta"][()]
+        near = np.abs(tth - spot_deg) < 0.15
+        around = (np.abs(tth - spot_deg) > 0.3) & (np.abs(tth - spot_deg) < 0.6)
+        with_rejection = clipped[f"{RUN}/xrd/I"][index]
+        without = plain[f"{RUN}/xrd/I"][index]
+    excess_plain = np.nanmax(without[near]) - np.nanmedian(without[around])
+    excess_clipped = np.nanmax(with_rejection[near]) - np.nanmedian(with_rejection[around])
+    assert excess_plain > 5 * max(excess_clipped, 1.0)
+
+
+def test_saxs_first_superlattice_peak(results):
+    truth = read_truth(ROOT / "data-sample" / "nc_saxs" / "truth.tsv")
+    with h5py.File(results / "nc_saxs.h5") as h5:
+        q, intensity = h5["nc_saxs/saxs/q"][()], h5["nc_saxs/saxs/I"][()]
+    for i, q111_nm in enumerate(truth["q111_inv_nm"]):
+        expected = q111_nm / 10.0
+        assert centroid(q, intensity[i], expected, 0.01) == pytest.approx(expected, rel=0.01)

@@ -936,12 +936,13 @@ _SPECS: list[dict] = [
                    "rock-salt limit sqrt(6) = 2.45 that cinnabar HgTe approaches; c = 10.2 A gives c/a = 2.33 "
                    "and 56.5 A^3 per HgTe, ~10% below zinc blende at 3 GPa.",
          unconfirmed=("a", "c", "u_Hg", "v_Te", "reference_pressure_GPa", "EOS form")),
-    _rs("Hg", "Te", "HgTe-rs", "HgTe", 5.88, None,
-        "none: no published EOS of rock-salt HgTe was confirmed; the lines stay at the 8 GPa cell",
+    _rs("Hg", "Te", "HgTe-rs", "HgTe", 5.80, ("bm3", None, 55.0, 4.0),
+        "estimate, no published EOS of rock-salt HgTe was confirmed: BM3 with K0 = 55 GPa, K' = 4, "
+        "V0 the P = 0 extrapolation from the 8 GPa cell; treat as a starting value for a fit",
         "Rock salt (Fm-3m), observed from about 8 GPa (Werner et al., Phys. Rev. B 28, 3330 (1983)). "
-        "a = 5.88 A at 8 GPa is an estimate (zinc blende volume at 8 GPa less the ~12% total volume "
-        "collapse of the zb -> cinnabar -> rock-salt sequence), not a measured value.",
-        p_ref=8.0, unconfirmed=("a", "reference_pressure_GPa")),
+        "a = 5.80 A at 8 GPa is an estimate (about 3% denser per formula unit than cinnabar at the "
+        "transition, as a reconstructive transition to six-fold coordination must be), not a measured value.",
+        p_ref=8.0, unconfirmed=("a", "eos", "reference_pressure_GPa")),
     # ---- InP ---------------------------------------------------------------
     _zb("In", "P", "InP-zb", "InP", 5.8687, ("murnaghan", None, 76.0, 4.0),
         "Murnaghan fit of the zinc-blende compression curve to 10.8 GPa: B0 = 76(4) GPa, B0' = 4.0(2) "

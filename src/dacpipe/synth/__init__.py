@@ -1,9 +1,17 @@
 """Synthetic runs from known truth: the generator of ``data-sample/``.
 
-Each run is written by the module of its kind (``ruby``: gauge spectra; more
-kinds join as the pipeline grows) with the truth beside the data. Everything
-is drawn from one seeded ``numpy.random.Generator`` in a fixed order, so
-``dacpipe synth`` rewrites ``data-sample/`` byte for byte.
+Runs are composed in :mod:`.runs` from the parts that make their data:
+:mod:`.ruby` (gauge spectra), :mod:`.xrd` (powder diffraction frames of the
+HgTe series), :mod:`.saxs` (superlattice SAXS frames) and :mod:`.detector`
+(geometry files, masks and deterministic image writers). The truth is
+written beside the data (``truth.tsv``, ``truth_spots.tsv``).
+
+Randomness: the ``hgte_thz`` ruby spectra draw from
+``numpy.random.default_rng(seed)`` exactly as before the run had images;
+every image (and the SAXS ruby series and detector) has its own stream,
+``default_rng([seed, run, frame])``, so a change to one part does not
+reshuffle the others. Everything is drawn in a fixed order, so ``dacpipe
+synth`` rewrites ``data-sample/`` byte for byte.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ruby import write_hgte_run
+from .runs import write_hgte_thz, write_nc_saxs
 
 SEED = 20261123
 
@@ -20,8 +28,8 @@ SEED = 20261123
 def write_data_sample(root: str | Path, seed: int = SEED) -> Path:
     """Write every synthetic run of ``data-sample/`` under ``root``."""
     root = Path(root)
-    rng = np.random.default_rng(seed)
-    write_hgte_run(root / "hgte_thz", rng)
+    write_hgte_thz(root / "hgte_thz", seed)
+    write_nc_saxs(root / "nc_saxs", seed)
     return root
 
 

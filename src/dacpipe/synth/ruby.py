@@ -1,4 +1,4 @@
-"""Synthetic ruby fluorescence spectra and the ruby part of the ``hgte_thz`` run.
+"""Synthetic ruby fluorescence spectra, and the ruby gauge of a pressure series.
 
 The spectra are made with a physical model that is *not* the fit model:
 each ruby line is a true Voigt profile (Lorentzian emission broadened by a
@@ -53,56 +53,78 @@ def ruby_spectrum(r1_nm: float, rng: np.random.Generator, *, window_nm: tuple[fl
 
 
 @dataclass(frozen=True)
-class RubyPointTruth:
+class RubyPoint:
+    """The ruby part of one pressure point.
+
+    ``pressure_after_GPa`` is the true pressure after the exposure even when
+    its spectrum was not written (a lost spectrum does not stop the cell from
+    creeping); ``files`` maps ``before``/``after`` to the spectra written,
+    relative to the run folder.
+    """
+
     point: str
     pressure_before_GPa: float
-    pressure_after_GPa: float  # NaN when the point has no spectrum after
-    temperature_K: float
+    pressure_after_GPa: float
+    files: dict[str, str]
+
+    @property
+    def exposure_pressure_GPa(self) -> float:
+        """Sample pressure during the exposure: the mean of before and after, rounded to 1e-6 GPa.
+
+        The rounding makes the value written in truth.tsv (6 decimals) the
+        exact value the images were made with.
+        """
+        return round(0.5 * (self.pressure_before_GPa + self.pressure_after_GPa), 6)
 
 
-# The HgTe nanocrystal series: compression in uneven steps, as at a beamline,
-# through zinc blende (to ~2.5 GPa), cinnabar and rock salt (from ~8 GPa).
-HGTE_PRESSURES_GPA = (0.15, 0.6, 1.1, 1.6, 2.1, 2.7, 3.4, 4.2, 5.1, 6.2, 7.4, 8.7, 10.1, 11.6)
-
-
-def _write_spectrum(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+def write_spectrum(path: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """A two-column spectrum file as the spectrometer software writes it."""
     lines = ["wavelength_nm\tcounts"] + [f"{a:.4f}\t{b:.0f}" for a, b in zip(x, y)]
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_hgte_run(folder: Path, rng: np.random.Generator, scale_name: str = "mao1986-hydrostatic",
-                   lambda0_nm: float = 694.24) -> list[RubyPointTruth]:
-    """Write the ``hgte_thz`` run: ruby spectra before and after each exposure, sheet and truth."""
+def write_ruby_series(folder: Path, prefix: str, pressures_GPa, rng: np.random.Generator, *,
+                      creep_GPa: float = 0.12, sides: tuple[str, ...] = ("before", "after"),
+                      lost: frozenset[tuple[str, str]] = frozenset(),
+                      scale_name: str = "mao1986-hydrostatic", lambda0_nm: float = 694.24) -> list[RubyPoint]:
+    """Ruby spectra before (and after) each exposure of a pressure series.
+
+    Parameters
+    ----------
+    folder : Path
+        Run folder; spectra go to ``folder/ruby/<prefix>_<point>_ruby_<side>.txt``.
+    prefix : str
+        File-name prefix of the run.
+    pressures_GPa : sequence of float
+        Pressure before each exposure; points are named p001, p002, ...
+    rng : numpy.random.Generator
+        Drawn in a fixed order per point: the creep, then per side written
+        the R1 height and the spectrum's noise.
+    creep_GPa : float
+        The pressure after the exposure is the pressure before plus
+        U(0, creep_GPa): the cell relaxes while the image is taken.
+    sides : tuple of str
+        Which spectra are taken at every point.
+    lost : set of (point, side)
+        Spectra that were not recorded (a shutter fault), as real runs have.
+    scale_name, lambda0_nm
+        Pressure scale and ambient R1 that turn pressures into R1 positions.
+    """
     scale = get_scale(scale_name, "ruby")
     (folder / "ruby").mkdir(parents=True, exist_ok=True)
-    truths, rows = [], []
-    for i, p_before in enumerate(HGTE_PRESSURES_GPA, start=1):
+    out = []
+    for i, p_before in enumerate(pressures_GPa, start=1):
         point = f"p{i:03d}"
-        # Pressure creeps up while the cell relaxes during the exposure.
-        p_after = p_before + rng.uniform(0.0, 0.12)
-        # One point lost its "after" spectrum (a shutter fault), as real runs do.
-        has_after = point != "p006"
+        p_after = p_before + rng.uniform(0.0, creep_GPa)
         files = {}
         for side, p in (("before", p_before), ("after", p_after)):
-            if side == "after" and not has_after:
+            if side not in sides or (point, side) in lost:
                 continue
             r1 = float(scale.position_at(p, lambda0_nm))
             x, y = ruby_spectrum(r1, rng, lorentz_fwhm_nm=0.35 + 0.02 * p,
                                  r1_height=rng.uniform(6000.0, 20000.0))
-            name = f"ruby/hgte_{point}_ruby_{side}.txt"
-            _write_spectrum(folder / name, x, y)
+            name = f"ruby/{prefix}_{point}_ruby_{side}.txt"
+            write_spectrum(folder / name, x, y)
             files[side] = name
-        truths.append(RubyPointTruth(point, p_before, p_after if has_after else np.nan, 298.0))
-        rows.append([point, files["before"], files.get("after", ""), "298", f"step {i}"])
-
-    sheet = ["\t".join(["point", "ruby_before", "ruby_after", "temperature_K", "note"])]
-    sheet += ["\t".join(r) for r in rows]
-    (folder / "points.tsv").write_text("\n".join(sheet) + "\n")
-
-    truth = [f"# truth of the synthetic run: scale {scale_name}, lambda0_nm {lambda0_nm}",
-             "\t".join(["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K"])]
-    for t in truths:
-        after = "" if np.isnan(t.pressure_after_GPa) else f"{t.pressure_after_GPa:.6f}"
-        truth.append(f"{t.point}\t{t.pressure_before_GPa:.6f}\t{after}\t{t.temperature_K:g}")
-    (folder / "truth.tsv").write_text("\n".join(truth) + "\n")
-    return truths
+        out.append(RubyPoint(point, float(p_before), float(p_after), files))
+    return out

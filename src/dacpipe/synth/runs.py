@@ -1,0 +1,125 @@
+"""The runs of ``data-sample/``: gauge spectra and images composed into sheets and truth.
+
+Each run folder gets a sample sheet (``points.tsv``, contract columns only)
+and ``truth.tsv``, whose first columns are always the ruby truth (point,
+pressure_before_GPa, pressure_after_GPa, temperature_K) followed by what the
+images were made from.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import saxs, xrd
+from .detector import write_cbf
+from .ruby import RubyPoint, write_ruby_series
+
+TEMPERATURE_K = 298.0
+RUBY_SCALE = "mao1986-hydrostatic"
+RUBY_LAMBDA0_NM = 694.24
+
+# The HgTe nanocrystal series: compression in uneven steps, as at a beamline,
+# through zinc blende, cinnabar and rock salt (xrd.TRANSITIONS).
+HGTE_PRESSURES_GPA = (0.15, 0.6, 1.1, 1.6, 2.1, 2.7, 3.4, 4.2, 5.1, 6.2, 7.4, 8.7, 10.1, 11.6)
+
+
+def _fmt(value: float, digits: int = 6) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _write_tsv(path: Path, header: list[str], rows: list[list[str]], comments: list[str] = ()) -> None:
+    lines = [f"# {c}" for c in comments] + ["\t".join(header)] + ["\t".join(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _ruby_truth(r: RubyPoint) -> list[str]:
+    after = r.pressure_after_GPa if "after" in r.files else math.nan
+    return [r.point, _fmt(r.pressure_before_GPa), _fmt(after), f"{TEMPERATURE_K:g}"]
+
+
+def _frame_rng(seed: int, run: int, frame: int) -> np.random.Generator:
+    """An independent stream per frame.
+
+    Poisson sampling uses a variable number of uniform draws, so any change
+    in one frame's expected counts would reshuffle every later frame drawn
+    from a shared stream; with one stream per frame it stays in that frame.
+    """
+    return np.random.default_rng([seed, run, frame])
+
+
+def write_hgte_thz(folder: Path, seed: int) -> None:
+    """The ``hgte_thz`` run: ruby before/after and one XRD frame per point.
+
+    The ruby spectra draw from ``default_rng(seed)`` exactly what they drew
+    before the run had images, so they did not change when images were added.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    ruby = write_ruby_series(folder, "hgte", HGTE_PRESSURES_GPA, np.random.default_rng(seed),
+                             lost=frozenset({("p006", "after")}), scale_name=RUBY_SCALE, lambda0_nm=RUBY_LAMBDA0_NM)
+    (folder / "xrd").mkdir(exist_ok=True)
+    xrd.write_xrd_geometry(folder)
+
+    sheet, truth, spots = [], [], []
+    phase_columns = list(xrd.phase_truth(0.0))
+    for i, r in enumerate(ruby, start=1):
+        pressure = r.exposure_pressure_GPa
+        counts, frame_spots, _ = xrd.xrd_frame(pressure, _frame_rng(seed, 1, i))
+        image = f"xrd/hgte_{r.point}.cbf"
+        write_cbf(folder / image, counts)
+        sheet.append([r.point, image, r.files["before"], r.files.get("after", ""), f"{TEMPERATURE_K:g}", f"step {i}"])
+        phases = xrd.phase_truth(pressure)
+        truth.append(_ruby_truth(r) + [_fmt(pressure)] + [_fmt(phases[c]) for c in phase_columns])
+        spots += [[r.point, f"{s.row:.3f}", f"{s.col:.3f}", f"{s.sigma_px:.3f}", f"{s.peak_counts:.0f}",
+                   _fmt(s.two_theta_deg), f"{s.local_counts:.3f}", f"{s.ring_counts:.3f}"] for s in frame_spots]
+
+    _write_tsv(folder / "points.tsv", ["point", "xrd", "ruby_before", "ruby_after", "temperature_K", "note"], sheet)
+    g = xrd.XRD_GEOMETRY
+    _write_tsv(
+        folder / "truth.tsv",
+        ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *phase_columns],
+        truth,
+        [f"truth of the synthetic run: scale {RUBY_SCALE}, lambda0_nm {RUBY_LAMBDA0_NM}",
+         "pressure_GPa: sample pressure during the XRD exposure = mean of the true pressures before and after "
+         "(p006 too, whose after spectrum was lost)",
+         f"XRD: wavelength_A {g.wavelength_A}, geometry xrd.poni, mask xrd.mask; transitions "
+         + "; ".join(f"{a} -> {b} {lo}-{hi} GPa" for a, b, lo, hi in xrd.TRANSITIONS),
+         "<phase>/fraction: share of HgTe formula units in the phase (mole = mass fraction); "
+         "<phase>/crystallite_nm: Scherrer size; see data-sample/README.md"])
+    _write_tsv(folder / "truth_spots.tsv",
+               ["point", "row", "col", "sigma_px", "peak_counts", "two_theta_deg", "local_counts", "ring_counts"],
+               spots,
+               ["diamond spots added to the XRD frames: peak_counts * exp(-((i - row)^2 + (j - col)^2) / "
+                "(2 sigma_px^2)) at pixel (i, j), before the Poisson noise",
+                "local_counts / ring_counts: powder pattern at the spot's 2theta / its maximum within 1 deg "
+                "(hgte_pattern units)"])
+
+
+def write_nc_saxs(folder: Path, seed: int) -> None:
+    """The ``nc_saxs`` run: a ruby spectrum before each SAXS frame, plus dark and flat."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # The SAXS cell is held at each pressure before the exposure: no creep, no spectrum after.
+    ruby = write_ruby_series(folder, "nc", saxs.SAXS_PRESSURES_GPA, np.random.default_rng([seed, 2]), creep_GPa=0.0,
+                             sides=("before",), scale_name=RUBY_SCALE, lambda0_nm=RUBY_LAMBDA0_NM)
+    (folder / "saxs").mkdir(exist_ok=True)
+    _, flat = saxs.write_saxs_detector(folder, _frame_rng(seed, 2, 0))
+    sheet, truth = [], []
+    columns = list(saxs.superlattice_truth(0.0))
+    for i, r in enumerate(ruby, start=1):
+        pressure = r.pressure_before_GPa
+        image = f"saxs/nc_{r.point}.cbf"
+        write_cbf(folder / image, saxs.saxs_frame(pressure, flat, _frame_rng(seed, 2, i)))
+        sheet.append([r.point, image, r.files["before"], f"{TEMPERATURE_K:g}", f"step {i}"])
+        values = saxs.superlattice_truth(pressure)
+        truth.append(_ruby_truth(r) + [_fmt(pressure)] + [_fmt(values[c]) for c in columns])
+    _write_tsv(folder / "points.tsv", ["point", "saxs", "ruby_before", "temperature_K", "note"], sheet)
+    g = saxs.SAXS_GEOMETRY
+    _write_tsv(folder / "truth.tsv",
+               ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *columns],
+               truth,
+               [f"truth of the synthetic run: scale {RUBY_SCALE}, lambda0_nm {RUBY_LAMBDA0_NM}",
+                "pressure_GPa: sample pressure during the SAXS exposure (= before: the cell does not creep)",
+                f"SAXS: wavelength_A {g.wavelength_A}, geometry saxs.poni, mask saxs.mask, dark saxs_dark.edf, "
+                "flat saxs_flat.edf; fcc superlattice of nanocrystals, see data-sample/README.md"])
