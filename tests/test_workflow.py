@@ -32,21 +32,25 @@ def snakemake(project, *args):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_dry_run_lists_one_pressure_job_per_run(project):
+def test_dry_run_lists_one_job_per_run_and_stage(project):
     out = snakemake(project, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr
     table = out.stdout + out.stderr
     counts = {line.split()[0]: line.split()[1] for line in table.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert counts.get("pressure") == "1" and counts.get("store") == "1" and counts.get("all") == "1"
+    # Two runs in the default config: hgte_thz (ruby + XRD) and nc_saxs (ruby + SAXS).
+    # One job per run and stage, never one per spectrum or frame.
+    assert counts == {"all": "1", "pressure": "2", "integrate": "2", "store": "2", "total": "7"}
 
 
 def test_full_run_then_noop_rerun(project):
     out = snakemake(project)
     assert out.returncode == 0, out.stderr[-3000:]
-    points = read_points(project / "results" / "hgte_thz.h5", "hgte_thz")
-    assert np.all(np.isfinite(points["pressure_GPa"]))
+    for run in ("hgte_thz", "nc_saxs"):
+        points = read_points(project / "results" / f"{run}.h5", run)
+        assert np.all(np.isfinite(points["pressure_GPa"])) and set(points["status"]) == {"ok"}
     assert (project / "results/hgte_thz/logs/pressure.log").exists()
+    assert (project / "results/hgte_thz/logs/xrd.log").exists()
     again = snakemake(project, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -66,3 +70,17 @@ def test_lint_has_no_remark_but_software_deployment(project):
     out = snakemake(project, "--lint")
     remarks = [l.strip() for l in (out.stdout + out.stderr).splitlines() if l.strip().startswith("* ")]
     assert remarks and all("Specify a conda environment or container" in r for r in remarks), remarks
+
+
+def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
+    """Each job's parameters are its own stage's settings: a new rejection
+    threshold for XRD reruns the XRD integration and the store, nothing else."""
+    assert snakemake(project).returncode == 0
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("runs:\n  hgte_thz:\n    xrd:\n      rejection:\n        threshold: 5.0\n")
+    out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
+    assert out.returncode == 0, out.stderr
+    table = out.stdout + out.stderr
+    jobs = {line.split()[0]: line.split()[1] for line in table.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs == {"all": "1", "integrate": "1", "store": "1", "total": "3"}
