@@ -7,7 +7,8 @@ panel, EDF) and K frames, prints frames per second of
     method, on an integrator built once (the fastest plain use of pyFAI);
 (b) dacpipe's integration stage (``integration_stage``) on the same frames;
 (c) the whole Snakemake workflow, sheet to result store, in a fresh folder
-    (start-up, DAG, the pressure, integration and store jobs);
+    (start-up, DAG, the pressure, integration and store jobs), and its fixed
+    cost: the same workflow on a run of one frame;
 
 and the peak memory of (b) at K/4 and K frames, each in a fresh process.
 Goals (issue 3): (b) >= 0.9 (a); (c) >= 0.8 (a) at 200 frames; memory flat.
@@ -80,6 +81,7 @@ def bare_loop(poni: Path, frames: list[Path]) -> float:
 
 
 def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str) -> Path:
+    folder.mkdir(exist_ok=True)
     sheet = folder / "points.tsv"
     lines = ["point\txrd\tpressure_GPa"] + [f"p{i:05d}\t{f}\t{0.1 * i:.1f}" for i, f in enumerate(frames)]
     sheet.write_text("\n".join(lines) + "\n")
@@ -120,8 +122,9 @@ def dacpipe_stage(config: Path, n_frames: int) -> dict:
 
 
 def workflow(config: Path, folder: Path, n_frames: int) -> float:
+    """Seconds for the whole workflow, sheet to store, in a fresh project folder."""
     root = Path(__file__).resolve().parents[1]
-    project = folder / "project"
+    project = folder / f"project_{n_frames}"
     project.mkdir()
     shutil.copy(root / "Snakefile", project)
     shutil.copytree(root / "workflow", project / "workflow")
@@ -132,7 +135,7 @@ def workflow(config: Path, folder: Path, n_frames: int) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--quiet", "all"], cwd=project,
                    check=True, env=env, capture_output=True)
-    return n_frames / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -146,7 +149,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, {args.frames} frames, npt {NPT}, method {METHOD}, "
           f"dacpipe rejection {args.rejection}")
     print(f"{'detector':<10} {'(a) bare':>9} {'(b) stage':>10} {'b/a':>5} {'(c) workflow':>13} {'c/a':>5} "
-          f"{'mem K/4':>8} {'mem K':>8}")
+          f"{'fixed s':>8} {'mem K/4':>8} {'mem K':>8}")
     for name in args.detectors:
         shape, suffix = DETECTORS[name]
         with tempfile.TemporaryDirectory(prefix="dacpipe-bench-") as tmp:
@@ -156,9 +159,10 @@ def main() -> None:
             a = bare_loop(poni, frames)
             small = dacpipe_stage(config, max(1, args.frames // 4))
             full = dacpipe_stage(config, args.frames)
-            c = workflow(config, folder, args.frames)
+            c = args.frames / workflow(config, folder, args.frames)
+            fixed = workflow(write_run(folder / "one", poni, frames[:1], args.rejection), folder / "one", 1)
             b = full["fps"]
-            print(f"{name:<10} {a:9.1f} {b:10.1f} {b / a:5.2f} {c:13.1f} {c / a:5.2f} "
+            print(f"{name:<10} {a:9.1f} {b:10.1f} {b / a:5.2f} {c:13.1f} {c / a:5.2f} {fixed:8.1f} "
                   f"{small['peak_MB']:7.0f}M {full['peak_MB']:7.0f}M", flush=True)
 
 

@@ -138,3 +138,30 @@ def test_store_layout(run, tmp_path):
         assert xrd.attrs["signal"] == "I" and list(xrd.attrs["axes"]) == [".", "q"]
         assert xrd["I"].shape == (6, 300) and xrd["q"].attrs["units"] == "1/angstrom"
         assert xrd["two_theta"].attrs["units"] == "degree"
+
+
+def test_monitor_normalization_and_cake(run):
+    sheet_path = run / "points_monitor.tsv"
+    sheet_path.write_text("point\txrd\tmonitor\na\tf1.cbf\t1000\nb\tf1.cbf\t2000\nc\tf1.cbf\t\n")
+    plain = integration_stage(read_sheet(sheet_path), section(run), "xrd")
+    messages = []
+    normalized = integration_stage(read_sheet(sheet_path),
+                                   section(run, normalization="monitor", cake={"enabled": True, "npt_azimuthal": 36}),
+                                   "xrd", warn=messages.append)
+    # The same frame counted with twice the monitor is half as intense.
+    np.testing.assert_allclose(normalized.datasets["I"][0] * 1000, plain.datasets["I"][0], rtol=1e-4)
+    np.testing.assert_allclose(normalized.datasets["I"][1] * 2000, plain.datasets["I"][1], rtol=1e-4)
+    assert "monitor" in normalized.status[2] and len(messages) == 1
+    cake = normalized.datasets["cake/I"]
+    assert cake.shape == (3, 36, 300) and normalized.axes["cake/chi_deg"].shape == (36,)
+    # Along the 7 deg ring the cake is flat within noise: no texture in these frames.
+    ring = np.argmin(np.abs(normalized.axes["cake/radial"] - 7.0))
+    values = cake[0, :, ring][np.isfinite(cake[0, :, ring]) & (cake[0, :, ring] > 0)]
+    assert np.std(values) / np.mean(values) < 0.1
+
+
+def test_frame_with_no_usable_pixel(run):
+    fabio.cbfimage.CbfImage(data=np.full(SHAPE, -1, np.int32)).write(str(run / "dead.cbf"))
+    (run / "dead.tsv").write_text("point\txrd\na\tdead.cbf\nb\tf1.cbf\n")
+    result = integration_stage(read_sheet(run / "dead.tsv"), section(run), "xrd")
+    assert "no usable pixel" in result.status[0] and result.status[1] == "ok"

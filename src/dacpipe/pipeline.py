@@ -13,18 +13,35 @@ from typing import Callable
 import yaml
 
 from .config import run_config
-from .integrate import integration_stage
-from .pressure import pressure_stage
 from .sheet import read_sheet
 from .store import StageResult, assemble, write_part
 
 log = logging.getLogger("dacpipe")
 
+
+# Each stage imports its module when it runs: a Snakemake job starts a fresh
+# process, and the pressure and store jobs should not pay pyFAI's second of
+# import time.
+def _pressure(sheet, run, warn, progress) -> StageResult:
+    from .pressure import pressure_stage
+
+    return pressure_stage(sheet, run["pressure"], warn, progress)
+
+
+def _integration(kind: str) -> Callable[..., StageResult]:
+    def stage(sheet, run, warn, progress) -> StageResult:
+        from .integrate import integration_stage
+
+        return integration_stage(sheet, run[kind], kind, warn, progress)
+
+    return stage
+
+
 # Stage name -> function(sheet, run_cfg, warn, progress) -> StageResult.
 STAGES: dict[str, Callable[..., StageResult]] = {
-    "pressure": lambda sheet, run, warn, progress: pressure_stage(sheet, run["pressure"], warn, progress),
-    "xrd": lambda sheet, run, warn, progress: integration_stage(sheet, run["xrd"], "xrd", warn, progress),
-    "saxs": lambda sheet, run, warn, progress: integration_stage(sheet, run["saxs"], "saxs", warn, progress),
+    "pressure": _pressure,
+    "xrd": _integration("xrd"),
+    "saxs": _integration("saxs"),
 }
 
 

@@ -34,12 +34,13 @@ def file_record(reference: str | Path) -> FileRecord:
         return FileRecord(str(path), "", -1)
 
 
-def file_records(references: Iterable[str | Path]) -> list[FileRecord]:
+def file_records(references: Iterable[str | Path | FileRecord]) -> list[FileRecord]:
+    """One record per file, in first-seen order; records already made are kept."""
     seen: dict[str, FileRecord] = {}
     for ref in references:
-        path = file_part(str(ref))
+        path = ref.path if isinstance(ref, FileRecord) else file_part(str(ref))
         if path not in seen:
-            seen[path] = file_record(path)
+            seen[path] = ref if isinstance(ref, FileRecord) else file_record(path)
     return list(seen.values())
 
 

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
-from .provenance import file_records, versions
+from .provenance import FileRecord, file_records, versions
 from .sheet import Sheet
 
 STRING = h5py.string_dtype()
@@ -56,7 +56,8 @@ class StageResult:
 
     ``datasets`` keys may contain ``/`` for subgroups (``"before/R1_nm"``);
     ``axes`` are arrays not over points (a pattern's q axis); ``status`` is
-    ``"ok"`` or the reasons something was skipped, per point.
+    ``"ok"`` or the reasons something was skipped, per point; ``inputs`` are
+    the files read, as paths or as records already checksummed.
     """
 
     stage: str
@@ -65,7 +66,7 @@ class StageResult:
     axes: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, object] = field(default_factory=dict)
     status: list[str] = field(default_factory=list)
-    inputs: list[str] = field(default_factory=list)
+    inputs: list[str | FileRecord] = field(default_factory=list)
 
 
 @contextmanager
@@ -127,8 +128,8 @@ def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
         write_inputs(entry.create_group("inputs"), result.inputs)
 
 
-def write_inputs(group: h5py.Group, paths: Sequence[str]) -> None:
-    records = file_records(paths)
+def write_inputs(group: h5py.Group, references: Sequence[str | FileRecord]) -> None:
+    records = file_records(references)
     write_dataset(group, "path", [r.path for r in records])
     write_dataset(group, "sha256", [r.sha256 for r in records])
     dset = write_dataset(group, "size", np.array([r.size for r in records], dtype=np.int64))
@@ -157,7 +158,7 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
     point_ids = sheet.point_ids
     n = len(point_ids)
     stage_status: list[list[str]] = [[("; ".join(p.problems) or "ok") for p in sheet.points]]
-    inputs: list[str] = [str(sheet.path)]
+    inputs: list[str | FileRecord] = [str(sheet.path)]
     pressure = np.full(n, np.nan)
     pressure_err = np.full(n, np.nan)
     with atomic_h5(store_path) as out:
@@ -178,7 +179,10 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
                         continue
                     src.copy(src_entry[name], entry, name=name)
                     stage_status.append(list(entry[name]["status"].asstr()[()]))
-                inputs += list(src_entry["inputs/path"].asstr()[()])
+                # The parts checksummed their inputs when they read them.
+                table = src_entry["inputs"]
+                inputs += [FileRecord(p, h, int(n)) for p, h, n in
+                           zip(table["path"].asstr()[()], table["sha256"].asstr()[()], table["size"][()])]
             if "pressure" in entry:
                 pressure = entry["pressure/pressure_GPa"][()]
                 pressure_err = entry["pressure/pressure_err_GPa"][()]
@@ -196,7 +200,8 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
         prov.attrs["NX_class"] = "NXcollection"
         write_dataset(prov, "config", config_yaml)
         write_dataset(prov, "versions", json.dumps(versions(), sort_keys=True))
-        write_inputs(prov.create_group("inputs"), sorted(set(inputs)))
+        records = sorted(file_records(inputs), key=lambda r: r.path)
+        write_inputs(prov.create_group("inputs"), records)
 
 
 def read_points(store_path: str | Path, run_id: str | None = None) -> dict[str, np.ndarray]:
