@@ -67,6 +67,15 @@ def test_layering_and_set(tmp_path):
     assert pressure["lambda0_nm"] == 694.24  # kept from the base file
 
 
+def test_error_names_the_files(tmp_path):
+    extra = tmp_path / "mine.yaml"
+    extra.write_text("runs:\n  hgte_thz:\n    pressure:\n      gauge: rubi\n")
+    with pytest.raises(ConfigError) as err:
+        load_config([ROOT / "config" / "config.yaml", extra])
+    assert str(err.value).startswith(f"{ROOT / 'config' / 'config.yaml'} + {extra}: config: runs.hgte_thz")
+    assert "did you mean 'ruby'" in str(err.value)
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs: [unclosed\n")

@@ -132,8 +132,12 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(paths: Iterable[str | Path], assignments: Iterable[str] = ()) -> dict:
     """Read config files in order (later ones layered on earlier), apply
-    ``key=value`` assignments, validate and fill defaults."""
+    ``key=value`` assignments, validate and fill defaults.
+
+    A validation error names the files it came from (``a.yaml + b.yaml:``).
+    """
     config: dict = {}
+    paths = list(paths)
     for path in paths:
         config = merge(config, read_yaml(path))
     for text in assignments:
@@ -144,7 +148,10 @@ def load_config(paths: Iterable[str | Path], assignments: Iterable[str] = ()) ->
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {key!r} is not a mapping in the config")
         node[keys[-1]] = value
-    return validate_config(config)
+    try:
+        return validate_config(config)
+    except ConfigError as err:
+        raise ConfigError(f"{' + '.join(map(str, paths))}: {err}") from None
 
 
 DEFAULT_SCALE = {"ruby": "shen2020", "sm-srb4o7": "datchi1997", "diamond-raman": "akahama2006"}

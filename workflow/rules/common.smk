@@ -15,7 +15,7 @@ from dacpipe.sheet import read_sheet
 try:
     validate_config(config)
 except DacpipeError as err:
-    raise WorkflowError(str(err))
+    raise WorkflowError(f"{' + '.join(map(str, workflow.configfiles))}: {err}")
 validate(config, "../../config/schema.yaml")
 
 RESULTS = config["results_dir"].rstrip("/")
