@@ -13,6 +13,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pressure.smk"
 include: "workflow/rules/integrate.smk"
+include: "workflow/rules/index.smk"
 include: "workflow/rules/store.smk"
 
 

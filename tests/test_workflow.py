@@ -38,9 +38,10 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     table = out.stdout + out.stderr
     counts = {line.split()[0]: line.split()[1] for line in table.splitlines()
               if len(line.split()) == 2 and line.split()[1].isdigit()}
-    # Two runs in the default config: hgte_thz (ruby + XRD) and nc_saxs (ruby + SAXS).
-    # One job per run and stage, never one per spectrum or frame.
-    assert counts == {"all": "1", "pressure": "2", "integrate": "2", "store": "2", "total": "7"}
+    # Two runs in the default config: hgte_thz (ruby + XRD + indexing + EOS) and
+    # nc_saxs (ruby + SAXS). One job per run and stage, never one per spectrum or frame.
+    assert counts == {"all": "1", "pressure": "2", "integrate": "2", "index": "1", "eos": "1", "store": "2",
+                      "total": "9"}
 
 
 def test_full_run_then_noop_rerun(project):
@@ -84,4 +85,16 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     table = out.stdout + out.stderr
     jobs = {line.split()[0]: line.split()[1] for line in table.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}
-    assert jobs == {"all": "1", "integrate": "1", "store": "1", "total": "3"}
+    # Indexing and EOS read the XRD part, so they follow when it changes.
+    assert jobs == {"all": "1", "integrate": "1", "index": "1", "eos": "1", "store": "1", "total": "5"}
+
+
+def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
+    assert snakemake(project).returncode == 0
+    extra = tmp_path / "vinet.yaml"
+    extra.write_text("runs:\n  hgte_thz:\n    eos:\n      model: vinet\n")
+    out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
+    assert out.returncode == 0, out.stderr
+    jobs = {line.split()[0]: line.split()[1] for line in (out.stdout + out.stderr).splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs == {"all": "1", "eos": "1", "store": "1", "total": "3"}

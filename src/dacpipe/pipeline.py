@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
+import h5py
+import numpy as np
 import yaml
 
 from .config import run_config
@@ -21,15 +23,15 @@ log = logging.getLogger("dacpipe")
 
 # Each stage imports its module when it runs: a Snakemake job starts a fresh
 # process, and the pressure and store jobs should not pay pyFAI's second of
-# import time.
-def _pressure(sheet, run, warn, progress) -> StageResult:
+# import time. A stage gets the part files of the stages before it.
+def _pressure(sheet, run, warn, progress, parts) -> StageResult:
     from .pressure import pressure_stage
 
     return pressure_stage(sheet, run["pressure"], warn, progress)
 
 
 def _integration(kind: str) -> Callable[..., StageResult]:
-    def stage(sheet, run, warn, progress) -> StageResult:
+    def stage(sheet, run, warn, progress, parts) -> StageResult:
         from .integrate import integration_stage
 
         return integration_stage(sheet, run[kind], kind, warn, progress)
@@ -37,18 +39,56 @@ def _integration(kind: str) -> Callable[..., StageResult]:
     return stage
 
 
-# Stage name -> function(sheet, run_cfg, warn, progress) -> StageResult.
+def _phases(sheet, run, warn, progress, parts) -> StageResult:
+    from .indexing import IndexingSettings, index_series
+
+    xrd, xrd_attrs = read_part(parts["xrd"], "xrd", ("q", "I", "I_errors", "status"))
+    pressure, _ = read_part(parts["pressure"], "pressure", ("pressure_GPa",))
+    return index_series(sheet.point_ids, xrd["q"], xrd["I"], xrd["I_errors"], float(xrd_attrs["wavelength_A"]),
+                        pressure["pressure_GPa"], IndexingSettings.from_config(run), xrd_status=xrd["status"],
+                        warn=warn, progress=progress)
+
+
+def _eos(sheet, run, warn, progress, parts) -> StageResult:
+    from .eos import eos_stage
+
+    pressure, _ = read_part(parts["pressure"], "pressure", ("pressure_GPa", "pressure_err_GPa"))
+    names = [f"{p}/{k}" for p in run["phases"] for k in ("volume_fu_A3", "volume_fu_err_A3")]
+    found, _ = read_part(parts["phases"], "phases", names)
+    volumes = {p: (found[f"{p}/volume_fu_A3"], found[f"{p}/volume_fu_err_A3"]) for p in run["phases"]}
+    return eos_stage(sheet.point_ids, pressure["pressure_GPa"], pressure["pressure_err_GPa"], volumes, run["eos"],
+                     warn=warn)
+
+
+# Stage name -> function(sheet, run_cfg, warn, progress, parts) -> StageResult.
 STAGES: dict[str, Callable[..., StageResult]] = {
     "pressure": _pressure,
     "xrd": _integration("xrd"),
     "saxs": _integration("saxs"),
+    "phases": _phases,
+    "eos": _eos,
 }
+# What each stage reads besides the sheet.
+NEEDS = {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure")}
 
 
 def stages_for(run: dict) -> list[str]:
     """The stages a run's config asks for, in order: pressure always, the
-    integration stages when their section is present."""
-    return ["pressure"] + [s for s in ("xrd", "saxs") if s in run]
+    integration stages when their section is present, indexing and EOS when
+    an XRD run names phases."""
+    stages = ["pressure"] + [s for s in ("xrd", "saxs") if s in run]
+    if "xrd" in run and run.get("phases"):
+        stages += ["phases", "eos"]
+    return stages
+
+
+def read_part(path: str | Path, stage: str, names: Sequence[str]) -> tuple[dict[str, np.ndarray], dict]:
+    """Datasets of one stage's group in a part file (strings decoded), and its attributes."""
+    with h5py.File(path, "r") as h5:
+        group = h5[next(iter(h5))][stage]
+        out = {name: (group[name].asstr()[()] if group[name].dtype.kind == "O" else group[name][()])
+               for name in names}
+        return out, dict(group.attrs)
 
 
 def store_path(config: dict, run_id: str) -> Path:
@@ -70,7 +110,8 @@ def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = No
     """Run one stage of one run and write its part file."""
     run = run_config(config, run_id)
     sheet = read_sheet(run["sheet"])
-    result = STAGES[stage](sheet, run, log.warning, progress)
+    parts = {needed: part_path(config, run_id, needed) for needed in NEEDS.get(stage, ())}
+    result = STAGES[stage](sheet, run, log.warning, progress, parts)
     out = Path(out) if out else part_path(config, run_id, stage)
     write_part(out, run_id, result)
     return out

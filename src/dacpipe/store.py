@@ -55,15 +55,18 @@ class StageResult:
     """What one stage produced for a run: arrays over the N points, in sheet order.
 
     ``datasets`` keys may contain ``/`` for subgroups (``"before/R1_nm"``);
-    ``axes`` are arrays not over points (a pattern's q axis); ``status`` is
-    ``"ok"`` or the reasons something was skipped, per point; ``inputs`` are
-    the files read, as paths or as records already checksummed.
+    ``axes`` are arrays not over points (a pattern's q axis); ``extra`` are
+    arrays in other groups of the entry, keyed by their path there
+    (``"transitions/onset_GPa"``); ``status`` is ``"ok"`` or the reasons
+    something was skipped, per point; ``inputs`` are the files read, as paths
+    or as records already checksummed.
     """
 
     stage: str
     point_ids: Sequence[str]
     datasets: dict[str, np.ndarray] = field(default_factory=dict)
     axes: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, object] = field(default_factory=dict)
     status: list[str] = field(default_factory=list)
     inputs: list[str | FileRecord] = field(default_factory=list)
@@ -124,14 +127,17 @@ def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
             write_dataset(group, name, values)
         for name, values in result.axes.items():
             write_dataset(group, name, values)
+        for path, values in result.extra.items():
+            write_dataset(entry, path, values)
         write_dataset(group, "status", result.status)
         write_inputs(entry.create_group("inputs"), result.inputs)
 
 
 def write_inputs(group: h5py.Group, references: Sequence[str | FileRecord]) -> None:
     records = file_records(references)
-    write_dataset(group, "path", [r.path for r in records])
-    write_dataset(group, "sha256", [r.sha256 for r in records])
+    # Explicit string type: an empty list would otherwise become floats.
+    group.create_dataset("path", data=[r.path for r in records], dtype=STRING)
+    group.create_dataset("sha256", data=[r.sha256 for r in records], dtype=STRING)
     dset = write_dataset(group, "size", np.array([r.size for r in records], dtype=np.int64))
     dset.attrs["units"] = "byte"
 
@@ -178,7 +184,8 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
                     if name in ("point_ids", "inputs"):
                         continue
                     src.copy(src_entry[name], entry, name=name)
-                    stage_status.append(list(entry[name]["status"].asstr()[()]))
+                    if "status" in entry[name]:
+                        stage_status.append(list(entry[name]["status"].asstr()[()]))
                 # The parts checksummed their inputs when they read them.
                 table = src_entry["inputs"]
                 inputs += [FileRecord(p, h, int(n)) for p, h, n in

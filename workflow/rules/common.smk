@@ -38,11 +38,12 @@ def run_json(wildcards):
     return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: _run(wildcards.run)}}, sort_keys=True)
 
 
-def stage_json(wildcards, stage):
-    """Only what one stage of one run reads, as its job's parameter: editing
-    another run, or another stage's section, does not rerun this job."""
+def stage_json(wildcards, *sections):
+    """Only the config sections one stage of one run reads, as its job's
+    parameter: editing another run, or another stage's section, does not
+    rerun this job."""
     run = _run(wildcards.run)
-    own = {"sheet": run["sheet"], stage: run[stage]}
+    own = {"sheet": run["sheet"], **{key: run[key] for key in sections}}
     return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: own}}, sort_keys=True)
 
 

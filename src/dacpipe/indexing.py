@@ -1,0 +1,564 @@
+"""The indexing stage: which phases each pattern holds, their lattices and fractions.
+
+Point by point, in measurement order:
+
+1. the peaks of the pattern are found and fitted (:mod:`dacpipe.peaks`);
+2. each configured phase predicts its lines from its structure
+   (:mod:`dacpipe.phases`), starting from its lattice at the previous point
+   (or, the first time, from the library cell at the point's pressure); a
+   scan of a common scale factor on q, within ``search_rel``, finds where the
+   predicted lines meet the most observed intensity, since the seed can be
+   off by a few per cent;
+3. lines are matched to peaks within ``tolerance_rel`` of q; a phase is
+   present when at least ``min_lines`` lines and half of its predicted
+   intensity in the observed range are found;
+4. the lattice of each present phase is refined on the peaks only it
+   explains (:mod:`dacpipe.lattice`), twice, re-matching with the refined
+   cell;
+5. phase fractions come from refined intensities as in a Rietveld analysis
+   (Hill & Howard, J. Appl. Cryst. 20, 467 (1987)): each phase's scale
+   s = sum(observed areas) / sum(m |F|^2 L) over its own lines, and the
+   fraction of formula units x = s Z V / sum(s Z V);
+6. peaks no present phase explains are kept and reported: a gasket line, the
+   pressure medium, or a new phase.
+
+Transitions between consecutive configured phases get an onset and an end
+pressure from the fraction of the new phase over the points where both are
+present (a straight line through them, crossing 0 and 1), bounded by the
+points on either side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from . import lattice, peaks
+from .errors import InputError
+from .phases import Phase, get_phase, reflections, structure_factors
+from .store import StageResult
+
+
+@dataclass(frozen=True)
+class IndexingSettings:
+    """The run's ``indexing`` section with its ``phases`` list."""
+
+    phases: tuple[str, ...]
+    search_rel: float = 0.03
+    tolerance_rel: float = 0.004
+    min_lines: int = 3
+    min_intensity_percent: float = 2.0
+    fraction_threshold: float = 0.05
+    min_snr: float = 4.0
+
+    @classmethod
+    def from_config(cls, run: dict) -> "IndexingSettings":
+        section = run.get("indexing", {})
+        return cls(phases=tuple(run.get("phases", ())), **{k: section[k] for k in (
+            "search_rel", "tolerance_rel", "min_lines", "min_intensity_percent", "fraction_threshold",
+            "min_snr") if k in section})
+
+
+@dataclass(frozen=True)
+class Line:
+    """A predicted line: position and intensity as a corrected pattern shows it."""
+
+    hkl: tuple[int, int, int]
+    q_A: float
+    intensity: float   # m |F|^2 L per cell (absolute scale); relative for JCPDS phases
+    f2m: float         # m |F|^2 alone (the file's intensity for JCPDS phases)
+
+
+def predicted_lines(phase: Phase, cell, wavelength_A: float, q_max_A: float,
+                    min_intensity_percent: float) -> list[Line]:
+    """Lines of ``phase`` with ``cell`` up to ``q_max_A``, weaker ones dropped.
+
+    The patterns are corrected for polarization and solid angle, so a line's
+    area is m |F|^2 times the Lorentz factor L = 1 / (sin^2 theta cos theta)
+    of a powder ring, with no polarization term.
+    """
+    d_min = max(2 * np.pi / q_max_A, wavelength_A / 2 * 1.0001)
+    refl = reflections(phase, cell=cell, d_min_A=d_min)
+    if not refl:
+        return []
+    hkl = [r.hkl for r in refl]
+    if phase.atoms:
+        f2 = np.abs(structure_factors(phase, hkl, cell=cell)) ** 2
+        base = f2 * np.array([r.multiplicity for r in refl])
+    else:  # JCPDS lines: the file's relative intensities
+        base = np.array([r.intensity for r in refl], dtype=float)
+    q = np.array([2 * np.pi / r.d_A for r in refl])
+    sin_theta = np.clip(q * wavelength_A / (4 * np.pi), 1e-9, 1 - 1e-12)
+    lorentz = 1.0 / (sin_theta**2 * np.sqrt(1 - sin_theta**2))
+    intensity = base * lorentz
+    keep = intensity >= intensity.max() * min_intensity_percent / 100.0
+    return [Line(tuple(h), float(qq), float(i), float(b)) for h, qq, i, b, k in zip(hkl, q, intensity, base, keep)
+            if k]
+
+
+def best_scale(peak_q: np.ndarray, peak_weight: np.ndarray, lines: Sequence[Line], search_rel: float,
+               tolerance_rel: float) -> float:
+    """The factor k on predicted q that puts the most observed intensity under predicted lines.
+
+    Scored by the predicted intensity of the lines that find a peak within
+    the tolerance, times that peak's weight (its area share): a scale that
+    lands weak lines on strong peaks, or strong lines on noise, scores low.
+    """
+    if not len(peak_q) or not lines:
+        return 1.0
+    line_q = np.array([l.q_A for l in lines])
+    line_i = np.array([l.intensity for l in lines]) / max(l.intensity for l in lines)
+    steps = int(np.ceil(search_rel / (tolerance_rel / 3)))
+    factors = 1.0 + np.linspace(-search_rel, search_rel, 2 * steps + 1)
+    order = np.argsort(peak_q)
+    pq, pw = peak_q[order], peak_weight[order]
+    best, best_score = 1.0, -1.0
+    for k in factors:
+        target = k * line_q
+        j = np.clip(np.searchsorted(pq, target), 1, len(pq) - 1)
+        left, right = pq[j - 1], pq[j]
+        nearest = np.where(np.abs(left - target) < np.abs(right - target), j - 1, j)
+        close = np.abs(pq[nearest] - target) <= tolerance_rel * target
+        score = float(np.sum(line_i[close] * np.sqrt(pw[nearest[close]])))
+        if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and abs(k - 1) < abs(best - 1)):
+            best, best_score = float(k), score
+    return best
+
+
+def match(peak_q: np.ndarray, lines: Sequence[Line], factor: float, tolerance_rel: float) -> dict[int, list[int]]:
+    """Peak index -> indices of the lines (scaled by ``factor``) it lies under."""
+    out: dict[int, list[int]] = {}
+    if not len(peak_q):
+        return out
+    for i, line in enumerate(lines):
+        target = factor * line.q_A
+        j = int(np.argmin(np.abs(peak_q - target)))
+        if abs(peak_q[j] - target) <= tolerance_rel * target:
+            out.setdefault(j, []).append(i)
+    return out
+
+
+@dataclass
+class PhaseAtPoint:
+    """What one phase gave at one point."""
+
+    present: bool = False
+    cell: tuple | None = None
+    cell_errors: dict = field(default_factory=dict)
+    volume_fu_A3: float = math.nan
+    volume_fu_err_A3: float = math.nan
+    reduced_chi2: float = math.nan
+    scale: float = math.nan
+    used_hkl: tuple = ()
+    reason: str = ""
+
+
+@dataclass
+class PointResult:
+    peak_fit: peaks.PeakFit | None
+    phases: dict[str, PhaseAtPoint] = field(default_factory=dict)
+    fractions: dict[str, float] = field(default_factory=dict)
+    unexplained_q_A: tuple[float, ...] = ()
+
+
+def _area_2theta(peak: peaks.Peak, wavelength_A: float) -> float:
+    """A peak's area as a 2theta pattern has it: the integrated pattern is in
+    q, and dq/d(2theta) grows as cos(theta)."""
+    sin_theta = min(peak.position * wavelength_A / (4 * np.pi), 1 - 1e-12)
+    return peak.area / math.sqrt(1 - sin_theta**2)
+
+
+def index_point(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, wavelength_A: float,
+                phases: dict[str, Phase], seeds: dict[str, tuple], settings: IndexingSettings) -> PointResult:
+    """Index one pattern (steps 1 to 6 of the module docstring)."""
+    finite = np.isfinite(intensity) & np.isfinite(q_A)
+    if finite.sum() < 10:
+        raise InputError("no XRD pattern at this point")
+    q, y = q_A[finite], intensity[finite]
+    s = sigma[finite] if sigma is not None else None
+    fit = peaks.fit_peaks(q, y, s, min_snr=settings.min_snr)
+    found = list(fit.peaks)
+    if not found:
+        return PointResult(peak_fit=fit, unexplained_q_A=())
+    peak_q = np.array([p.position for p in found])
+    areas = np.array([max(_area_2theta(p, wavelength_A), 0.0) for p in found])
+    weight = areas / areas.sum() if areas.sum() > 0 else np.ones_like(areas)
+    q_max = float(q.max())
+    result = PointResult(peak_fit=fit)
+
+    claimed: dict[int, list[tuple[str, int]]] = {}
+    candidates: dict[str, tuple[list[Line], float, dict[int, list[int]]]] = {}
+    for name, phase in phases.items():
+        lines = predicted_lines(phase, seeds[name], wavelength_A, q_max * 1.02, settings.min_intensity_percent)
+        factor = best_scale(peak_q, weight, lines, settings.search_rel, settings.tolerance_rel)
+        matched = match(peak_q, lines, factor, settings.tolerance_rel)
+        in_range = [i for i, l in enumerate(lines) if factor * l.q_A <= q_max]
+        total = sum(lines[i].intensity for i in in_range)
+        found_intensity = sum(lines[i].intensity for ids in matched.values() for i in ids)
+        n_found = len({i for ids in matched.values() for i in ids})
+        state = PhaseAtPoint()
+        if n_found >= settings.min_lines and total > 0 and found_intensity >= 0.5 * total:
+            state.present = True
+            candidates[name] = (lines, factor, matched)
+            for j in matched:
+                claimed.setdefault(j, []).append((name, 0))
+        else:
+            state.reason = f"{n_found} lines found, {100 * found_intensity / total if total else 0:.0f}% of its intensity"
+        result.phases[name] = state
+
+    for name, (lines, factor, matched) in candidates.items():
+        phase, state = phases[name], result.phases[name]
+        cell = _scaled_cell(seeds[name], factor)
+        for _ in range(2):
+            own = {j: ids for j, ids in matched.items() if len(claimed.get(j, ())) == 1 and len(ids) == 1}
+            indexed = [lattice.IndexedPeak(lines[ids[0]].hkl, found[j].position, found[j].position_err)
+                       for j, ids in own.items()]
+            try:
+                cell_fit = lattice.refine_cell(indexed, phase.system, cell, phase.z_formula_units)
+            except InputError as err:
+                state.present, state.reason = False, str(err)
+                break
+            cell = cell_fit.cell
+            lines = predicted_lines(phase, cell, wavelength_A, q_max * 1.02, settings.min_intensity_percent)
+            matched = match(peak_q, lines, 1.0, settings.tolerance_rel)
+            for j in list(claimed):
+                claimed[j] = [c for c in claimed[j] if c[0] != name]
+            for j in matched:
+                claimed.setdefault(j, []).append((name, 0))
+        else:
+            own = {j: ids for j, ids in matched.items() if len(claimed.get(j, ())) == 1 and len(ids) == 1}
+            predicted = sum(lines[ids[0]].intensity for ids in own.values())
+            observed = sum(areas[j] for j in own)
+            state.cell, state.cell_errors = cell, dict(cell_fit.errors)
+            state.volume_fu_A3, state.volume_fu_err_A3 = cell_fit.volume_fu_A3, cell_fit.volume_fu_err_A3
+            state.reduced_chi2 = cell_fit.reduced_chi2
+            state.scale = observed / predicted if predicted > 0 and phase.atoms else math.nan
+            state.used_hkl = tuple(lines[ids[0]].hkl for ids in own.values())
+
+    # The peak-by-peak cells start a whole-pattern refinement of every phase
+    # found, which sees overlapping lines as what they are.
+    found_phases = {n: phases[n] for n, st in result.phases.items() if st.present and st.cell is not None}
+    if found_phases:
+        whole = refine_pattern(q, y, s if s is not None else np.sqrt(np.clip(y, 1, None)), fit.background,
+                               wavelength_A, found_phases, {n: result.phases[n].cell for n in found_phases},
+                               WHOLE_PATTERN_MIN_PERCENT)
+        for n in found_phases:
+            st = result.phases[n]
+            st.cell, st.cell_errors, st.scale = whole.cells[n], whole.cell_errors[n], whole.scales[n]
+            st.volume_fu_A3, st.volume_fu_err_A3 = whole.volume_fu[n]
+            st.reduced_chi2 = whole.reduced_chi2
+
+    weights = {n: st.scale * phases[n].z_formula_units * _volume(st.cell)
+               for n, st in result.phases.items() if st.present and math.isfinite(st.scale)}
+    total_weight = sum(weights.values())
+    for name, st in result.phases.items():
+        if st.present and name in weights and total_weight > 0:
+            result.fractions[name] = weights[name] / total_weight
+        else:
+            result.fractions[name] = 0.0 if not st.present else math.nan
+    for name, st in result.phases.items():
+        if st.present and result.fractions[name] < settings.fraction_threshold:
+            st.present, st.reason = False, f"fraction {result.fractions[name]:.3f} below the threshold"
+    # A peak is explained when any line of a present phase, however weak,
+    # lies under it with the refined cell.
+    explained = np.zeros(len(found), bool)
+    for name, st in result.phases.items():
+        if st.present and st.cell is not None:
+            lines = predicted_lines(phases[name], st.cell, wavelength_A, q_max * 1.02, WHOLE_PATTERN_MIN_PERCENT)
+            for j in match(peak_q, lines, 1.0, settings.tolerance_rel):
+                explained[j] = True
+    result.unexplained_q_A = tuple(float(peak_q[j]) for j in range(len(found)) if not explained[j])
+    return result
+
+
+# Lines too weak to be found one by one still shift their neighbours: the
+# whole-pattern refinement draws every line above this share of the strongest.
+WHOLE_PATTERN_MIN_PERCENT = 0.05
+
+
+@dataclass(frozen=True)
+class PatternFit:
+    """A whole-pattern refinement of the phases found at one point."""
+
+    cells: dict[str, tuple]
+    cell_errors: dict[str, dict[str, float]]
+    volume_fu: dict[str, tuple[float, float]]   # (V/Z, its error) per phase
+    scales: dict[str, float]
+    reduced_chi2: float
+
+
+_FREE_AXES = {"cubic": ("a",), "hexagonal": ("a", "c"), "trigonal": ("a", "c"), "tetragonal": ("a", "c"),
+              "orthorhombic": ("a", "b", "c")}
+
+
+def _cell_from(system: str, free: dict[str, float], angles) -> tuple:
+    a = free["a"]
+    b = free.get("b", a)
+    c = free.get("c", a if system == "cubic" else free.get("c"))
+    return (a, b, c, *angles)
+
+
+def refine_pattern(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, background: np.ndarray,
+                   wavelength_A: float, phases: dict[str, Phase], cells: dict[str, tuple],
+                   min_intensity_percent: float) -> PatternFit:
+    """Rietveld-type refinement of cells, scales and line widths on the whole pattern.
+
+    Peak by peak, the many overlapping lines of a low-symmetry phase (and
+    the lines two coexisting phases share) bias positions; fitting the
+    pattern as the sum of each phase's predicted lines removes that. Each
+    phase has a cell (its free axes), a scale s (line area = s m |F|^2 L cos
+    theta in q: the pattern is in q, dq/d2theta ~ cos theta), a pseudo-Voigt
+    width linear in q (Scherrer broadening is constant in q) and a mixing
+    eta; the background found with the peaks gets a free quadratic
+    correction. Structures are fixed (Rietveld, J. Appl. Cryst. 2, 65 (1969),
+    without atomic parameters). Errors from the Jacobian, scaled by the
+    reduced chi^2 when it is above 1.
+    """
+    from scipy.optimize import least_squares
+
+    ok = np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0) & np.isfinite(background)
+    q, y, s, bg = q_A[ok], intensity[ok], sigma[ok], background[ok]
+    q_mid = 0.5 * (q.min() + q.max())
+    names = list(phases)
+    layout, x0, lower, upper = [], [], [], []
+
+    def add(key, value, lo, hi):
+        layout.append(key)
+        x0.append(value)
+        lower.append(lo)
+        upper.append(hi)
+
+    for name in names:
+        phase, cell = phases[name], cells[name]
+        for axis, value in zip("abc", cell[:3]):
+            if axis in _FREE_AXES.get(phase.system, ()):
+                add((name, axis), value, value * 0.97, value * 1.03)
+        guess_lines = predicted_lines(phase, cell, wavelength_A, q.max() * 1.05, min_intensity_percent)
+        area_guess = max(float(np.trapezoid(np.clip(y - bg, 0, None), q)), 1e-9)
+        predicted = sum(l.f2m * (4 * np.pi / (l.q_A * wavelength_A)) ** 2 for l in guess_lines) or 1.0
+        add((name, "scale"), area_guess / predicted / len(names), 0.0, np.inf)
+        add((name, "w0"), 0.02, 1e-4, 0.5)
+        add((name, "w1"), 0.0, -0.1, 0.1)
+        add((name, "eta"), 0.5, 0.0, 1.0)
+    for k in range(3):
+        add(("bg", k), 0.0, -np.inf, np.inf)
+    x0 = np.array(x0)
+
+    lines = {n: predicted_lines(phases[n], cells[n], wavelength_A, q.max() * 1.05, min_intensity_percent)
+             for n in names}
+    H = {n: np.array([l.hkl for l in lines[n]], dtype=float) for n in names}
+    base = {n: np.array([l.f2m for l in lines[n]]) for n in names}
+
+    def unpack(x):
+        values = dict(zip(layout, x))
+        out = {}
+        for n in names:
+            free = {axis: values[(n, axis)] for axis in _FREE_AXES.get(phases[n].system, ()) if (n, axis) in values}
+            out[n] = (_cell_from(phases[n].system, free, cells[n][3:]), values[(n, "scale")], values[(n, "w0")],
+                      values[(n, "w1")], values[(n, "eta")])
+        return out, [values[("bg", k)] for k in range(3)]
+
+    def model(x):
+        parts, poly = unpack(x)
+        t = (q - q_mid) / (q.max() - q.min())
+        total = bg * (1 + poly[0] + poly[1] * t + poly[2] * t * t)
+        for n, (cell, scale, w0, w1, eta) in parts.items():
+            if not len(H[n]):
+                continue
+            line_q = lattice.q_calc_A(cell, H[n])
+            sin_theta = np.clip(line_q * wavelength_A / (4 * np.pi), 1e-9, 1 - 1e-12)
+            cos_theta = np.sqrt(1 - sin_theta**2)
+            # m|F|^2 L in 2theta, times cos(theta) for the area in q: L cos = 1/sin^2.
+            area = scale * base[n] / sin_theta**2
+            fwhm = np.clip(w0 + w1 * (line_q - q_mid), 1e-4, None)
+            total = total + peaks.pseudo_voigt(q[:, None], line_q[None, :], fwhm[None, :], eta, area[None, :]).sum(axis=1)
+        return total
+
+    fit = least_squares(lambda x: (model(x) - y) / s, x0, bounds=(lower, upper), x_scale="jac", max_nfev=200)
+    dof = max(len(y) - len(x0), 1)
+    chi2 = float(np.sum(fit.fun**2) / dof)
+    J = fit.jac
+    try:
+        cov = np.linalg.pinv(J.T @ J) * max(chi2, 1.0)
+    except np.linalg.LinAlgError:
+        cov = np.full((len(x0), len(x0)), np.nan)
+    errors = dict(zip(layout, np.sqrt(np.clip(np.diag(cov), 0, None))))
+    parts, _ = unpack(fit.x)
+    index = {key: i for i, key in enumerate(layout)}
+    cells_out, cell_err, vols, scales = {}, {}, {}, {}
+    for n, (cell, scale, *_rest) in parts.items():
+        phase = phases[n]
+        cells_out[n], scales[n] = cell, scale
+        axes = [a for a in _FREE_AXES.get(phase.system, ()) if (n, a) in index]
+        cell_err[n] = {f"{a}_A": float(errors[(n, a)]) for a in axes}
+        # V/Z and its error through the axes' covariance (a-c correlation included).
+        v = _volume(cell) / phase.z_formula_units if phase.z_formula_units else math.nan
+        grad = []
+        for a in axes:
+            h = 1e-6 * dict(zip("abc", cell[:3]))[a]
+            free = {b: dict(zip("abc", cell[:3]))[b] for b in axes}
+            free[a] += h
+            grad.append((_volume(_cell_from(phase.system, free, cell[3:])) - _volume(cell)) / h)
+        sub = cov[np.ix_([index[(n, a)] for a in axes], [index[(n, a)] for a in axes])]
+        v_err = math.sqrt(max(float(np.array(grad) @ sub @ np.array(grad)), 0.0))
+        vols[n] = (v, v_err / phase.z_formula_units if phase.z_formula_units else math.nan)
+    return PatternFit(cells_out, cell_err, vols, scales, chi2)
+
+
+def _scaled_cell(cell, factor: float) -> tuple:
+    """A cell whose q are all ``factor`` times those of ``cell``."""
+    a, b, c, al, be, ga = cell
+    return (a / factor, b / factor, c / factor, al, be, ga)
+
+
+def _volume(cell) -> float:
+    from .phases import cell_volume_A3
+
+    return float(cell_volume_A3(cell))
+
+
+def index_series(point_ids: Sequence[str], q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray,
+                 wavelength_A: float, pressure_GPa: np.ndarray, settings: IndexingSettings,
+                 xrd_status: Sequence[str] | None = None,
+                 warn: Callable[[str], None] = lambda message: None,
+                 progress: Callable[[int, int], None] = lambda done, total: None) -> StageResult:
+    """Index every pattern of a run in order and summarise it as the ``phases`` group."""
+    phases = {name: get_phase(name) for name in settings.phases}
+    n = len(point_ids)
+    seeds: dict[str, tuple] = {}
+    refined: dict[str, tuple[tuple, float]] = {}   # phase -> (last refined cell, its pressure)
+    table: dict[str, np.ndarray] = {}
+    for name, phase in phases.items():
+        for key in ("fraction", "volume_fu_A3", "volume_fu_err_A3", "reduced_chi2", "n_peaks",
+                    *[f"{p}_A" for p in _cell_names(phase.system)], *[f"{p}_err_A" for p in _cell_names(phase.system)]):
+            table[f"{name}/{key}"] = np.full(n, np.nan)
+        table[f"{name}/peaks_used"] = np.array([""] * n, dtype=object)
+        table[f"{name}/present"] = np.zeros(n, dtype=bool)
+    max_peaks = 0
+    point_peaks, unexplained = [], []
+    status = ["ok"] * n
+    for i in range(n):
+        if xrd_status is not None and xrd_status[i] != "ok":
+            status[i] = "phases: no XRD pattern"
+            point_peaks.append(())
+            unexplained.append(())
+            progress(i + 1, n)
+            continue
+        for name, phase in phases.items():
+            seeds[name] = _seed(phase, refined.get(name), pressure_GPa[i])
+        try:
+            result = index_point(q_A, intensity[i], sigma[i], wavelength_A, phases, seeds, settings)
+        except InputError as err:
+            status[i] = f"phases: {err}"
+            point_peaks.append(())
+            unexplained.append(())
+            progress(i + 1, n)
+            continue
+        fitted = result.peak_fit.peaks if result.peak_fit else ()
+        point_peaks.append(fitted)
+        unexplained.append(result.unexplained_q_A)
+        max_peaks = max(max_peaks, len(fitted))
+        if result.unexplained_q_A:
+            shown = ", ".join(f"{q:.4f}" for q in result.unexplained_q_A[:5])
+            warn(f"{point_ids[i]}: {len(result.unexplained_q_A)} peaks no configured phase explains, q = {shown} 1/A")
+        for name, st in result.phases.items():
+            table[f"{name}/fraction"][i] = result.fractions.get(name, math.nan)
+            if not st.present or st.cell is None:
+                continue
+            if math.isfinite(pressure_GPa[i]):
+                refined[name] = (st.cell, float(pressure_GPa[i]))
+            table[f"{name}/present"][i] = True
+            for label, value in zip(("a", "b", "c"), st.cell[:3]):
+                if f"{name}/{label}_A" in table:
+                    table[f"{name}/{label}_A"][i] = value
+                    table[f"{name}/{label}_err_A"][i] = st.cell_errors.get(f"{label}_A", math.nan)
+            table[f"{name}/volume_fu_A3"][i] = st.volume_fu_A3
+            table[f"{name}/volume_fu_err_A3"][i] = st.volume_fu_err_A3
+            table[f"{name}/reduced_chi2"][i] = st.reduced_chi2
+            table[f"{name}/n_peaks"][i] = len(st.used_hkl)
+            table[f"{name}/peaks_used"][i] = " ".join("".join(map(str, h)) for h in st.used_hkl)
+        progress(i + 1, n)
+
+    peak_table = _peak_table(point_peaks, unexplained, max(max_peaks, 1))
+    transitions = find_transitions(list(settings.phases), table, pressure_GPa, settings.fraction_threshold)
+    return StageResult(stage="phases", point_ids=list(point_ids), datasets={**table, **peak_table},
+                       status=status, attrs={"phases": list(settings.phases)},
+                       extra={f"transitions/{k}": v for k, v in transitions.items()})
+
+
+def _seed(phase: Phase, last: tuple[tuple, float] | None, pressure_GPa: float) -> tuple:
+    """Where to start looking for a phase's lines at a point: its last refined
+    cell, moved to this pressure by the library's compression; or, before it
+    was ever refined, the library cell at this pressure."""
+    if not math.isfinite(pressure_GPa):
+        return last[0] if last else _cell_at(phase, phase.reference_pressure_GPa)
+    if last is None:
+        return _cell_at(phase, pressure_GPa)
+    cell, p_last = last
+    ratio = (_volume(_cell_at(phase, pressure_GPa)) / _volume(_cell_at(phase, p_last))) ** (1 / 3)
+    return (cell[0] * ratio, cell[1] * ratio, cell[2] * ratio, *cell[3:])
+
+
+def _cell_at(phase: Phase, pressure_GPa: float) -> tuple:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(phase.cell_at(pressure_GPa))
+
+
+def _cell_names(system: str) -> tuple[str, ...]:
+    return {"cubic": ("a",), "hexagonal": ("a", "c"), "trigonal": ("a", "c"), "tetragonal": ("a", "c")}.get(
+        system, ("a", "b", "c"))
+
+
+def _peak_table(point_peaks, unexplained, width: int) -> dict[str, np.ndarray]:
+    n = len(point_peaks)
+    out = {f"peaks/{k}": np.full((n, width), np.nan) for k in ("q_A", "q_err_A", "fwhm_q_A", "area", "snr")}
+    out["peaks/unexplained_q_A"] = np.full((n, width), np.nan)
+    for i, found in enumerate(point_peaks):
+        for j, p in enumerate(found[:width]):
+            out["peaks/q_A"][i, j], out["peaks/q_err_A"][i, j] = p.position, p.position_err
+            out["peaks/fwhm_q_A"][i, j], out["peaks/area"][i, j], out["peaks/snr"][i, j] = p.fwhm, p.area, p.snr
+        for j, q in enumerate(unexplained[i][:width]):
+            out["peaks/unexplained_q_A"][i, j] = q
+    return out
+
+
+def find_transitions(order: list[str], table: dict[str, np.ndarray], pressure_GPa: np.ndarray,
+                     threshold: float) -> dict[str, np.ndarray]:
+    """Onset and end pressure of each transition between consecutive phases.
+
+    The fraction of the new phase over the points where both coexist is
+    fitted with a straight line in pressure; its crossings of 0 and 1 are the
+    onset and end, kept between the last point without the new phase and the
+    first with it (and likewise for the end). With one coexistence point or
+    none, the bounds' midpoints are used.
+    """
+    out = {"from_phase": [], "to_phase": [], "onset_GPa": [], "end_GPa": []}
+    p = np.asarray(pressure_GPa, dtype=float)
+    for old, new in zip(order, order[1:]):
+        has_old, has_new = table[f"{old}/present"], table[f"{new}/present"]
+        if not has_new.any() or not has_old.any():
+            continue
+        first_new = int(np.argmax(has_new))
+        after = np.flatnonzero(~has_old & (np.arange(len(p)) >= first_new))
+        last_old = int(after[0]) - 1 if len(after) else len(p) - 1
+        onset_bounds = (p[first_new - 1] if first_new > 0 else p[first_new], p[first_new])
+        end_bounds = (p[last_old], p[last_old + 1] if last_old + 1 < len(p) else p[last_old])
+        both = has_old & has_new & np.isfinite(p)
+        fraction = table[f"{new}/fraction"]
+        onset, end = np.mean(onset_bounds), np.mean(end_bounds)
+        if both.sum() >= 2 and np.all(np.isfinite(fraction[both])):
+            slope, intercept = np.polyfit(p[both], fraction[both], 1)
+            if slope > 0:
+                onset = float(np.clip(-intercept / slope, *onset_bounds))
+                end = float(np.clip((1 - intercept) / slope, *end_bounds))
+        out["from_phase"].append(old)
+        out["to_phase"].append(new)
+        out["onset_GPa"].append(float(onset))
+        out["end_GPa"].append(float(end))
+    return {k: np.array(v, dtype=object if k.endswith("phase") else float) for k, v in out.items()}
