@@ -32,12 +32,16 @@ def snakemake(project, *args):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
+def job_counts(out) -> dict[str, str]:
+    """Rule -> number of jobs, from the table of `snakemake -n --quiet rules`."""
+    return {line.split()[0]: line.split()[1] for line in (out.stdout + out.stderr).splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
 def test_dry_run_lists_one_job_per_run_and_stage(project):
     out = snakemake(project, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr
-    table = out.stdout + out.stderr
-    counts = {line.split()[0]: line.split()[1] for line in table.splitlines()
-              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    counts = job_counts(out)
     # Two runs in the default config: hgte_thz (ruby + XRD + indexing + EOS) and
     # nc_saxs (ruby + SAXS). One job per run and stage, never one per spectrum or frame.
     assert counts == {"all": "1", "pressure": "2", "integrate": "2", "index": "1", "eos": "1", "store": "2",
@@ -82,9 +86,7 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     extra.write_text("runs:\n  hgte_thz:\n    xrd:\n      rejection:\n        threshold: 5.0\n")
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
-    table = out.stdout + out.stderr
-    jobs = {line.split()[0]: line.split()[1] for line in table.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    jobs = job_counts(out)
     # Indexing and EOS read the XRD part, so they follow when it changes.
     assert jobs == {"all": "1", "integrate": "1", "index": "1", "eos": "1", "store": "1", "total": "5"}
 
@@ -95,6 +97,16 @@ def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
     extra.write_text("runs:\n  hgte_thz:\n    eos:\n      model: vinet\n")
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
-    jobs = {line.split()[0]: line.split()[1] for line in (out.stdout + out.stderr).splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    jobs = job_counts(out)
     assert jobs == {"all": "1", "eos": "1", "store": "1", "total": "3"}
+
+
+def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
+    """With gold as the gauge, the pressure job takes the XRD part: switching
+    the gauge reruns pressure, indexing, EOS and the store, not the integration."""
+    assert snakemake(project).returncode == 0
+    extra = tmp_path / "marker.yaml"
+    extra.write_text("runs:\n  hgte_thz:\n    pressure:\n      gauge: xrd-marker\n      marker: Au\n")
+    out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
+    assert out.returncode == 0, out.stderr
+    assert job_counts(out) == {"all": "1", "pressure": "1", "index": "1", "eos": "1", "store": "1", "total": "5"}

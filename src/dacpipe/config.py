@@ -165,7 +165,9 @@ def run_config(config: dict, run_id: str) -> dict:
         raise ConfigError(f"config: no run called {run_id!r}; runs: {', '.join(config.get('runs', {}))}") from None
     pressure = run["pressure"]
     gauge = pressure["gauge"]
-    if gauge != "sheet":
+    if gauge == "xrd-marker":
+        _check_marker(run, run_id)
+    elif gauge != "sheet":
         pressure.setdefault("scale", DEFAULT_SCALE[gauge])
         from .scales import get_scale  # local import: config must load without numpy work
 
@@ -178,3 +180,22 @@ def run_config(config: dict, run_id: str) -> dict:
                 raise ConfigError(f"config: runs.{run_id}.pressure.spectrum.laser_nm is required "
                                   "when x_unit is raman_shift_cm-1")
     return run
+
+
+def _check_marker(run: dict, run_id: str) -> None:
+    """``gauge: xrd-marker`` needs a marker the library or a file can give, and XRD to read it in."""
+    key = f"config: runs.{run_id}.pressure"
+    marker = run["pressure"]["marker"]
+    if "xrd" not in run:
+        raise ConfigError(f"{key}.gauge = 'xrd-marker' needs an xrd section in the run to read the marker in")
+    if marker is None:
+        raise ConfigError(f"{key}.marker is required with gauge xrd-marker; e.g. Au, Pt, NaCl-B1, Ne")
+    if Path(marker).suffix.lower() in (".jcpds", ".cif"):
+        return
+    from .phases import library_names  # local import, as above
+
+    names = library_names()
+    if marker not in names:
+        close = difflib.get_close_matches(marker, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}.marker = {marker!r} is not a library phase{hint} nor a .jcpds or .cif file")

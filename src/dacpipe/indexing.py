@@ -100,19 +100,23 @@ def predicted_lines(phase: Phase, cell, wavelength_A: float, q_max_A: float,
 
 
 def best_scale(peak_q: np.ndarray, peak_weight: np.ndarray, lines: Sequence[Line], search_rel: float,
-               tolerance_rel: float) -> float:
+               tolerance_rel: float, *, factor_range: tuple[float, float] | None = None) -> float:
     """The factor k on predicted q that puts the most observed intensity under predicted lines.
 
     Scored by the predicted intensity of the lines that find a peak within
     the tolerance, times that peak's weight (its area share): a scale that
     lands weak lines on strong peaks, or strong lines on noise, scores low.
+    k runs over 1 +- ``search_rel``, or over ``factor_range`` when given, in
+    steps of a third of the tolerance; ties go to the k nearest 1.
     """
     if not len(peak_q) or not lines:
         return 1.0
     line_q = np.array([l.q_A for l in lines])
     line_i = np.array([l.intensity for l in lines]) / max(l.intensity for l in lines)
-    steps = int(np.ceil(search_rel / (tolerance_rel / 3)))
-    factors = 1.0 + np.linspace(-search_rel, search_rel, 2 * steps + 1)
+    lo, hi = factor_range if factor_range is not None else (1.0 - search_rel, 1.0 + search_rel)
+    half = (hi - lo) / 2
+    steps = int(np.ceil(half / (tolerance_rel / 3)))
+    factors = (lo + hi) / 2 + np.linspace(-half, half, 2 * steps + 1)
     order = np.argsort(peak_q)
     pq, pw = peak_q[order], peak_weight[order]
     best, best_score = 1.0, -1.0
@@ -433,7 +437,7 @@ def index_series(point_ids: Sequence[str], q_A: np.ndarray, intensity: np.ndarra
     table: dict[str, np.ndarray] = {}
     for name, phase in phases.items():
         for key in ("fraction", "volume_fu_A3", "volume_fu_err_A3", "reduced_chi2", "n_peaks",
-                    *[f"{p}_A" for p in _cell_names(phase.system)], *[f"{p}_err_A" for p in _cell_names(phase.system)]):
+                    *[f"{p}_A" for p in cell_axes(phase.system)], *[f"{p}_err_A" for p in cell_axes(phase.system)]):
             table[f"{name}/{key}"] = np.full(n, np.nan)
         table[f"{name}/peaks_used"] = np.array([""] * n, dtype=object)
         table[f"{name}/present"] = np.zeros(n, dtype=bool)
@@ -510,7 +514,8 @@ def _cell_at(phase: Phase, pressure_GPa: float) -> tuple:
         return tuple(phase.cell_at(pressure_GPa))
 
 
-def _cell_names(system: str) -> tuple[str, ...]:
+def cell_axes(system: str) -> tuple[str, ...]:
+    """The cell edges a crystal system leaves free, as stored per phase."""
     return {"cubic": ("a",), "hexagonal": ("a", "c"), "trigonal": ("a", "c"), "tetragonal": ("a", "c")}.get(
         system, ("a", "b", "c"))
 

@@ -1053,6 +1053,11 @@ def _library() -> dict[str, Phase]:
     return _LIBRARY
 
 
+def library_names() -> list[str]:
+    """Names of the built-in phases."""
+    return list(_library())
+
+
 def __getattr__(name: str):
     # LIBRARY is built on first use, because its EOS objects come from
     # dacpipe.eos, which this module imports lazily.

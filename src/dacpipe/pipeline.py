@@ -25,6 +25,14 @@ log = logging.getLogger("dacpipe")
 # process, and the pressure and store jobs should not pay pyFAI's second of
 # import time. A stage gets the part files of the stages before it.
 def _pressure(sheet, run, warn, progress, parts) -> StageResult:
+    if run["pressure"]["gauge"] == "xrd-marker":
+        from .indexing import IndexingSettings
+        from .marker import marker_stage
+
+        xrd, xrd_attrs = read_part(parts["xrd"], "xrd", ("q", "I", "I_errors", "status"))
+        return marker_stage(sheet.point_ids, xrd["q"], xrd["I"], xrd["I_errors"], float(xrd_attrs["wavelength_A"]),
+                            run["pressure"], IndexingSettings.from_config(run), xrd_status=xrd["status"],
+                            warn=warn, progress=progress)
     from .pressure import pressure_stage
 
     return pressure_stage(sheet, run["pressure"], warn, progress)
@@ -68,15 +76,30 @@ STAGES: dict[str, Callable[..., StageResult]] = {
     "phases": _phases,
     "eos": _eos,
 }
-# What each stage reads besides the sheet.
-NEEDS = {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure")}
+
+
+def needs(stage: str, run: dict) -> tuple[str, ...]:
+    """The stages whose parts ``stage`` reads besides the sheet: a pressure
+    read from an XRD marker comes after the integration."""
+    if stage == "pressure":
+        return ("xrd",) if run["pressure"]["gauge"] == "xrd-marker" else ()
+    return {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure")}.get(stage, ())
+
+
+def config_sections(stage: str, run: dict) -> tuple[str, ...]:
+    """The run's config sections a stage reads: its job's parameters, so that
+    editing any other section does not rerun it."""
+    if stage == "pressure":
+        return ("pressure", "indexing") if run["pressure"]["gauge"] == "xrd-marker" else ("pressure",)
+    return {"phases": ("phases", "indexing"), "eos": ("phases", "eos")}.get(stage, (stage,))
 
 
 def stages_for(run: dict) -> list[str]:
     """The stages a run's config asks for, in order: pressure always, the
     integration stages when their section is present, indexing and EOS when
     an XRD run names phases."""
-    stages = ["pressure"] + [s for s in ("xrd", "saxs") if s in run]
+    stages = [s for s in ("xrd", "saxs") if s in run]
+    stages.insert(len(stages) if run["pressure"]["gauge"] == "xrd-marker" else 0, "pressure")
     if "xrd" in run and run.get("phases"):
         stages += ["phases", "eos"]
     return stages
@@ -110,7 +133,7 @@ def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = No
     """Run one stage of one run and write its part file."""
     run = run_config(config, run_id)
     sheet = read_sheet(run["sheet"])
-    parts = {needed: part_path(config, run_id, needed) for needed in NEEDS.get(stage, ())}
+    parts = {needed: part_path(config, run_id, needed) for needed in needs(stage, run)}
     result = STAGES[stage](sheet, run, log.warning, progress, parts)
     out = Path(out) if out else part_path(config, run_id, stage)
     write_part(out, run_id, result)

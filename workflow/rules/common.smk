@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from dacpipe.config import run_config, validate_config
 from dacpipe.errors import DacpipeError
-from dacpipe.pipeline import stages_for
+from dacpipe.pipeline import config_sections, needs, stages_for
 from dacpipe.sheet import read_sheet
 
 # dacpipe's own check first: its messages name the key, the value and what
@@ -38,13 +38,18 @@ def run_json(wildcards):
     return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: _run(wildcards.run)}}, sort_keys=True)
 
 
-def stage_json(wildcards, *sections):
+def stage_json(wildcards, stage):
     """Only the config sections one stage of one run reads, as its job's
     parameter: editing another run, or another stage's section, does not
     rerun this job."""
     run = _run(wildcards.run)
-    own = {"sheet": run["sheet"], **{key: run[key] for key in sections}}
+    own = {"sheet": run["sheet"], **{key: run[key] for key in config_sections(stage, run)}}
     return json.dumps({"results_dir": RESULTS, "runs": {wildcards.run: own}}, sort_keys=True)
+
+
+def needed_parts(stage):
+    """Input function: the parts of other stages that ``stage`` reads for a run."""
+    return lambda w: [f"{RESULTS}/{w.run}/parts/{s}.h5" for s in needs(stage, _run(w.run))]
 
 
 def parts(wildcards):

@@ -6,12 +6,11 @@
 rule index:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
-        xrd=f"{RESULTS}/{{run}}/parts/xrd.h5",
-        pressure=f"{RESULTS}/{{run}}/parts/pressure.h5",
+        parts=needed_parts("phases"),
     output:
         f"{RESULTS}/{{run}}/parts/phases.h5",
     params:
-        cfg=lambda w: stage_json(w, "phases", "indexing"),
+        cfg=lambda w: stage_json(w, "phases"),
     log:
         f"{RESULTS}/{{run}}/logs/phases.log",
     shell:
@@ -21,12 +20,11 @@ rule index:
 rule eos:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
-        phases=f"{RESULTS}/{{run}}/parts/phases.h5",
-        pressure=f"{RESULTS}/{{run}}/parts/pressure.h5",
+        parts=needed_parts("eos"),
     output:
         f"{RESULTS}/{{run}}/parts/eos.h5",
     params:
-        cfg=lambda w: stage_json(w, "phases", "eos"),
+        cfg=lambda w: stage_json(w, "eos"),
     log:
         f"{RESULTS}/{{run}}/logs/eos.log",
     shell:

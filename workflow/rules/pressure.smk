@@ -1,10 +1,13 @@
-# Pressure stage: every gauge spectrum of a run, fitted and converted, in one job.
+# Pressure stage: every gauge spectrum of a run, fitted and converted, in one
+# job; or, with an XRD marker as the gauge, the marker's lattice in every
+# integrated pattern.
 
 
 rule pressure:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
         spectra=lambda w: sheet_files(w, ["ruby_before", "ruby", "ruby_after"]),
+        parts=needed_parts("pressure"),
     output:
         f"{RESULTS}/{{run}}/parts/pressure.h5",
     params:

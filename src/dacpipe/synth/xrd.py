@@ -74,7 +74,15 @@ PHASES = ("HgTe-zb", "HgTe-cinnabar", "HgTe-rs")
 # onset to 0 at end and the "to" phase takes its place.
 TRANSITIONS = (("HgTe-zb", "HgTe-cinnabar", 2.4, 3.6), ("HgTe-cinnabar", "HgTe-rs", 7.8, 9.6))
 # Nanocrystals: the high-pressure phases nucleate as smaller domains.
-CRYSTALLITE_NM = {"HgTe-zb": 9.0, "HgTe-cinnabar": 7.0, "HgTe-rs": 6.0}
+CRYSTALLITE_NM = {"HgTe-zb": 9.0, "HgTe-cinnabar": 7.0, "HgTe-rs": 6.0,
+                  # Pressure markers: fine powders (sputtered gold is ~20 nm).
+                  # A pixel of the small detector spans ~0.1 deg: the lines of
+                  # a micron powder would fall in one bin, which no profile
+                  # fit can place.
+                  "Au": 20.0, "Pt": 20.0, "NaCl-B1": 20.0, "Ne": 20.0}
+# A marker's amount, in formula units per formula unit of HgTe: a small
+# chip of gold beside the sample still gives lines as strong as the sample's.
+MARKER_AMOUNT = 0.3
 SCHERRER_K = 0.94
 INSTRUMENT_FWHM_DEG = 0.03
 
@@ -206,7 +214,8 @@ def background_counts(two_theta_deg, pressure_GPa: float) -> np.ndarray:
 
 
 def hgte_pattern(two_theta_deg, pressure_GPa: float, *, background: bool = True,
-                 phases: tuple[str, ...] = PHASES) -> np.ndarray:
+                 phases: tuple[str, ...] = PHASES, marker: str | None = None,
+                 marker_amount: float = MARKER_AMOUNT) -> np.ndarray:
     """Noise-free powder pattern of the HgTe sample at ``pressure_GPa`` (counts).
 
     This is what ``integrate1d(..., unit="2th_deg", correctSolidAngle=True,
@@ -224,13 +233,21 @@ def hgte_pattern(two_theta_deg, pressure_GPa: float, *, background: bool = True,
         Include :func:`background_counts`.
     phases : tuple of str
         Phases to include (default all; a phase with fraction 0 adds nothing).
+    marker : str, optional
+        A pressure marker of the library (Au, Pt, NaCl-B1, Ne) beside the
+        sample, with its library cell at ``pressure_GPa``.
+    marker_amount : float
+        The marker's formula units per formula unit of HgTe.
     """
     t = np.asarray(two_theta_deg, dtype=float)
     flat = t.ravel()
     out = background_counts(flat, pressure_GPa) if background else np.zeros_like(flat)
     scale = intensity_scale()
-    for name, fraction in phase_fractions(pressure_GPa).items():
-        if fraction <= 0.0 or name not in phases:
+    amounts = {name: f for name, f in phase_fractions(pressure_GPa).items() if name in phases}
+    if marker is not None:
+        amounts[marker] = marker_amount
+    for name, fraction in amounts.items():
+        if fraction <= 0.0:
             continue
         lines = phase_lines(name, phase_cell(name, pressure_GPa))
         for i in range(0, len(lines.weight), 16):  # blocks of lines: vectorised, memory bounded
@@ -371,9 +388,10 @@ def _spot_image(shape, spots: list[Spot]) -> np.ndarray:
     return out
 
 
-def xrd_frame(pressure_GPa: float, rng: np.random.Generator,
-              geometry: DetectorGeometry = XRD_GEOMETRY) -> tuple[np.ndarray, list[Spot], np.ndarray]:
-    """One detector frame of the sample at ``pressure_GPa``.
+def xrd_frame(pressure_GPa: float, rng: np.random.Generator, geometry: DetectorGeometry = XRD_GEOMETRY,
+              marker: str | None = None) -> tuple[np.ndarray, list[Spot], np.ndarray]:
+    """One detector frame of the sample at ``pressure_GPa`` (with ``marker``
+    beside it, see :func:`hgte_pattern`).
 
     Returns
     -------
@@ -387,8 +405,8 @@ def xrd_frame(pressure_GPa: float, rng: np.random.Generator,
     ai = cached_integrator(geometry)
     tth_deg = ai.center_array(geometry.shape, unit="2th_deg", scale=True)
     grid = np.arange(0.0, float(tth_deg.max()) + 0.5, _GRID_STEP_DEG)
-    expected = ai.calcfrom1d(grid, hgte_pattern(grid, pressure_GPa), shape=geometry.shape, dim1_unit="2th_deg",
-                             correctSolidAngle=True, polarization_factor=POLARIZATION_FACTOR)
+    expected = ai.calcfrom1d(grid, hgte_pattern(grid, pressure_GPa, marker=marker), shape=geometry.shape,
+                             dim1_unit="2th_deg", correctSolidAngle=True, polarization_factor=POLARIZATION_FACTOR)
 
     blocked = user_mask(geometry) | gap_rows(geometry.shape)
     blocked[:1, :] = blocked[-1:, :] = True
