@@ -267,13 +267,18 @@ def index_point(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, wavel
         if st.present and result.fractions[name] < settings.fraction_threshold:
             st.present, st.reason = False, f"fraction {result.fractions[name]:.3f} below the threshold"
     # A peak is explained when any line of a present phase, however weak,
-    # lies under it with the refined cell.
+    # lies under it with the refined cell: within the tolerance of its
+    # centre or within its half width, since the peak fit may have taken two
+    # close lines (cinnabar 201 and 113) for one broad peak between them.
     explained = np.zeros(len(found), bool)
+    half_width = np.array([p.fwhm / 2 for p in found])
     for name, st in result.phases.items():
         if st.present and st.cell is not None:
             lines = predicted_lines(phases[name], st.cell, wavelength_A, q_max * 1.02, WHOLE_PATTERN_MIN_PERCENT)
-            for j in match(peak_q, lines, 1.0, settings.tolerance_rel):
-                explained[j] = True
+            line_q = np.array([l.q_A for l in lines])
+            if len(line_q):
+                distance = np.abs(peak_q[:, None] - line_q[None, :])
+                explained |= (distance <= settings.tolerance_rel * peak_q[:, None] + half_width[:, None]).any(axis=1)
     result.unexplained_q_A = tuple(float(peak_q[j]) for j in range(len(found)) if not explained[j])
     return result
 
