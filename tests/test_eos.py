@@ -438,3 +438,24 @@ def test_other_bad_input():
         EosParams("bm3", 100.0, 100.0, 5.0, -0.05)
     with pytest.raises(ValueError, match="K0_GPa"):
         EosParams("vinet", 100.0, 0.0)
+
+
+def test_eos_stage_fixes_V0_and_Kp_per_phase():
+    """The config's eos.phases.<phase> fixes V0 or K' for that phase only; a
+    phase with too few points is left out with a message, not fitted."""
+    from dacpipe.eos import eos_stage
+
+    true = TRUE["bm3"]
+    P = np.linspace(0.5, 12.0, 8)
+    V = volume_A3(true, P)
+    volumes = {"A": (V, np.full(8, 0.01)), "B": (V, np.full(8, 0.01)), "C": (np.where(P < 3, V, np.nan),
+                                                                           np.full(8, 0.01))}
+    section = {"model": "bm3", "phases": {"A": {"V0_fu_A3": 100.0}, "B": {"model": "vinet", "Kp": 4.6}}}
+    messages = []
+    result = eos_stage([f"p{i}" for i in range(8)], P, np.full(8, 0.01), volumes, section, warn=messages.append)
+    x = result.extra
+    assert x["eos/A/V0_fu_A3"] == 100.0 and math.isnan(x["eos/A/V0_fu_err_A3"])
+    assert float(x["eos/A/K0_GPa"]) == pytest.approx(120.0, rel=1e-6)
+    assert list(x["eos/A/parameter_names"]) == ["K0_GPa", "Kp"]
+    assert str(x["eos/B/model"]) == "vinet" and float(x["eos/B/Kp"]) == 4.6 and math.isnan(x["eos/B/Kp_err"])
+    assert "eos/C/K0_GPa" not in x and messages == ["eos C: 2 points with a pressure and a volume, a bm3 fit needs 4"]

@@ -745,8 +745,9 @@ def eos_stage(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: dict[str
         Phase name -> (volume_fu_A3 [N], volume_fu_err_A3 [N]), NaN where the
         phase was not refined (the indexing stage).
     section : dict
-        The run's ``eos`` config: ``model``, and ``phases: {name: {model}}``
-        to choose another model for one phase.
+        The run's ``eos`` config: ``model``, and ``phases: {name: {model,
+        V0_fu_A3, Kp}}`` to choose another model for one phase or fix its V0
+        or K' (each optional).
 
     Returns
     -------
@@ -763,16 +764,20 @@ def eos_stage(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: dict[str
     extra: dict[str, np.ndarray] = {}
     fitted = []
     for name, (V, sV) in phase_volumes.items():
-        model = section.get("phases", {}).get(name, {}).get("model", section["model"])
+        own = section.get("phases", {}).get(name, {})
+        model = own.get("model", section["model"])
+        V0_fixed, Kp_fixed = own.get("V0_fu_A3"), own.get("Kp")
+        fix = ("V0_A3",) if V0_fixed is not None else ()
         use = np.isfinite(P) & np.isfinite(V) & np.isfinite(sV) & (sV > 0)
-        n_free = len(_model_parameters(model))
+        n_free = len(_model_parameters(model)) - len(fix) - (Kp_fixed is not None)
         if use.sum() < n_free + 1:
             warn(f"eos {name}: {use.sum()} points with a pressure and a volume, a {model} fit needs {n_free + 1}")
             continue
         # A point without a pressure error still carries its volume error.
         sigma_P = np.where(np.isfinite(sP[use]) & (sP[use] > 0), sP[use], 1e-6)
         try:
-            fit = fit_eos(P[use], V[use], sigma_P_GPa=sigma_P, sigma_V_A3=sV[use], model=model)
+            fit = fit_eos(P[use], V[use], sigma_P_GPa=sigma_P, sigma_V_A3=sV[use], model=model, V0_A3=V0_fixed,
+                          fix=fix, Kp=Kp_fixed)
         except (ValueError, InputError) as err:
             warn(f"eos {name}: {model} fit failed: {err}")
             continue
