@@ -69,3 +69,27 @@ def test_assemble_refuses_a_stale_part(tmp_path):
     write_part(tmp_path / "part.h5", "run", result)
     with pytest.raises(ValueError, match="computed for points"):
         assemble(tmp_path / "run.h5", "run", read_sheet(sheet_path), [tmp_path / "part.h5"], "")
+
+
+def test_a_stage_adds_to_another_stages_group(tmp_path):
+    """The SAXS analysis writes saxs/peaks/ beside the integration's saxs/ patterns;
+    a dataset written by two stages is refused."""
+    sheet_path = tmp_path / "points.tsv"
+    sheet_path.write_text("point\nx\ny\n")
+    sheet = read_sheet(sheet_path)
+    patterns = StageResult(stage="saxs", point_ids=["x", "y"], datasets={"I": np.ones((2, 3))},
+                           attrs={"signal": "I"}, status=["ok", "ok"])
+    analysis = StageResult(stage="superlattice", point_ids=["x", "y"], datasets={"d_A": np.array([80.0, 79.0])},
+                           extra={"saxs/peaks/d_spacing_A": np.array([[80.0, 46.2], [79.0, np.nan]])},
+                           status=["ok", "superlattice: no peak"])
+    write_part(tmp_path / "saxs.h5", "run", patterns)
+    write_part(tmp_path / "superlattice.h5", "run", analysis)
+    assemble(tmp_path / "run.h5", "run", sheet, [tmp_path / "saxs.h5", tmp_path / "superlattice.h5"], "")
+    with h5py.File(tmp_path / "run.h5") as h5:
+        assert h5["run/saxs/I"].shape == (2, 3) and h5["run/saxs"].attrs["signal"] == "I"
+        assert h5["run/saxs/peaks/d_spacing_A"][0, 1] == 46.2
+        assert list(h5["run/points/status"].asstr()[()]) == ["ok", "superlattice: no peak"]
+    clash = StageResult(stage="other", point_ids=["x", "y"], extra={"saxs/I": np.zeros((2, 3))}, status=["ok"] * 2)
+    write_part(tmp_path / "clash.h5", "run", clash)
+    with pytest.raises(ValueError, match="written by two stages"):
+        assemble(tmp_path / "run2.h5", "run", sheet, [tmp_path / "saxs.h5", tmp_path / "clash.h5"], "")

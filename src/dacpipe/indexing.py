@@ -53,13 +53,15 @@ class IndexingSettings:
     min_intensity_percent: float = 2.0
     fraction_threshold: float = 0.05
     min_snr: float = 4.0
+    scherrer_k: float = 0.89
+    instrument_fwhm_deg: float = 0.0
 
     @classmethod
     def from_config(cls, run: dict) -> "IndexingSettings":
         section = run.get("indexing", {})
         return cls(phases=tuple(run.get("phases", ())), **{k: section[k] for k in (
             "search_rel", "tolerance_rel", "min_lines", "min_intensity_percent", "fraction_threshold",
-            "min_snr") if k in section})
+            "min_snr", "scherrer_k", "instrument_fwhm_deg") if k in section})
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,7 @@ class PhaseAtPoint:
     volume_fu_err_A3: float = math.nan
     reduced_chi2: float = math.nan
     scale: float = math.nan
+    fwhm_q_A: tuple[float, float, float] = (math.nan, math.nan, math.nan)   # (q, FWHM, its error)
     used_hkl: tuple = ()
     reason: str = ""
 
@@ -254,6 +257,7 @@ def index_point(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, wavel
             st.cell, st.cell_errors, st.scale = whole.cells[n], whole.cell_errors[n], whole.scales[n]
             st.volume_fu_A3, st.volume_fu_err_A3 = whole.volume_fu[n]
             st.reduced_chi2 = whole.reduced_chi2
+            st.fwhm_q_A = whole.fwhm_q[n]
 
     weights = {n: st.scale * phases[n].z_formula_units * _volume(st.cell)
                for n, st in result.phases.items() if st.present and math.isfinite(st.scale)}
@@ -297,6 +301,7 @@ class PatternFit:
     volume_fu: dict[str, tuple[float, float]]   # (V/Z, its error) per phase
     scales: dict[str, float]
     reduced_chi2: float
+    fwhm_q: dict[str, tuple[float, float, float]]   # (q of the strongest line, FWHM there, its error)
 
 
 _FREE_AXES = {"cubic": ("a",), "hexagonal": ("a", "c"), "trigonal": ("a", "c"), "tetragonal": ("a", "c"),
@@ -397,7 +402,7 @@ def refine_pattern(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, ba
     errors = dict(zip(layout, np.sqrt(np.clip(np.diag(cov), 0, None))))
     parts, _ = unpack(fit.x)
     index = {key: i for i, key in enumerate(layout)}
-    cells_out, cell_err, vols, scales = {}, {}, {}, {}
+    cells_out, cell_err, vols, scales, widths = {}, {}, {}, {}, {}
     for n, (cell, scale, *_rest) in parts.items():
         phase = phases[n]
         cells_out[n], scales[n] = cell, scale
@@ -414,7 +419,14 @@ def refine_pattern(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, ba
         sub = cov[np.ix_([index[(n, a)] for a in axes], [index[(n, a)] for a in axes])]
         v_err = math.sqrt(max(float(np.array(grad) @ sub @ np.array(grad)), 0.0))
         vols[n] = (v, v_err / phase.z_formula_units if phase.z_formula_units else math.nan)
-    return PatternFit(cells_out, cell_err, vols, scales, chi2)
+        # The line width at the phase's strongest line, for its Scherrer size.
+        q_ref = lines[n][int(np.argmax([l.intensity for l in lines[n]]))].q_A if lines[n] else q_mid
+        _, _, w0, w1, _ = parts[n]
+        grad = np.array([1.0, q_ref - q_mid])
+        ids = [index[(n, "w0")], index[(n, "w1")]]
+        w_err = math.sqrt(max(float(grad @ cov[np.ix_(ids, ids)] @ grad), 0.0))
+        widths[n] = (float(q_ref), float(w0 + w1 * (q_ref - q_mid)), w_err)
+    return PatternFit(cells_out, cell_err, vols, scales, chi2, widths)
 
 
 def _scaled_cell(cell, factor: float) -> tuple:
@@ -441,7 +453,8 @@ def index_series(point_ids: Sequence[str], q_A: np.ndarray, intensity: np.ndarra
     refined: dict[str, tuple[tuple, float]] = {}   # phase -> (last refined cell, its pressure)
     table: dict[str, np.ndarray] = {}
     for name, phase in phases.items():
-        for key in ("fraction", "volume_fu_A3", "volume_fu_err_A3", "reduced_chi2", "n_peaks",
+        for key in ("fraction", "volume_fu_A3", "volume_fu_err_A3", "reduced_chi2", "n_peaks", "crystallite_nm",
+                    "crystallite_err_nm",
                     *[f"{p}_A" for p in cell_axes(phase.system)], *[f"{p}_err_A" for p in cell_axes(phase.system)]):
             table[f"{name}/{key}"] = np.full(n, np.nan)
         table[f"{name}/peaks_used"] = np.array([""] * n, dtype=object)
@@ -488,6 +501,8 @@ def index_series(point_ids: Sequence[str], q_A: np.ndarray, intensity: np.ndarra
             table[f"{name}/volume_fu_err_A3"][i] = st.volume_fu_err_A3
             table[f"{name}/reduced_chi2"][i] = st.reduced_chi2
             table[f"{name}/n_peaks"][i] = len(st.used_hkl)
+            size = scherrer_size_nm(*st.fwhm_q_A, wavelength_A, settings.scherrer_k, settings.instrument_fwhm_deg)
+            table[f"{name}/crystallite_nm"][i], table[f"{name}/crystallite_err_nm"][i] = size
             table[f"{name}/peaks_used"][i] = " ".join("".join(map(str, h)) for h in st.used_hkl)
         progress(i + 1, n)
 
@@ -496,6 +511,30 @@ def index_series(point_ids: Sequence[str], q_A: np.ndarray, intensity: np.ndarra
     return StageResult(stage="phases", point_ids=list(point_ids), datasets={**table, **peak_table},
                        status=status, attrs={"phases": list(settings.phases)},
                        extra={f"transitions/{k}": v for k, v in transitions.items()})
+
+
+def scherrer_size_nm(q_A: float, fwhm_q_A: float, fwhm_err_q_A: float, wavelength_A: float, k: float = 0.89,
+                     instrument_fwhm_deg: float = 0.0) -> tuple[float, float]:
+    """Crystallite size (nm) and its error from a line's FWHM in q.
+
+    Scherrer (Nachr. Ges. Wiss. Göttingen 1918, 98), D = K lambda / (B cos
+    theta) with B the FWHM in 2theta (radians); in q, since dq = (2 pi /
+    lambda) cos theta d(2theta), this is D = 2 pi K / FWHM_q, the same for
+    every line. An instrumental width (2theta, degrees, at this line) is
+    taken out in quadrature, as for Gaussian profiles (Langford & Wilson,
+    J. Appl. Cryst. 11, 102 (1978)). NaN when the line is not broader than
+    the instrument.
+    """
+    if not (math.isfinite(fwhm_q_A) and fwhm_q_A > 0):
+        return math.nan, math.nan
+    cos_theta = math.sqrt(max(1 - (q_A * wavelength_A / (4 * math.pi)) ** 2, 0.0))
+    instrument_q = 2 * math.pi / wavelength_A * cos_theta * math.radians(instrument_fwhm_deg)
+    if fwhm_q_A <= instrument_q:
+        return math.nan, math.nan
+    sample_q = math.sqrt(fwhm_q_A**2 - instrument_q**2)
+    size_A = 2 * math.pi * k / sample_q
+    # dD/dFWHM = -D / sample_q * (FWHM / sample_q)
+    return size_A / 10, size_A / 10 * fwhm_q_A / sample_q**2 * fwhm_err_q_A
 
 
 def _seed(phase: Phase, last: tuple[tuple, float] | None, pressure_GPa: float) -> tuple:

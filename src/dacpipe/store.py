@@ -151,6 +151,22 @@ def combine_status(*statuses: Sequence[str]) -> list[str]:
     return out
 
 
+def _merge(source, dest: h5py.Group, name: str, part) -> None:
+    """Copy ``source`` into ``dest`` as ``name``; a group that is already there
+    (``saxs/`` from the integration, ``saxs/peaks/`` from the analysis) gets
+    the new members and attributes. Two parts writing one dataset is a bug."""
+    if name not in dest:
+        source.file.copy(source, dest, name=name)
+        return
+    target = dest[name]
+    if not (isinstance(source, h5py.Group) and isinstance(target, h5py.Group)):
+        raise ValueError(f"{part}: {target.name} is written by two stages")
+    for key, value in source.attrs.items():
+        target.attrs[key] = value
+    for member in source:
+        _merge(source[member], target, member, part)
+
+
 def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[str | Path],
              config_yaml: str) -> None:
     """Merge stage parts into the run's store, with points and provenance.
@@ -183,9 +199,10 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
                 for name in src_entry:
                     if name in ("point_ids", "inputs"):
                         continue
-                    src.copy(src_entry[name], entry, name=name)
-                    if "status" in entry[name]:
-                        stage_status.append(list(entry[name]["status"].asstr()[()]))
+                    _merge(src_entry[name], entry, name, part)
+                    stage = src_entry[name]
+                    if isinstance(stage, h5py.Group) and "status" in stage:
+                        stage_status.append(list(stage["status"].asstr()[()]))
                 # The parts checksummed their inputs when they read them.
                 table = src_entry["inputs"]
                 inputs += [FileRecord(p, h, int(n)) for p, h, n in
