@@ -14,7 +14,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/pressure.smk"
 include: "workflow/rules/integrate.smk"
 include: "workflow/rules/index.smk"
+include: "workflow/rules/superlattice.smk"
+include: "workflow/rules/optical.smk"
 include: "workflow/rules/store.smk"
+include: "workflow/rules/figures.smk"
 
 
 # Defined here, after the includes: Snakemake resets the default target at
@@ -23,3 +26,4 @@ rule all:
     default_target: True
     input:
         expand(f"{RESULTS}/{{run}}.h5", run=RUNS),
+        [path for run_id in RUNS for path in figure_files(run_id)],

@@ -16,3 +16,17 @@ def real_data() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"real data folder {REAL_DATA} is absent (it lives beside the project, not in it)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def sample_results(tmp_path_factory):
+    """Every data-sample run processed with the default config by `dacpipe run
+    --figures`, once per test session: (results folder, config file)."""
+    from dacpipe.cli import main
+
+    folder = tmp_path_factory.mktemp("sample")
+    text = (ROOT / "config" / "config.yaml").read_text().replace("data-sample/", f"{ROOT}/data-sample/")
+    config = folder / "config.yaml"
+    config.write_text(text.replace("results_dir: results", f"results_dir: {folder / 'results'}"))
+    assert main(["run", "--configfile", str(config), "--figures"]) == 0
+    return folder / "results", config

@@ -6,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 
-from dacpipe.cli import main
 from dacpipe.synth import read_truth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,13 +14,8 @@ PHASES = ("HgTe-zb", "HgTe-cinnabar", "HgTe-rs")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("indexing")
-    text = (ROOT / "config" / "config.yaml").read_text().replace("data-sample/", f"{ROOT}/data-sample/")
-    config = folder / "config.yaml"
-    config.write_text(text.replace("results_dir: results", f"results_dir: {folder / 'results'}"))
-    assert main(["run", "--configfile", str(config), "--runs", RUN]) == 0
-    return folder / "results" / f"{RUN}.h5"
+def store(sample_results):
+    return sample_results[0] / f"{RUN}.h5"
 
 
 @pytest.fixture(scope="module")

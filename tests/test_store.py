@@ -93,3 +93,10 @@ def test_a_stage_adds_to_another_stages_group(tmp_path):
     write_part(tmp_path / "clash.h5", "run", clash)
     with pytest.raises(ValueError, match="written by two stages"):
         assemble(tmp_path / "run2.h5", "run", sheet, [tmp_path / "saxs.h5", tmp_path / "clash.h5"], "")
+
+
+def test_reciprocal_lengths_are_not_angstrom():
+    for name in ("q_A", "q_err_A", "q1_A", "fwhm_q_A", "fwhm_q_err_A", "unexplained_q_A"):
+        assert units_from_name(name) == "1/angstrom", name
+    for name in ("a_A", "d_A", "d_spacing_A", "a_err_A"):
+        assert units_from_name(name) == "angstrom", name

@@ -32,6 +32,11 @@ def snakemake(project, *args):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
+# The figures of hgte_thz's store besides its ruby gallery, one job each.
+HGTE_FIGURES = {"figure_waterfall": "1", "figure_fractions": "1", "figure_compression": "1", "figure_f_f": "1",
+                "figure_band_gap": "1"}
+
+
 def job_counts(out) -> dict[str, str]:
     """Rule -> number of jobs, from the table of `snakemake -n --quiet rules`."""
     return {line.split()[0]: line.split()[1] for line in (out.stdout + out.stderr).splitlines()
@@ -43,9 +48,11 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     assert out.returncode == 0, out.stderr
     counts = job_counts(out)
     # Two runs in the default config: hgte_thz (ruby + XRD + indexing + EOS) and
-    # nc_saxs (ruby + SAXS). One job per run and stage, never one per spectrum or frame.
-    assert counts == {"all": "1", "pressure": "2", "integrate": "2", "index": "1", "eos": "1", "store": "2",
-                      "total": "9"}
+    # nc_saxs (ruby + SAXS + superlattice). One job per run and stage, never
+    # one per spectrum or frame; one per figure.
+    assert counts == {"all": "1", "pressure": "2", "integrate": "2", "index": "1", "eos": "1", "superlattice": "1",
+                      "optical": "1", "store": "2", **HGTE_FIGURES, "figure_ruby_gallery": "2",
+                      "figure_saxs_distance": "1", "total": "19"}
 
 
 def test_full_run_then_noop_rerun(project):
@@ -53,12 +60,25 @@ def test_full_run_then_noop_rerun(project):
     assert out.returncode == 0, out.stderr[-3000:]
     for run in ("hgte_thz", "nc_saxs"):
         points = read_points(project / "results" / f"{run}.h5", run)
-        assert np.all(np.isfinite(points["pressure_GPa"])) and set(points["status"]) == {"ok"}
+        assert np.all(np.isfinite(points["pressure_GPa"]))
+        # Only the metallic rock-salt points have something to say: no band gap.
+        assert all(s == "ok" or s.startswith("optical: ") for s in points["status"])
     assert (project / "results/hgte_thz/logs/pressure.log").exists()
     assert (project / "results/hgte_thz/logs/xrd.log").exists()
     again = snakemake(project, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    assert (project / "results/hgte_thz/figures/band_gap.pdf").stat().st_size > 5000
+
+
+def test_report_holds_every_figure_with_its_caption(project):
+    assert snakemake(project).returncode == 0
+    out = snakemake(project, "--report", "report.html")
+    assert out.returncode == 0, out.stderr[-2000:]
+    html = (project / "report.html").read_text(errors="replace")
+    for name in ("waterfall", "fractions", "compression", "f_f", "band_gap", "ruby_gallery", "saxs_distance"):
+        assert f"{name}.png" in html, name
+    assert "Normalised stress F against Eulerian strain f" in html
 
 
 def test_config_error_is_one_clear_line(project, tmp_path):
@@ -87,8 +107,10 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
     jobs = job_counts(out)
-    # Indexing and EOS read the XRD part, so they follow when it changes.
-    assert jobs == {"all": "1", "integrate": "1", "index": "1", "eos": "1", "store": "1", "total": "5"}
+    # Indexing, EOS and the optical stage (which takes each point's phase
+    # from the indexing) read what follows from the XRD part.
+    assert jobs == {"all": "1", "integrate": "1", "index": "1", "eos": "1", "optical": "1", "store": "1",
+                    **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "12"}
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
@@ -98,7 +120,7 @@ def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
     jobs = job_counts(out)
-    assert jobs == {"all": "1", "eos": "1", "store": "1", "total": "3"}
+    assert jobs == {"all": "1", "eos": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "9"}
 
 
 def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
@@ -109,4 +131,27 @@ def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
     extra.write_text("runs:\n  hgte_thz:\n    pressure:\n      gauge: xrd-marker\n      marker: Au\n")
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
-    assert job_counts(out) == {"all": "1", "pressure": "1", "index": "1", "eos": "1", "store": "1", "total": "5"}
+    # No ruby gallery: the run has no ruby spectra to show any more.
+    assert job_counts(out) == {"all": "1", "pressure": "1", "index": "1", "eos": "1", "optical": "1", "store": "1",
+                               **HGTE_FIGURES, "total": "11"}
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"pressure": {"gauge": "xrd-marker", "marker": "Au"}},
+    {"phases": []},
+])
+def test_a_job_sees_the_inputs_the_workflow_gave_it(extra):
+    """A job gets only its stage's config sections (stage_json): from those
+    alone it must derive the same inputs as the workflow did from the whole
+    run, and the run must still validate."""
+    from dacpipe.config import load_config, run_config, validate_config
+    from dacpipe.pipeline import config_sections, needs, stages_for
+
+    config = load_config([ROOT / "config" / "config.yaml"])
+    config["runs"]["hgte_thz"].update(extra)
+    run = run_config(validate_config(config), "hgte_thz")
+    for stage in stages_for(run):
+        own = {"sheet": run["sheet"], **{key: run[key] for key in config_sections(stage, run)}}
+        job = run_config(validate_config({"runs": {"hgte_thz": own}}), "hgte_thz")
+        assert needs(stage, job) == needs(stage, run), stage

@@ -17,7 +17,8 @@ from pathlib import Path
 from . import __version__
 from .config import load_config, validate_config
 from .errors import DacpipeError
-from .pipeline import STAGES, assemble_run, run_config, run_stage, stages_for, store_path
+from .figures import FIGURES, draw_figure, figures_for
+from .pipeline import STAGES, assemble_run, figure_path, run_config, run_stage, stages_for, store_path
 from .sheet import make_sheet, read_sheet
 
 log = logging.getLogger("dacpipe")
@@ -84,10 +85,20 @@ def cmd_run(args) -> int:
                 run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
             out = assemble_run(config, run_id)
             log.info(f"{run_id}: wrote {out}")
+            if args.figures:
+                for name in figures_for(run_config(config, run_id)):
+                    draw_figure(name, out, figure_path(config, run_id, name))
+                log.info(f"{run_id}: figures in {figure_path(config, run_id, '').parent}")
         except DacpipeError as err:
             log.error(f"{run_id}: {err}")
             failed.append(run_id)
     return 1 if failed else 0
+
+
+def cmd_figure(args) -> int:
+    for path in draw_figure(args.name, args.store, args.out):
+        log.info(f"wrote {path}")
+    return 0
 
 
 def cmd_stage(args) -> int:
@@ -149,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="process runs from sheet to result store, without Snakemake")
     _add_config_options(p)
     p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs (default: all in the config)")
+    p.add_argument("--figures", action="store_true", help="also draw the run's figures from its store")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("figure", help="draw one figure of a run from its result store (PNG and PDF)")
+    p.add_argument("name", choices=list(FIGURES))
+    p.add_argument("--store", required=True, help="the run's results/<run>.h5")
+    p.add_argument("--out", required=True, help="PNG to write; the PDF goes beside it")
+    p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("stage", help="run one stage of one run (what the Snakemake rules call)")
     p.add_argument("stage", choices=list(STAGES))

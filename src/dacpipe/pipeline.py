@@ -68,6 +68,32 @@ def _eos(sheet, run, warn, progress, parts) -> StageResult:
                      warn=warn)
 
 
+def _superlattice(sheet, run, warn, progress, parts) -> StageResult:
+    from .superlattice import superlattice_stage
+
+    saxs, attrs = read_part(parts["saxs"], "saxs", ("q", "I", "I_errors", "status"))
+    return superlattice_stage(sheet.point_ids, saxs["q"], saxs["I"], saxs["I_errors"], float(attrs["wavelength_A"]),
+                              run["superlattice"], saxs_status=saxs["status"], warn=warn, progress=progress)
+
+
+def _optical(sheet, run, warn, progress, parts) -> StageResult:
+    from .optical import optical_stage
+
+    pressure, _ = read_part(parts["pressure"], "pressure", ("pressure_GPa", "pressure_err_GPa"))
+    phase_per_point = dominant_phases(parts["phases"], run["phases"]) if "phases" in parts else None
+    return optical_stage(sheet, run["optical"], pressure["pressure_GPa"], phase_per_point, warn, progress,
+                         pressure_err_GPa=pressure["pressure_err_GPa"])
+
+
+def dominant_phases(phases_part: str | Path, names: Sequence[str]) -> list[str]:
+    """Per point, the present phase with the largest fraction ("" where none is)."""
+    keys = [f"{name}/{k}" for name in names for k in ("fraction", "present")]
+    table, _ = read_part(phases_part, "phases", keys)
+    fraction = np.array([np.where(table[f"{name}/present"], table[f"{name}/fraction"], -1.0) for name in names])
+    best = np.argmax(fraction, axis=0)
+    return [names[k] if fraction[k, i] >= 0 else "" for i, k in enumerate(best)]
+
+
 # Stage name -> function(sheet, run_cfg, warn, progress, parts) -> StageResult.
 STAGES: dict[str, Callable[..., StageResult]] = {
     "pressure": _pressure,
@@ -75,6 +101,8 @@ STAGES: dict[str, Callable[..., StageResult]] = {
     "saxs": _integration("saxs"),
     "phases": _phases,
     "eos": _eos,
+    "superlattice": _superlattice,
+    "optical": _optical,
 }
 
 
@@ -83,25 +111,37 @@ def needs(stage: str, run: dict) -> tuple[str, ...]:
     read from an XRD marker comes after the integration."""
     if stage == "pressure":
         return ("xrd",) if run["pressure"]["gauge"] == "xrd-marker" else ()
-    return {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure")}.get(stage, ())
+    if stage == "optical":
+        return ("pressure", "phases") if "xrd" in run and run.get("phases") else ("pressure",)
+    return {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure"), "superlattice": ("saxs",)}.get(stage, ())
 
 
 def config_sections(stage: str, run: dict) -> tuple[str, ...]:
     """The run's config sections a stage reads: its job's parameters, so that
     editing any other section does not rerun it."""
+    # A stage whose inputs depend on whether the run has XRD gets the xrd
+    # section too, so that its job sees the inputs the workflow gave it; it
+    # reads the XRD part (or the indexing's) anyway, so no rerun is added.
     if stage == "pressure":
-        return ("pressure", "indexing") if run["pressure"]["gauge"] == "xrd-marker" else ("pressure",)
+        return ("pressure", "indexing", "xrd") if run["pressure"]["gauge"] == "xrd-marker" else ("pressure",)
+    if stage == "optical":
+        return ("optical", "phases", "xrd") if "xrd" in run else ("optical", "phases")
     return {"phases": ("phases", "indexing"), "eos": ("phases", "eos")}.get(stage, (stage,))
 
 
 def stages_for(run: dict) -> list[str]:
     """The stages a run's config asks for, in order: pressure always, the
     integration stages when their section is present, indexing and EOS when
-    an XRD run names phases."""
+    an XRD run names phases, the superlattice analysis of SAXS patterns,
+    band gaps and PL when the run has an optical section."""
     stages = [s for s in ("xrd", "saxs") if s in run]
     stages.insert(len(stages) if run["pressure"]["gauge"] == "xrd-marker" else 0, "pressure")
     if "xrd" in run and run.get("phases"):
         stages += ["phases", "eos"]
+    if "saxs" in run:
+        stages.append("superlattice")
+    if "optical" in run:
+        stages.append("optical")
     return stages
 
 
@@ -116,6 +156,11 @@ def read_part(path: str | Path, stage: str, names: Sequence[str]) -> tuple[dict[
 
 def store_path(config: dict, run_id: str) -> Path:
     return Path(config["results_dir"]) / f"{run_id}.h5"
+
+
+def figure_path(config: dict, run_id: str, name: str) -> Path:
+    """Where a run's figure goes (PNG; the PDF beside it)."""
+    return Path(config["results_dir"]) / run_id / "figures" / f"{name}.png"
 
 
 def part_path(config: dict, run_id: str, stage: str) -> Path:

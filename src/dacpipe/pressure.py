@@ -167,6 +167,20 @@ def _sheet_pressure(sheet: Sheet) -> StageResult:
         inputs=[str(sheet.path)])
 
 
+def _padded_windows(side: str, windows: list) -> dict[str, np.ndarray]:
+    """``<side>/fit_x_nm``, ``fit_counts``, ``fit_model_counts`` [N, longest window], NaN-padded."""
+    width = max((len(w[0]) for w in windows if w is not None), default=0)
+    if width == 0:
+        return {}
+    out = {f"{side}/{name}": np.full((len(windows), width), np.nan)
+           for name in ("fit_x_nm", "fit_counts", "fit_model_counts")}
+    for i, window in enumerate(windows):
+        if window is not None:
+            for name, values in zip(("fit_x_nm", "fit_counts", "fit_model_counts"), window):
+                out[f"{side}/{name}"][i, :len(values)] = values
+    return out
+
+
 def pressure_stage(sheet: Sheet, pressure_cfg: dict,
                    warn: Callable[[str], None] = lambda message: None,
                    progress: Callable[[int, int], None] = lambda done, total: None) -> StageResult:
@@ -196,6 +210,9 @@ def pressure_stage(sheet: Sheet, pressure_cfg: dict,
                 ("pressure_GPa", "pressure_err_GPa", "pressure_err_fit_GPa", "pressure_err_scale_GPa",
                  "pressure_drift_GPa", "pressure_err_drift_GPa")}
     status, inputs = [], []
+    # The fitted part of each spectrum with its model, for the gallery of fits
+    # (figures are drawn from the store alone).
+    windows = {side: [None] * n for side in side_status}
 
     for i, point in enumerate(sheet.points):
         readings, reasons = [], []
@@ -219,6 +236,10 @@ def pressure_stage(sheet: Sheet, pressure_cfg: dict,
             for name, attr in fields.items():
                 table[f"{side}/{name}"][i] = getattr(reading.fit, attr)
             table[f"{side}/pressure_GPa"][i] = reading.pressure_GPa
+            if hasattr(reading.fit, "evaluate"):
+                lo, hi = reading.fit.window_nm
+                inside = (spectrum.x >= lo) & (spectrum.x <= hi)
+                windows[side][i] = (spectrum.x[inside], spectrum.y[inside], reading.fit.evaluate(spectrum.x[inside]))
         if not readings and not reasons:
             reasons.append("pressure: no gauge spectrum for this point")
         result = combine(readings)
@@ -231,6 +252,7 @@ def pressure_stage(sheet: Sheet, pressure_cfg: dict,
     datasets = {**combined, **table}
     for side, values in side_status.items():
         datasets[f"{side}/status"] = values
+        datasets.update(_padded_windows(side, windows[side]))
     attrs = {"gauge": settings.gauge, "scale": settings.scale.name, "scale_formula": settings.scale.formula,
              "scale_reference": settings.scale.reference, "x0": settings.x0,
              "x0_units": "1/cm" if settings.gauge == "diamond-raman" else "nm",

@@ -125,6 +125,11 @@ class RubyFit:
     n_spikes: int
     profile: str
 
+    def evaluate(self, x):
+        """The fitted model (both lines and the background) at ``x`` (nm)."""
+        return _lines_and_background(x, (self.r1_nm, self.r2_nm), (self.r1_amplitude, self.r2_amplitude),
+                                     (self.r1_fwhm_nm, self.r2_fwhm_nm), self.eta, self.background, self.window_nm)
+
 
 @dataclass(frozen=True)
 class LineFit:
@@ -144,6 +149,19 @@ class LineFit:
     r_squared: float
     n_spikes: int
     profile: str
+
+    def evaluate(self, x):
+        """The fitted model (line and background) at ``x`` (nm)."""
+        return _lines_and_background(x, (self.center_nm,), (self.amplitude,), (self.fwhm_nm,), self.eta,
+                                     self.background, self.window_nm)
+
+
+def _lines_and_background(x, centres, heights, widths, eta, background, window_nm):
+    """Pseudo-Voigt lines of a common eta over a straight background about the window's centre."""
+    x = np.asarray(x, dtype=float)
+    t = x - 0.5 * (window_nm[0] + window_nm[1])
+    lines = sum(a * pseudo_voigt(x, c, w, eta) for c, a, w in zip(centres, heights, widths))
+    return lines + background[0] + background[1] * t
 
 
 @dataclass(frozen=True)
@@ -689,9 +707,8 @@ class _Solution:
 
     def evaluate(self, x):
         """The fitted model (lines and background) at ``x``."""
-        t = x - 0.5 * (self.window_nm[0] + self.window_nm[1])
-        lines = sum(a * pseudo_voigt(x, c, w, self.eta) for c, a, w in zip(self.centres, self.heights, self.widths))
-        return lines + self.background[0] + self.background[1] * t
+        return _lines_and_background(x, self.centres, self.heights, self.widths, self.eta, self.background,
+                                     self.window_nm)
 
 
 def _profile_eta(profile):

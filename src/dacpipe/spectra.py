@@ -1,6 +1,6 @@
 """Read 1D optical spectra (ruby, Sm:SrB4O7, diamond Raman) from files.
 
-Three formats are recognised, from the content first and the extension second:
+Four formats are recognised, from the content first and the extension second:
 
 * Princeton Instruments SPE, versions 2.x (WinSpec, calibration polynomial in
   the 4100-byte binary header) and 3.x (LightField, calibration as a list of
@@ -8,8 +8,16 @@ Three formats are recognised, from the content first and the extension second:
 * Ocean Optics SpectraSuite/OceanView text: header lines up to
   ``>>>>>Begin ... Data<<<<<``, data up to ``>>>>>End`` when present;
 * plain text with two or more columns separated by whitespace, tabs, commas
-  or semicolons; non-numeric header lines at the top are skipped, the first
-  column is x and the second y.
+  or semicolons (CSV with or without a header row); non-numeric header lines
+  at the top are skipped, the first column is x and the second y;
+* JCAMP-DX 4.24/5 single spectra (McDonald & Wilks, Appl. Spectrosc. 42, 151
+  (1988)): ``##XYDATA=(X++(Y..Y))`` in uncompressed AFFN (or PAC, signs as
+  separators) form with ``##XFACTOR``/``##YFACTOR`` and
+  ``##FIRSTX``/``##LASTX``/``##NPOINTS``, and ``##XYPOINTS`` or
+  ``##PEAKTABLE=(XY..XY)``. The compressed ASDF forms (SQZ, DIF, DUP) are
+  refused with a one-line message, not guessed at. A JCAMP-DX axis stored in
+  descending order (usual for wavenumbers) is reversed: the file declares its
+  own order through FIRSTX and LASTX, so that is not a guess either.
 
 Every problem with a file raises :class:`~dacpipe.errors.InputError` with a
 one-line reason and the path. A spectrum that is returned has finite values
@@ -131,7 +139,7 @@ def _check_laser(laser_nm) -> float:
 def read_spectrum(path, *, x_unit: str = "nm", laser_nm: float | None = None,
                   rows: tuple[int, int] | None = None,
                   columns: tuple[int, int] | None = None) -> Spectrum:
-    """Read one spectrum from a SPE, Ocean Optics or plain-text file.
+    """Read one spectrum from a SPE, Ocean Optics, plain-text/CSV or JCAMP-DX file.
 
     Parameters
     ----------
@@ -144,7 +152,8 @@ def read_spectrum(path, *, x_unit: str = "nm", laser_nm: float | None = None,
         ``"cm-1"``: return a Raman shift (text x is taken as one; an SPE
         wavelength axis is converted with ``laser_nm``). SPE calibrations
         are wavelengths, so for SPE files ``"raman_shift_cm-1"`` is the same
-        as ``"nm"``.
+        as ``"nm"``. A JCAMP-DX file that declares ``##XUNITS`` must agree
+        (micrometres are converted to nm); one that does not is read like text.
     laser_nm : float, optional
         Laser wavelength, required for the conversions above.
     rows, columns : (int, int), optional
@@ -175,7 +184,11 @@ def read_spectrum(path, *, x_unit: str = "nm", laser_nm: float | None = None,
         else:
             # rows/columns select part of a 2D CCD frame; a run may mix SPE
             # frames with 1D text spectra, where they have nothing to select.
-            x, y, labels = _read_text(path)
+            if _looks_like_jcamp(path):
+                x, y, labels, declared, _ = _read_jcamp(path)
+                x = _jcamp_axis_as(x, declared, "nm" if x_unit == "nm" else "cm-1")
+            else:
+                x, y, labels = _read_text(path)
             source = str(path)
             _validate(x, y, "wavelength" if x_unit == "nm" else "Raman shift", labels)
             if x_unit == "raman_shift_cm-1":
@@ -504,3 +517,238 @@ def _spectrum_from_spe(path: Path, rows, columns):
     if spe.n_frames > 1:
         source += f" frame 1 of {spe.n_frames}"
     return x, y, [f"column {c}" for c in range(c0, c1 + 1)], source
+
+
+# ---------------------------------------------------------------- any x-y file, as written
+
+@dataclass(frozen=True, eq=False)
+class XYData:
+    """The two columns of a spectrum file, without unit conversion.
+
+    Attributes
+    ----------
+    x, y : ndarray
+        float64, read-only, finite; ``x`` strictly increasing.
+    x_unit : str or None
+        The unit the file itself declares: ``"nm"`` for an SPE calibration,
+        ``"nm"``, ``"um"``, ``"cm-1"`` or ``"eV"`` from a JCAMP-DX ``##XUNITS``;
+        None when the file does not say (plain text, CSV).
+    y_unit : str
+        JCAMP-DX ``##YUNITS`` as written (``"ABSORBANCE"``, ``"TRANSMITTANCE"``),
+        else ``""``.
+    source : str
+        The path read.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    x_unit: str | None
+    y_unit: str
+    source: str
+
+
+def read_xy(path, *, allow_descending: bool = False) -> XYData:
+    """Read x and y of a SPE (first frame, all rows), text, CSV or JCAMP-DX file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    allow_descending : bool
+        Reverse a text column that decreases throughout, instead of refusing
+        it. Meant for axes in energy or wavenumber, which come out descending
+        when an instrument that scans in wavelength exports them; a wavelength
+        axis should stay refused (see the module docstring).
+
+    Returns
+    -------
+    XYData
+
+    Raises
+    ------
+    InputError
+        For any problem with the file, with a one-line reason and the path.
+    """
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".spe" or _looks_like_spe(_read_bytes(path, _SPE_HEADER_BYTES)):
+            x, y, labels, source = _spectrum_from_spe(path, None, None)
+            _validate(x, y, "wavelength", labels)
+            return XYData(_frozen(x), _frozen(y), "nm", "", source)
+        if _looks_like_jcamp(path):
+            x, y, labels, x_unit, y_unit = _read_jcamp(path)
+        else:
+            (x, y, labels), x_unit, y_unit = _read_text(path), None, ""
+            if allow_descending and x.size > 1 and np.all(np.diff(x) < 0):
+                x, y, labels = x[::-1], y[::-1], labels[::-1]
+        _validate(x, y, "x", labels)
+    except InputError as err:
+        raise err.with_path(path) from None
+    return XYData(_frozen(x), _frozen(y), x_unit, y_unit, str(path))
+
+
+# ---------------------------------------------------------------- JCAMP-DX files
+
+JCAMP_SUFFIXES = (".jdx", ".dx", ".jcamp", ".jcm")
+# ##XUNITS as instruments write them -> dacpipe's names.
+_JCAMP_X_UNITS = {"NANOMETERS": "nm", "NANOMETER": "nm", "NM": "nm", "MICROMETERS": "um",
+                  "MICROMETER": "um", "MICRONS": "um", "UM": "um", "1/CM": "cm-1", "CM-1": "cm-1",
+                  "CM^-1": "cm-1", "WAVENUMBERS": "cm-1", "EV": "eV", "ELECTRONVOLTS": "eV"}
+_JCAMP_MARKER = re.compile(rb"^\s*##\s*JCAMP", re.MULTILINE | re.IGNORECASE)
+_JCAMP_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Characters of the compressed forms: SQZ @A-I a-i, DIF %J-R j-r, DUP S-Z s.
+_ASDF_CHARS = re.compile(r"[@%A-Za-s]")
+_JCAMP_TABLES = ("XYDATA", "XYPOINTS", "PEAKTABLE")
+
+
+def _looks_like_jcamp(path: Path) -> bool:
+    if path.suffix.lower() in JCAMP_SUFFIXES:
+        return True
+    return bool(_JCAMP_MARKER.search(_read_bytes(path, 4096)))
+
+
+def _jcamp_label(label: str) -> str:
+    # JCAMP-DX labels ignore case, spaces, dashes, slashes and underscores.
+    return re.sub(r"[\s\-/_]", "", label).upper()
+
+
+def _jcamp_records(text: str):
+    """Labelled data records: {label: (value, line number, [(line number, continuation)])}."""
+    records: dict[str, tuple[str, int, list]] = {}
+    current = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("$$", 1)[0].strip()  # $$ starts a comment
+        if line.startswith("##"):
+            label, sep, value = line[2:].partition("=")
+            if not sep:
+                raise InputError(f"JCAMP-DX line {number}: label without '=': {line[:40]!r}")
+            key = _jcamp_label(label)
+            if key == "END":
+                if any(t in records for t in _JCAMP_TABLES):
+                    break  # one spectrum per file: what follows is not read
+                current = None
+                continue
+            if key in records and key in _JCAMP_TABLES:
+                raise InputError(f"JCAMP-DX line {number}: a second ##{label.strip()} table; "
+                                 "export one spectrum per file")
+            current = records.setdefault(key, (value.strip(), number, []))
+        elif line and current is not None:
+            current[2].append((number, line))
+        elif line:
+            raise InputError(f"JCAMP-DX line {number}: data before the first ##label: {line[:40]!r}")
+    return records
+
+
+def _jcamp_float(records, key: str, default=None):
+    if key not in records:
+        return default
+    value, number, _ = records[key]
+    try:
+        return float(value.replace(",", ".") if value.count(",") == 1 and "." not in value else value)
+    except ValueError:
+        raise InputError(f"JCAMP-DX line {number}: ##{key}={value[:30]!r} is not a number") from None
+
+
+def _jcamp_values(line: str, number: int) -> list[float]:
+    """Numbers of one uncompressed (AFFN, or PAC with signs as separators) data line."""
+    values = []
+    for token in re.split(r"[\s,;]+", line):
+        if not token:
+            continue
+        if token == "?":  # JCAMP-DX's missing value; _validate reports it
+            values.append(np.nan)
+            continue
+        numbers = _JCAMP_NUMBER.findall(token)
+        if "".join(numbers) != token:
+            if _ASDF_CHARS.search(_JCAMP_NUMBER.sub("", token)):
+                raise InputError(f"compressed JCAMP-DX data (ASDF: SQZ/DIF/DUP) at line {number} is not "
+                                 "supported; export the spectrum as uncompressed AFFN")
+            raise InputError(f"JCAMP-DX line {number}: non-numeric data {token[:30]!r}")
+        values.extend(float(n) for n in numbers)
+    return values
+
+
+def _read_jcamp(path: Path):
+    """x, y, labels, declared x unit (or None) and ##YUNITS of a JCAMP-DX file."""
+    if _file_size(path) > MAX_TEXT_BYTES:
+        raise InputError(f"file is larger than {MAX_TEXT_BYTES // 2**20} MiB, not a JCAMP-DX spectrum")
+    text = _decode(_read_bytes(path))
+    if not text.strip():
+        raise InputError("empty file")
+    records = _jcamp_records(text)
+    for key, what in (("BLOCKS", "compound JCAMP-DX file (##BLOCKS)"),
+                      ("NTUPLES", "multi-dimensional JCAMP-DX file (##NTUPLES)")):
+        if key in records:
+            raise InputError(f"{what} is not supported; export one spectrum per file")
+    x_factor = _jcamp_float(records, "XFACTOR", 1.0)
+    y_factor = _jcamp_float(records, "YFACTOR", 1.0)
+    if "XYDATA" in records:
+        x, y, labels = _jcamp_xydata(records, x_factor, y_factor)
+    else:
+        key = next((k for k in ("XYPOINTS", "PEAKTABLE") if k in records), None)
+        if key is None:
+            raise InputError("no ##XYDATA, ##XYPOINTS or ##PEAKTABLE in the JCAMP-DX file")
+        x, y, labels = _jcamp_pairs(records, key, x_factor, y_factor)
+    if x.size > 1 and np.all(np.diff(x) < 0):
+        x, y, labels = x[::-1], y[::-1], labels[::-1]
+    x_units = records.get("XUNITS", ("",))[0].strip().upper()
+    y_units = records.get("YUNITS", ("",))[0].strip().upper()
+    return x, y, labels, _JCAMP_X_UNITS.get(x_units.replace(" ", "")), y_units
+
+
+def _jcamp_xydata(records, x_factor: float, y_factor: float):
+    form, first_line, lines = records["XYDATA"]
+    if form.replace(" ", "").upper() != "(X++(Y..Y))":
+        raise InputError(f"JCAMP-DX line {first_line}: ##XYDATA={form[:20]} is not supported "
+                         "(only (X++(Y..Y)))")
+    first_x = _jcamp_float(records, "FIRSTX")
+    last_x = _jcamp_float(records, "LASTX")
+    if first_x is None or last_x is None:
+        raise InputError("JCAMP-DX ##XYDATA needs ##FIRSTX and ##LASTX")
+    line_x, y, labels = [], [], []
+    for number, line in lines:
+        values = _jcamp_values(line, number)
+        if len(values) < 2:
+            raise InputError(f"JCAMP-DX line {number}: an X value without Y values")
+        line_x.append((number, values[0] * x_factor, len(y)))
+        y.extend(values[1:])
+        labels.extend(f"JCAMP-DX line {number}" for _ in values[1:])
+    n_points = _jcamp_float(records, "NPOINTS")
+    if n_points is not None and int(n_points) != len(y):
+        raise InputError(f"JCAMP-DX ##NPOINTS={int(n_points)} but ##XYDATA holds {len(y)} values")
+    if len(y) < 2:
+        raise InputError(f"only {len(y)} data points, need at least {MIN_POINTS}")
+    x = np.linspace(first_x, last_x, len(y))
+    # The X at the start of each line is a check of the abscissa (x factor applied).
+    step = abs(x[1] - x[0])
+    for number, value, index in line_x:
+        if not abs(value - x[index]) <= 0.5 * step + 1e-9 * abs(x[index]):
+            raise InputError(f"JCAMP-DX line {number}: X={value:g} does not match FIRSTX/LASTX/NPOINTS "
+                             f"(expected {x[index]:g}); check ##XFACTOR")
+    return x, np.array(y, dtype=float) * y_factor, labels
+
+
+def _jcamp_pairs(records, key: str, x_factor: float, y_factor: float):
+    form, first_line, lines = records[key]
+    compact = form.replace(" ", "").upper()
+    width = {"(XY..XY)": 2, "(XYW..XYW)": 3, "(XYM..XYM)": 3}.get(compact)
+    if width is None:
+        raise InputError(f"JCAMP-DX line {first_line}: ##{key}={form[:20]} is not supported (only (XY..XY))")
+    values, labels = [], []
+    for number, line in lines:
+        found = _jcamp_values(line, number)
+        values.extend(found)
+        labels.extend(f"JCAMP-DX line {number}" for _ in found)
+    if len(values) % width:
+        raise InputError(f"JCAMP-DX ##{key} has {len(values)} values, not groups of {width}")
+    table = np.array(values, dtype=float).reshape(-1, width)
+    return table[:, 0] * x_factor, table[:, 1] * y_factor, labels[::width]
+
+
+def _jcamp_axis_as(x: np.ndarray, declared: str | None, wanted: str) -> np.ndarray:
+    """The axis in the unit a caller expects ("nm" or "cm-1"), when the file declared one."""
+    if declared is None or declared == wanted:
+        return x
+    if declared == "um" and wanted == "nm":
+        return x * 1000.0
+    raise InputError(f"JCAMP-DX ##XUNITS is {declared}, not {'a wavelength in nm' if wanted == 'nm' else 'cm-1'}")

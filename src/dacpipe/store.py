@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ STRING = h5py.string_dtype()
 # reader looks, @units the place tools like silx and h5web look.
 _UNIT_SUFFIXES = {
     "_GPa": "GPa", "_err_GPa": "GPa", "_nm": "nm", "_K": "K", "_cm1": "1/cm", "_A": "angstrom",
-    "_A3": "angstrom^3", "_eV": "eV", "_deg": "degree",
+    "_A3": "angstrom^3", "_eV": "eV", "_deg": "degree", "_eV_per_GPa": "eV/GPa", "_eV_per_GPa2": "eV/GPa^2",
 }
 
 
@@ -40,10 +41,16 @@ _UNIT_SUFFIXES = {
 _UNIT_NAMES = {"q": "1/angstrom", "two_theta": "degree"}
 
 
+# q, q1, fwhm_q ... with _A or _err_A are in 1/angstrom, not angstrom.
+_RECIPROCAL = re.compile(r"(^|_)q\d*(_err)?_A$")
+
+
 def units_from_name(name: str) -> str | None:
     """The unit a dataset's name declares by its suffix, or None."""
     if name in _UNIT_NAMES:
         return _UNIT_NAMES[name]
+    if _RECIPROCAL.search(name):
+        return "1/angstrom"
     for suffix, unit in sorted(_UNIT_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
         if name.endswith(suffix):
             return unit

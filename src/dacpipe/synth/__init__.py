@@ -34,12 +34,18 @@ def write_data_sample(root: str | Path, seed: int = SEED) -> Path:
 
 
 def read_truth(path: str | Path) -> dict[str, np.ndarray]:
-    """A truth.tsv as columns (``point`` as str, the others as float, empty = NaN)."""
+    """A truth.tsv as columns: numbers as float (empty = NaN), text columns
+    (``point``, ``optical_phase``) as str."""
     lines = [line for line in Path(path).read_text().splitlines() if line and not line.startswith("#")]
     header = lines[0].split("\t")
     rows = [line.split("\t") for line in lines[1:]]
     out = {}
     for j, name in enumerate(header):
         values = [r[j] if j < len(r) else "" for r in rows]
-        out[name] = np.array(values) if name == "point" else np.array([float(v) if v else np.nan for v in values])
+        try:
+            if name == "point":
+                raise ValueError("point ids are names, even when they look like numbers")
+            out[name] = np.array([float(v) if v else np.nan for v in values])
+        except ValueError:
+            out[name] = np.array(values)
     return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import saxs, xrd
+from . import optical, saxs, xrd
 from .detector import write_cbf
 from .ruby import RubyPoint, write_ruby_series
 
@@ -51,10 +51,12 @@ def _frame_rng(seed: int, run: int, frame: int) -> np.random.Generator:
 
 
 def write_hgte_thz(folder: Path, seed: int) -> None:
-    """The ``hgte_thz`` run: ruby before/after and one XRD frame per point.
+    """The ``hgte_thz`` run: ruby before/after, one XRD frame, an absorption
+    and a PL spectrum per point.
 
     The ruby spectra draw from ``default_rng(seed)`` exactly what they drew
-    before the run had images, so they did not change when images were added.
+    before the run had images, and the images from their own streams, so
+    neither changed when later stages added their data.
     """
     folder.mkdir(parents=True, exist_ok=True)
     ruby = write_ruby_series(folder, "hgte", HGTE_PRESSURES_GPA, np.random.default_rng(seed),
@@ -64,22 +66,29 @@ def write_hgte_thz(folder: Path, seed: int) -> None:
 
     sheet, truth, spots = [], [], []
     phase_columns = list(xrd.phase_truth(0.0))
+    optical_files, optical_truth = optical.write_optical_series(
+        folder, [r.point for r in ruby], [r.exposure_pressure_GPa for r in ruby], np.random.default_rng([seed, 3]))
     for i, r in enumerate(ruby, start=1):
         pressure = r.exposure_pressure_GPa
         counts, frame_spots, _ = xrd.xrd_frame(pressure, _frame_rng(seed, 1, i))
         image = f"xrd/hgte_{r.point}.cbf"
         write_cbf(folder / image, counts)
-        sheet.append([r.point, image, r.files["before"], r.files.get("after", ""), f"{TEMPERATURE_K:g}", f"step {i}"])
+        sheet.append([r.point, image, r.files["before"], r.files.get("after", ""), optical_files[r.point]["absorption"],
+                      optical_files[r.point]["pl"], f"{TEMPERATURE_K:g}", f"step {i}"])
         phases = xrd.phase_truth(pressure)
-        truth.append(_ruby_truth(r) + [_fmt(pressure)] + [_fmt(phases[c]) for c in phase_columns])
+        light = optical_truth[r.point]
+        truth.append(_ruby_truth(r) + [_fmt(pressure)] + [_fmt(phases[c]) for c in phase_columns]
+                     + [_fmt(light["band_gap_eV"]), _fmt(light["pl_energy_eV"]), light["optical_phase"]])
         spots += [[r.point, f"{s.row:.3f}", f"{s.col:.3f}", f"{s.sigma_px:.3f}", f"{s.peak_counts:.0f}",
                    _fmt(s.two_theta_deg), f"{s.local_counts:.3f}", f"{s.ring_counts:.3f}"] for s in frame_spots]
 
-    _write_tsv(folder / "points.tsv", ["point", "xrd", "ruby_before", "ruby_after", "temperature_K", "note"], sheet)
+    _write_tsv(folder / "points.tsv",
+               ["point", "xrd", "ruby_before", "ruby_after", "absorption", "pl", "temperature_K", "note"], sheet)
     g = xrd.XRD_GEOMETRY
     _write_tsv(
         folder / "truth.tsv",
-        ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *phase_columns],
+        ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *phase_columns,
+         "band_gap_eV", "pl_energy_eV", "optical_phase"],
         truth,
         [f"truth of the synthetic run: scale {RUBY_SCALE}, lambda0_nm {RUBY_LAMBDA0_NM}",
          "pressure_GPa: sample pressure during the XRD exposure = mean of the true pressures before and after "
@@ -87,7 +96,9 @@ def write_hgte_thz(folder: Path, seed: int) -> None:
          f"XRD: wavelength_A {g.wavelength_A}, geometry xrd.poni, mask xrd.mask; transitions "
          + "; ".join(f"{a} -> {b} {lo}-{hi} GPa" for a, b, lo, hi in xrd.TRANSITIONS),
          "<phase>/fraction: share of HgTe formula units in the phase (mole = mass fraction); "
-         "<phase>/crystallite_nm: Scherrer size; see data-sample/README.md"])
+         "<phase>/crystallite_nm: Scherrer size; see data-sample/README.md",
+         "band_gap_eV, pl_energy_eV: true gap and PL peak of the dominant phase optical_phase "
+         "(dacpipe.synth.optical; rock salt is metallic: no gap)"])
     _write_tsv(folder / "truth_spots.tsv",
                ["point", "row", "col", "sigma_px", "peak_counts", "two_theta_deg", "local_counts", "ring_counts"],
                spots,

@@ -1,0 +1,82 @@
+"""Figures drawn from the store: each one is written, and what it plots is what the store holds."""
+
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from dacpipe.config import load_config, run_config
+from dacpipe.figures import FIGURES, _pyplot, draw_figure, figures_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def stores(sample_results):
+    """The data-sample stores and figures, with each run's validated settings."""
+    results, config = sample_results
+    loaded = load_config([config])
+    return results, {run_id: run_config(loaded, run_id) for run_id in loaded["runs"]}
+
+
+def _resolve(entry, spec: str) -> np.ndarray:
+    """The store data a gid names: ``path``, ``path[i]``, ``...+offset``, ``a÷b``."""
+    if "÷" in spec:
+        top, bottom = spec.split("÷")
+        return _resolve(entry, top) / _resolve(entry, bottom)
+    path, index, offset = re.fullmatch(r"([^\[+]+)(?:\[(\d+)\])?(?:\+(.+))?", spec).groups()
+    data = np.asarray(entry[path][()], dtype=float)
+    if index is not None:
+        data = data[int(index)]
+    return data + (float(offset) if offset else 0.0)
+
+
+def test_every_figure_of_every_run_is_written(stores):
+    results, runs = stores
+    expected = {run_id: figures_for(run) for run_id, run in runs.items()}
+    assert {"fractions", "band_gap"} <= set(expected["hgte_thz"])
+    assert {"ruby_gallery", "saxs_distance"} <= set(expected["nc_saxs"])
+    for run_id, names in expected.items():
+        for name in names:
+            for ext in ("png", "pdf"):
+                path = results / run_id / "figures" / f"{name}.{ext}"
+                assert path.stat().st_size > 5000, path
+
+
+def test_plotted_numbers_are_the_stored_numbers(stores):
+    results, runs = stores
+    plt = _pyplot()
+    for run_id, run in runs.items():
+        with h5py.File(results / f"{run_id}.h5") as h5:
+            entry = h5[run_id]
+            for name in figures_for(run):
+                fig = FIGURES[name](entry, plt)
+                tagged = [a for ax in fig.axes for a in ax.get_lines() if a.get_gid() and "|" in a.get_gid()]
+                assert tagged, f"{run_id} {name}: no series tagged with its store paths"
+                for artist in tagged:
+                    y_spec, x_spec = artist.get_gid().split("|")
+                    np.testing.assert_array_equal(np.asarray(artist.get_ydata(), float), _resolve(entry, y_spec),
+                                                  err_msg=f"{name}: {y_spec}")
+                    np.testing.assert_array_equal(np.asarray(artist.get_xdata(), float), _resolve(entry, x_spec),
+                                                  err_msg=f"{name}: {x_spec}")
+                plt.close(fig)
+
+
+def test_eos_curve_passes_through_its_own_parameters(stores):
+    """The compression figure's EOS curve is the stored fit: V/V0 = 1 at P = 0."""
+    results, _ = stores
+    plt = _pyplot()
+    with h5py.File(results / "hgte_thz.h5") as h5:
+        fig = FIGURES["compression"](h5["hgte_thz"], plt)
+        curve = [a for a in fig.axes[0].get_lines() if a.get_gid() == "eos/HgTe-zb"][0]
+        at_one = np.argmax(curve.get_ydata())
+        assert curve.get_ydata()[at_one] == 1.0 and abs(curve.get_xdata()[at_one]) < 1e-9
+        plt.close(fig)
+
+
+def test_figure_command_writes_png_and_pdf(stores, tmp_path):
+    results, _ = stores
+    written = draw_figure("fractions", results / "hgte_thz.h5", tmp_path / "f.png")
+    assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 5000 for p in written)
