@@ -1,7 +1,7 @@
 """The workflow killed half way, run twice at once, and rerun: the stores stay whole and right.
 
 A run of 420 frames (data-sample's 14 XRD frames, each listed 30 times, with
-pressures typed in the sheet) makes the integration job last a few seconds,
+pressures typed in the sheet) makes the integration last a few seconds,
 long enough to be killed in the middle.
 """
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.workflow
 REPEATS = 30
 
 
-def _project(dest: Path) -> Path:
+def _project(dest: Path, chunk_points: int = 500) -> Path:
     """A copy of the workflow with one large run ``big`` and nothing else."""
     shutil.copy(ROOT / "Snakefile", dest)
     shutil.copytree(ROOT / "workflow", dest / "workflow")
@@ -42,6 +42,7 @@ def _project(dest: Path) -> Path:
         "runs:\n"
         "  big:\n"
         "    sheet: big/points.tsv\n"
+        f"    chunk_points: {chunk_points}\n"
         "    pressure: {gauge: sheet}\n"
         "    xrd: {poni: big/xrd.poni, mask: big/xrd.mask, npt: 400, polarization_factor: 0.99}\n")
     return dest
@@ -88,7 +89,9 @@ def reference(tmp_path_factory):
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finding the running job needs /proc")
 def test_sigkill_in_the_middle_of_integration_then_rerun(tmp_path, reference):
-    project = _project(tmp_path)
+    """In chunks of 100 frames, against the reference in one chunk: the
+    chunking does not change a number either."""
+    project = _project(tmp_path, chunk_points=100)
     running = _snakemake(project, wait=False)
     _wait_for_job("xrd")
     time.sleep(1.0)  # into the frames
@@ -96,6 +99,7 @@ def test_sigkill_in_the_middle_of_integration_then_rerun(tmp_path, reference):
     running.wait(timeout=60)
     assert not (project / "results" / "big.h5").exists()
     assert not (project / "results" / "big" / "parts" / "xrd.h5").exists()  # parts are written atomically
+    assert len(list((project / "results" / "big" / "parts" / "xrd").glob("chunk*.h5"))) < 5
     # As the Snakemake notes say: the lock stays, and the partial output is flagged.
     locked = _snakemake(project)
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr

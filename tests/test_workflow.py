@@ -52,7 +52,7 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     # one per spectrum or frame; one per figure.
     assert counts == {"all": "1", "pressure": "2", "integrate": "2", "index": "1", "eos": "1", "superlattice": "1",
                       "optical": "1", "store": "2", **HGTE_FIGURES, "figure_ruby_gallery": "2",
-                      "figure_saxs_distance": "1", "total": "19"}
+                      "figure_saxs_distance": "1", "merge": "4", "total": "23"}
 
 
 def test_full_run_then_noop_rerun(project):
@@ -109,8 +109,8 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     jobs = job_counts(out)
     # Indexing, EOS and the optical stage (which takes each point's phase
     # from the indexing) read what follows from the XRD part.
-    assert jobs == {"all": "1", "integrate": "1", "index": "1", "eos": "1", "optical": "1", "store": "1",
-                    **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "12"}
+    assert jobs == {"all": "1", "integrate": "1", "merge": "1", "index": "1", "eos": "1", "optical": "1",
+                    "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "13"}
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
@@ -132,21 +132,22 @@ def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
     # No ruby gallery: the run has no ruby spectra to show any more.
-    assert job_counts(out) == {"all": "1", "pressure": "1", "index": "1", "eos": "1", "optical": "1", "store": "1",
-                               **HGTE_FIGURES, "total": "11"}
+    assert job_counts(out) == {"all": "1", "pressure": "1", "merge": "1", "index": "1", "eos": "1", "optical": "1",
+                               "store": "1", **HGTE_FIGURES, "total": "12"}
 
 
 @pytest.mark.parametrize("extra", [
     {},
     {"pressure": {"gauge": "xrd-marker", "marker": "Au"}},
     {"phases": []},
+    {"chunk_points": 100},
 ])
 def test_a_job_sees_the_inputs_the_workflow_gave_it(extra):
     """A job gets only its stage's config sections (stage_json): from those
     alone it must derive the same inputs as the workflow did from the whole
     run, and the run must still validate."""
     from dacpipe.config import load_config, run_config, validate_config
-    from dacpipe.pipeline import config_sections, needs, stages_for
+    from dacpipe.pipeline import chunks, config_sections, needs, stages_for
 
     config = load_config([ROOT / "config" / "config.yaml"])
     config["runs"]["hgte_thz"].update(extra)
@@ -155,3 +156,23 @@ def test_a_job_sees_the_inputs_the_workflow_gave_it(extra):
         own = {"sheet": run["sheet"], **{key: run[key] for key in config_sections(stage, run)}}
         job = run_config(validate_config({"runs": {"hgte_thz": own}}), "hgte_thz")
         assert needs(stage, job) == needs(stage, run), stage
+        assert chunks(stage, job, 1234) == chunks(stage, run, 1234), stage
+
+
+def test_ten_thousand_frames_are_a_few_dozen_jobs(tmp_path):
+    """Chunks of run.chunk_points (500) frames and spectra: 20 integration
+    jobs for 10,000 frames, and the DAG is built from one read of the sheet."""
+    shutil.copy(ROOT / "Snakefile", tmp_path)
+    for folder in ("workflow", "config"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    source = ROOT / "data-sample" / "hgte_thz"
+    frames = sorted((source / "xrd").glob("*.cbf"))
+    rows = ["point\txrd\tpressure_GPa"] + [f"p{i:05d}\t{frames[i % len(frames)]}\t{i * 1e-3:.3f}" for i in range(10_000)]
+    (tmp_path / "points.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "config" / "config.yaml").write_text(
+        "runs:\n  big:\n    sheet: points.tsv\n    pressure: {gauge: sheet}\n"
+        f"    xrd: {{poni: {source / 'xrd.poni'}, mask: {source / 'xrd.mask'}, npt: 400}}\n")
+    out = snakemake(tmp_path, "-n", "--quiet", "rules")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert job_counts(out) == {"all": "1", "pressure": "20", "integrate": "20", "merge": "2", "store": "1",
+                               "figure_waterfall": "1", "total": "45"}

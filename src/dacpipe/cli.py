@@ -20,6 +20,8 @@ from .errors import DacpipeError
 from .figures import FIGURES, draw_figure, figures_for
 from .pipeline import STAGES, assemble_run, figure_path, run_config, run_stage, stages_for, store_path
 from .sheet import make_sheet, read_sheet
+from .store import merge_chunks
+from .watch import add_parser as add_watch_parser
 
 log = logging.getLogger("dacpipe")
 DEFAULT_CONFIG = Path("config/config.yaml")
@@ -103,7 +105,14 @@ def cmd_figure(args) -> int:
 
 def cmd_stage(args) -> int:
     config = _config_from_args(args)
-    run_stage(config, args.run, args.stage, out=args.out, progress=Progress(f"{args.run} {args.stage}"))
+    label = f"{args.run} {args.stage}" + (f" chunk {args.chunk}" if args.chunk is not None else "")
+    run_stage(config, args.run, args.stage, out=args.out, progress=Progress(label), chunk=args.chunk)
+    return 0
+
+
+def cmd_merge(args) -> int:
+    merge_chunks(args.parts, args.out, args.run)
+    log.info(f"{args.run}: merged {len(args.parts)} chunks into {args.out}")
     return 0
 
 
@@ -173,9 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=list(STAGES))
     p.add_argument("--run", required=True)
     p.add_argument("--out", help="part file to write (default <results>/<run>/parts/<stage>.h5)")
+    p.add_argument("--chunk", type=int, help="only chunk K of the points (run.chunk_points per chunk)")
     p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
     _add_config_options(p)
     p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("merge", help="join a stage's chunk parts into the run's part, in point order")
+    p.add_argument("--run", required=True)
+    p.add_argument("--parts", nargs="+", required=True, help="chunk parts, in point order")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("assemble", help="merge a run's stage parts into <results>/<run>.h5")
     p.add_argument("--run", required=True)
@@ -198,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", default="data-sample")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the data-sample seed)")
     p.set_defaults(func=cmd_synth)
+
+    add_watch_parser(sub)
     return parser
 
 

@@ -6,6 +6,7 @@ a run gives the same store whichever way it was started.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 import yaml
 
 from .config import run_config
+from .errors import ConfigError
 from .sheet import read_sheet
 from .store import StageResult, assemble, write_part
 
@@ -123,7 +125,11 @@ def config_sections(stage: str, run: dict) -> tuple[str, ...]:
     # section too, so that its job sees the inputs the workflow gave it; it
     # reads the XRD part (or the indexing's) anyway, so no rerun is added.
     if stage == "pressure":
-        return ("pressure", "indexing", "xrd") if run["pressure"]["gauge"] == "xrd-marker" else ("pressure",)
+        if run["pressure"]["gauge"] == "xrd-marker":
+            return ("pressure", "indexing", "xrd")
+        return ("pressure", "chunk_points")
+    if stage in CHUNKED:
+        return (stage, "chunk_points")
     if stage == "optical":
         return ("optical", "phases", "xrd") if "xrd" in run else ("optical", "phases")
     return {"phases": ("phases", "indexing"), "eos": ("phases", "eos")}.get(stage, (stage,))
@@ -145,6 +151,20 @@ def stages_for(run: dict) -> list[str]:
     return stages
 
 
+# Stages that work point by point, and so can be split into chunks of
+# points, one job each, merged afterwards. A pressure read from an XRD
+# marker takes the whole XRD part, so it is one chunk.
+CHUNKED = ("pressure", "xrd", "saxs")
+
+
+def chunks(stage: str, run: dict, n_points: int) -> list[tuple[int, int]]:
+    """[first, end) point ranges of the jobs of ``stage``: one range unless the stage is chunked."""
+    if stage not in CHUNKED or (stage == "pressure" and run["pressure"]["gauge"] == "xrd-marker"):
+        return [(0, n_points)]
+    size = int(run["chunk_points"])
+    return [(start, min(start + size, n_points)) for start in range(0, max(n_points, 1), size)]
+
+
 def read_part(path: str | Path, stage: str, names: Sequence[str]) -> tuple[dict[str, np.ndarray], dict]:
     """Datasets of one stage's group in a part file (strings decoded), and its attributes."""
     with h5py.File(path, "r") as h5:
@@ -163,6 +183,10 @@ def figure_path(config: dict, run_id: str, name: str) -> Path:
     return Path(config["results_dir"]) / run_id / "figures" / f"{name}.png"
 
 
+def chunk_path(config: dict, run_id: str, stage: str, chunk: int) -> Path:
+    return Path(config["results_dir"]) / run_id / "parts" / stage / f"chunk{chunk:04d}.h5"
+
+
 def part_path(config: dict, run_id: str, stage: str) -> Path:
     return Path(config["results_dir"]) / run_id / "parts" / f"{stage}.h5"
 
@@ -174,10 +198,16 @@ def run_config_yaml(config: dict, run_id: str) -> str:
 
 
 def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = None,
-              progress: Callable[[int, int], None] = lambda done, total: None) -> Path:
-    """Run one stage of one run and write its part file."""
+              progress: Callable[[int, int], None] = lambda done, total: None, chunk: int | None = None) -> Path:
+    """Run one stage of one run (or one chunk of its points) and write its part file."""
     run = run_config(config, run_id)
     sheet = read_sheet(run["sheet"])
+    if chunk is not None:
+        ranges = chunks(stage, run, len(sheet.points))
+        if not 0 <= chunk < len(ranges):
+            raise ConfigError(f"{run_id}: {stage} has {len(ranges)} chunks, not a chunk {chunk}")
+        first, end = ranges[chunk]
+        sheet = dataclasses.replace(sheet, points=sheet.points[first:end])
     parts = {needed: part_path(config, run_id, needed) for needed in needs(stage, run)}
     result = STAGES[stage](sheet, run, log.warning, progress, parts)
     out = Path(out) if out else part_path(config, run_id, stage)
@@ -190,6 +220,10 @@ def assemble_run(config: dict, run_id: str, parts: list[str | Path] | None = Non
     """Merge a run's parts into its store."""
     run = run_config(config, run_id)
     sheet = read_sheet(run["sheet"])
+    # Cells that could not be read are in the points' status; say so once, naming the sheet.
+    for point in sheet.points:
+        for problem in point.problems:
+            log.warning(f"{run_id}/{point.point}: {sheet.path}: {problem}")
     parts = parts if parts is not None else [part_path(config, run_id, s) for s in stages_for(run)]
     out = Path(out) if out else store_path(config, run_id)
     assemble(out, run_id, sheet, parts, run_config_yaml(config, run_id))

@@ -134,10 +134,73 @@ def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
             write_dataset(group, name, values)
         for name, values in result.axes.items():
             write_dataset(group, name, values)
+        if result.axes:
+            # Which datasets are not over points, for merging chunks: an axis
+            # may happen to be as long as a chunk.
+            set_attrs(group, {"fixed_axes": list(result.axes)})
         for path, values in result.extra.items():
             write_dataset(entry, path, values)
         write_dataset(group, "status", result.status)
         write_inputs(entry.create_group("inputs"), result.inputs)
+
+
+def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> None:
+    """Join the parts of one stage computed on consecutive chunks of points
+    into the part of the whole run, as if it had been computed in one job.
+
+    Arrays over points are concatenated (a second dimension that differs
+    between chunks, such as the longest fitted window, is NaN-padded to the
+    widest); the axes named in ``@fixed_axes`` and the attributes come from
+    the first chunk.
+    """
+    sources = [h5py.File(p, "r") for p in paths]
+    try:
+        entries = [src[run_id] for src in sources]
+        point_ids = [s for e in entries for s in e["point_ids"].asstr()[()]]
+        (stage,) = [name for name in entries[0] if name not in ("point_ids", "inputs")]
+        with atomic_h5(out) as h5:
+            entry = h5.create_group(run_id)
+            write_dataset(entry, "point_ids", point_ids)
+            counts = [len(e["point_ids"]) for e in entries]
+            _merge_group([e[stage] for e in entries], entry.create_group(stage), counts)
+            records = [FileRecord(p, h, int(n)) for e in entries for p, h, n in
+                       zip(e["inputs/path"].asstr()[()], e["inputs/sha256"].asstr()[()], e["inputs/size"][()])]
+            write_inputs(entry.create_group("inputs"), records)
+    finally:
+        for src in sources:
+            src.close()
+
+
+def _merge_group(groups: list, dest: h5py.Group, counts: list[int]) -> None:
+    fixed = {str(a) for a in groups[0].attrs.get("fixed_axes", [])}
+    for key, value in groups[0].attrs.items():
+        dest.attrs[key] = value
+    names = list(dict.fromkeys(name for g in groups for name in g))
+    for name in names:
+        present = [g for g in groups if name in g]
+        first = present[0][name]
+        if isinstance(first, h5py.Group):
+            _merge_group([g[name] for g in present], dest.create_group(name), [c for g, c in zip(groups, counts)
+                                                                               if name in g])
+            continue
+        if name in fixed:
+            first.file.copy(first, dest, name=name)
+            continue
+        text = first.dtype.kind == "O"
+        arrays = []
+        for g, count in zip(groups, counts):
+            if name in g:
+                arrays.append(g[name].asstr()[()] if text else g[name][()])
+            else:  # a chunk where nothing gave this value (no fitted window at all)
+                arrays.append(np.full((count, *first.shape[1:]), "" if text else np.nan,
+                                      dtype=object if text else float))
+        if first.ndim == 2 and len({a.shape[1] for a in arrays}) > 1:
+            width = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a.astype(float), ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
+                      for a in arrays]
+        dset = write_dataset(dest, name, np.concatenate(arrays))
+        for key, value in first.attrs.items():
+            dset.attrs[key] = value
 
 
 def write_inputs(group: h5py.Group, references: Sequence[str | FileRecord]) -> None:

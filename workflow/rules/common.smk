@@ -1,4 +1,5 @@
 # Shared by every rule: config validation, run names, paths, parameters.
+import functools
 import json
 import os
 import re
@@ -7,7 +8,7 @@ from snakemake.utils import validate
 
 from dacpipe.config import run_config, validate_config
 from dacpipe.errors import DacpipeError
-from dacpipe.pipeline import config_sections, needs, stages_for
+from dacpipe.pipeline import chunks, config_sections, needs, stages_for
 from dacpipe.sheet import read_sheet
 
 # dacpipe's own check first: its messages name the key, the value and what
@@ -24,6 +25,7 @@ RUNS = list(config["runs"])
 
 wildcard_constraints:
     run="|".join(map(re.escape, RUNS)),
+    chunk=r"\d{4}",
 
 
 def _run(run_id):
@@ -63,17 +65,50 @@ def integration_files(wildcards):
     return [f.split("::", 1)[0] for f in named if f and os.path.isfile(f.split("::", 1)[0])]
 
 
-def sheet_files(wildcards, columns):
-    """The existing files a run's sheet names in ``columns``. Missing files
-    are left to the job, which marks their points in the store; a sheet that
-    cannot be read is left to the job too, which fails with its message."""
-    sheet_path = config["runs"][wildcards.run]["sheet"]
+@functools.lru_cache(maxsize=None)
+def _sheet(path, mtime_ns):
+    """A sheet read once per DAG, however many jobs ask (10,000 rows take ~0.1 s)."""
+    return read_sheet(path)
+
+
+def _points(run_id):
+    path = config["runs"][run_id]["sheet"]
+    return _sheet(path, os.stat(path).st_mtime_ns).points
+
+
+def chunk_of(wildcards, stage):
+    """The [first, end) points of the job's chunk."""
     try:
-        sheet = read_sheet(sheet_path)
-    except DacpipeError:
+        n = len(_points(wildcards.run))
+    except (DacpipeError, OSError):
+        n = 0
+    ranges = chunks(stage, _run(wildcards.run), n)
+    return ranges[int(wildcards.chunk)] if int(wildcards.chunk) < len(ranges) else (0, 0)
+
+
+def chunk_parts(run_id, stage):
+    """The chunk parts of a per-point stage, in point order. A sheet that
+    cannot be read gives one chunk, whose job fails with the sheet's message."""
+    try:
+        n = len(_points(run_id))
+    except (DacpipeError, OSError):
+        n = 0
+    return [f"{RESULTS}/{run_id}/parts/{stage}/chunk{k:04d}.h5" for k in range(len(chunks(stage, _run(run_id), n)))]
+
+
+def sheet_files(wildcards, columns, span=None):
+    """The existing files a run's sheet names in ``columns`` (for the points
+    in ``span``, [first, end), when given). Missing files are left to the
+    job, which marks their points in the store; a sheet that cannot be read
+    is left to the job too, which fails with its message."""
+    try:
+        points = _points(wildcards.run)
+    except (DacpipeError, OSError):
         return []
+    if span is not None:
+        points = points[span[0]:span[1]]
     found = []
-    for point in sheet.points:
+    for point in points:
         for column in columns:
             ref = point.files.get(column)
             if ref and os.path.isfile(ref.split("::", 1)[0]):

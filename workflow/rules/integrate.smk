@@ -1,20 +1,23 @@
-# Integration: every XRD (or SAXS) frame of a run to a 1D pattern, in one job
-# that builds pyFAI's integrator once and reuses it for every frame.
+# Integration: the XRD (or SAXS) frames of a run to 1D patterns, one job per
+# chunk of frames (run.chunk_points), never one per frame; each job builds
+# pyFAI's integrator once and reuses it for every frame of its chunk.
 
 
 rule integrate:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
         calibration=integration_files,
-        frames=lambda w: sheet_files(w, [w.kind]),
+        frames=lambda w: sheet_files(w, [w.kind], chunk_of(w, w.kind)),
     output:
-        f"{RESULTS}/{{run}}/parts/{{kind}}.h5",
+        f"{RESULTS}/{{run}}/parts/{{kind}}/chunk{{chunk}}.h5",
     wildcard_constraints:
         kind="xrd|saxs",
     params:
         cfg=lambda w: stage_json(w, w.kind),
+        chunk=lambda w: int(w.chunk),
     threads: 2
     log:
-        f"{RESULTS}/{{run}}/logs/{{kind}}.log",
+        f"{RESULTS}/{{run}}/logs/{{kind}}/chunk{{chunk}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} dacpipe --log {log} stage {wildcards.kind} --run {wildcards.run} --out {output} --config-json {params.cfg:q}"
+        "OMP_NUM_THREADS={threads} dacpipe --log {log} stage {wildcards.kind} --run {wildcards.run}"
+        " --chunk {params.chunk} --out {output} --config-json {params.cfg:q}"

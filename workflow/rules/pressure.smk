@@ -1,18 +1,20 @@
-# Pressure stage: every gauge spectrum of a run, fitted and converted, in one
-# job; or, with an XRD marker as the gauge, the marker's lattice in every
-# integrated pattern.
+# Pressure stage: the gauge spectra of a run fitted and converted, one job per
+# chunk of points (run.chunk_points), never one per spectrum; or, with an XRD
+# marker as the gauge, the marker's lattice in every integrated pattern.
 
 
 rule pressure:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
-        spectra=lambda w: sheet_files(w, ["ruby_before", "ruby", "ruby_after"]),
+        spectra=lambda w: sheet_files(w, ["ruby_before", "ruby", "ruby_after"], chunk_of(w, "pressure")),
         parts=needed_parts("pressure"),
     output:
-        f"{RESULTS}/{{run}}/parts/pressure.h5",
+        f"{RESULTS}/{{run}}/parts/pressure/chunk{{chunk}}.h5",
     params:
         cfg=lambda w: stage_json(w, "pressure"),
+        chunk=lambda w: int(w.chunk),
     log:
-        f"{RESULTS}/{{run}}/logs/pressure.log",
+        f"{RESULTS}/{{run}}/logs/pressure/chunk{{chunk}}.log",
     shell:
-        "dacpipe --log {log} stage pressure --run {wildcards.run} --out {output} --config-json {params.cfg:q}"
+        "dacpipe --log {log} stage pressure --run {wildcards.run} --chunk {params.chunk} --out {output}"
+        " --config-json {params.cfg:q}"

@@ -1,0 +1,232 @@
+"""``dacpipe watch``: files landing in a run's folder keep its store current."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from dacpipe import watch as watch_module
+from dacpipe.config import load_config
+from dacpipe.synth import read_truth
+from dacpipe.watch import FileState, Watcher, is_ready, limited_sheet_text, observe, watch
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data-sample" / "hgte_thz"
+RUN = "hgte_thz"
+SETTLE = 0.2
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def point_files(point: str) -> list[Path]:
+    """The files of one point of data-sample/hgte_thz, relative to the run's folder."""
+    n = point[1:]
+    names = [f"xrd/hgte_p{n}.cbf", f"ruby/hgte_p{n}_ruby_before.txt", f"ruby/hgte_p{n}_ruby_after.txt",
+             f"optical/hgte_p{n}_abs.txt", f"optical/hgte_p{n}_pl.txt"]
+    return [Path(name) for name in names if (SAMPLE / name).is_file()]
+
+
+def land(folder: Path, point: str) -> None:
+    for rel in point_files(point):
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLE / rel, folder / rel)
+
+
+def make_config(tmp: Path, data: Path, xrd: bool = False) -> dict:
+    run = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["runs"][RUN]
+    run["sheet"] = str(data / "points.tsv")
+    for key in ("optical",) + (() if xrd else ("xrd", "phases", "eos")):
+        run.pop(key, None)
+    if xrd:
+        run["xrd"]["poni"] = str(SAMPLE / "xrd.poni")
+        run["xrd"]["mask"] = str(SAMPLE / "xrd.mask")
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump({"results_dir": str(tmp / "results"), "runs": {RUN: run}}))
+    return load_config([path])
+
+
+def expected_pressures() -> dict[str, float]:
+    truth = read_truth(SAMPLE / "truth.tsv")
+    mean = np.nanmean(np.vstack([truth["pressure_before_GPa"], truth["pressure_after_GPa"]]), axis=0)
+    return dict(zip(truth["point"], mean))
+
+
+def store_points(store: Path) -> tuple[list[str], np.ndarray]:
+    with h5py.File(store) as h5:
+        return list(h5[f"{RUN}/points/point"].asstr()[()]), h5[f"{RUN}/points/pressure_GPa"][()]
+
+
+def test_file_state_settles():
+    class Stat:
+        def __init__(self, size, mtime):
+            self.st_size, self.st_mtime_ns = size, mtime
+
+    stats = {"a": Stat(10, 1)}
+    states = observe({}, ["a", "b"], 0.0, stat=lambda p: stats[p] if p in stats else (_ for _ in ()).throw(OSError()))
+    assert set(states) == {"a"} and not is_ready(states["a"], 0.1, 0.2) and is_ready(states["a"], 0.2, 0.2)
+    stats["a"] = Stat(20, 2)  # still growing: the settle time starts again
+    states = observe(states, ["a"], 0.3, stat=lambda p: stats[p])
+    assert states["a"] == FileState(20, 2, 0.3) and not is_ready(states["a"], 0.4, 0.2)
+    assert not is_ready(None, 10.0, 0.2)
+
+
+def test_limited_sheet_keeps_points_and_makes_paths_absolute(tmp_path):
+    text = "# c\npoint\txrd\tnote\np1\ta.cbf\tx\np2\t/abs/b.h5::/d@3\ty\np3\t\tz\n"
+    out = limited_sheet_text(text, tmp_path, ["p2", "p3"])
+    assert out == "point\txrd\tnote\np2\t/abs/b.h5::/d@3\ty\np3\t\tz\n"
+    assert limited_sheet_text(text, tmp_path).splitlines()[1] == f"p1\t{tmp_path}/a.cbf\tx"
+
+
+def test_points_appear_as_their_files_settle(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(SAMPLE / "points.tsv", data / "points.tsv")  # names all 14 points; files land later
+    config = make_config(tmp_path, data)
+    clock, lines = Clock(), []
+    watcher = Watcher(config, RUN, data, settle=SETTLE, clock=clock, echo=lines.append)
+    store = tmp_path / "results" / f"{RUN}.h5"
+    truth = expected_pressures()
+
+    for point in ("p001", "p002", "p003"):
+        land(data, point)
+    report = watcher.cycle()          # just landed: not read yet
+    assert not report.updated and not store.exists() and report.waiting == 14
+    clock.t = 0.3
+    report = watcher.cycle()
+    assert report.updated and report.points == 3 and report.waiting == 11
+    ids, pressure = store_points(store)
+    assert ids == ["p001", "p002", "p003"]
+    assert np.allclose(pressure, [truth[p] for p in ids], atol=0.05)
+    assert "3 points; p003: P = " in report.line
+
+    mtime = store.stat().st_mtime_ns
+    clock.t = 0.5
+    report = watcher.cycle()          # nothing changed: the store is not rewritten
+    assert not report.updated and report.points == 3 and store.stat().st_mtime_ns == mtime
+
+    land(data, "p004")
+    for rel in point_files("p005"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(SAMPLE / rel, data / rel)
+    growing = data / "ruby" / "hgte_p005_ruby_after.txt"
+    content = (SAMPLE / "ruby" / "hgte_p005_ruby_after.txt").read_bytes()
+    growing.write_bytes(content[: len(content) // 2])
+    clock.t = 0.6
+    assert not watcher.cycle().updated
+    with growing.open("ab") as f:     # the spectrometer finishes writing
+        f.write(content[len(content) // 2:])
+    clock.t = 0.9
+    report = watcher.cycle()          # p004 settled, p005's file changed since the last look
+    assert report.updated and store_points(store)[0] == ["p001", "p002", "p003", "p004"]
+    clock.t = 1.2
+    report = watcher.cycle()
+    assert report.updated and report.points == 5
+    ids, pressure = store_points(store)
+    assert ids == ["p001", "p002", "p003", "p004", "p005"]
+    assert np.allclose(pressure, [truth[p] for p in ids], atol=0.05)
+    assert len([line for line in lines if " points; " in line]) == 3
+
+
+def test_bad_file_and_bad_sheet_do_not_stop_the_watcher(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    sheet = data / "points.tsv"
+    rows = (SAMPLE / "points.tsv").read_text().splitlines()
+    sheet.write_text("\n".join(rows[:3]) + "\n")
+    for point in ("p001", "p002"):
+        land(data, point)
+    (data / "ruby" / "hgte_p002_ruby_after.txt").write_text("not a spectrum\n")
+    config = make_config(tmp_path, data)
+    clock, lines = Clock(), []
+    watcher = Watcher(config, RUN, data, settle=0.0, clock=clock, echo=lines.append)
+    report = watcher.cycle()
+    assert report.updated and report.points == 2 and "p002" in report.line
+    status = h5py.File(tmp_path / "results" / f"{RUN}.h5")[f"{RUN}/points/status"].asstr()[()]
+    assert status[0] == "ok" and status[1] != "ok"
+
+    sheet.write_text(sheet.read_text().replace("point\t", "pont\t"))  # the user mistypes while editing
+    report = watcher.cycle()
+    assert report.error and "no 'point' column" in report.error and str(sheet) in report.error and lines[-1].endswith(report.error)
+    sheet.write_text("\n".join(rows[:4]) + "\n")                         # fixed, and a row appended
+    land(data, "p003")
+    report = watcher.cycle()
+    assert report.error is None and report.updated and report.points == 3
+
+
+def test_make_sheet_from_the_folder(tmp_path):
+    data = tmp_path / "data"
+    for point in ("p001", "p002"):
+        land(data, point)
+    config = make_config(tmp_path, data)   # its sheet, data/points.tsv, does not exist
+    clock = Clock()
+    watcher = Watcher(config, RUN, data, settle=0.0, clock=clock, echo=lambda line: None, make_sheet=True)
+    report = watcher.cycle()
+    assert report.updated and report.points == 2
+    made = tmp_path / "results" / RUN / "watch" / "sheet.tsv"
+    mtime = made.stat().st_mtime_ns
+    assert not watcher.cycle().updated and made.stat().st_mtime_ns == mtime
+    land(data, "p003")
+    assert watcher.cycle().points == 3
+    ids, pressure = store_points(tmp_path / "results" / f"{RUN}.h5")
+    truth = expected_pressures()
+    assert ids == ["p001", "p002", "p003"] and np.allclose(pressure, [truth[p] for p in ids], atol=0.05)
+
+
+def test_phases_appear_with_xrd(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(SAMPLE / "points.tsv", data / "points.tsv")
+    for point in ("p001", "p002", "p003"):
+        land(data, point)
+    config = make_config(tmp_path, data, xrd=True)
+    watcher = Watcher(config, RUN, data, settle=0.0, clock=Clock(), echo=lambda line: None)
+    report = watcher.cycle()
+    assert report.updated and report.points == 3
+    assert "phases: HgTe-zb" in report.line
+    with h5py.File(tmp_path / "results" / f"{RUN}.h5") as h5:
+        assert h5[f"{RUN}/phases/HgTe-zb/present"][()].tolist() == [True, True, True]
+
+
+def test_cli_once_and_ctrl_c(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "points.tsv").write_text("\n".join((SAMPLE / "points.tsv").read_text().splitlines()[:2]) + "\n")
+    land(data, "p001")
+    config = tmp_path / "config.yaml"
+    make_config(tmp_path, data)
+    parser = argparse.ArgumentParser()
+    watch_module.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["watch", str(data), "--configfile", str(config), "--settle", "0.05", "--once"])
+    assert args.func(args) == 0
+    assert "1 point; p001: P = 0.15 GPa" in capsys.readouterr().out
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(watch_module, "watch", interrupted)
+    args = parser.parse_args(["watch", str(data), "--configfile", str(config), "--max-cycles", "1"])
+    assert args.func(args) == 0
+    assert "stopped watching" in capsys.readouterr().out
+
+
+def test_watch_loop_counts_cycles():
+    class Counting:
+        settle, n = 0.0, 0
+
+        def cycle(self):
+            self.n += 1
+
+    sleeps: list[float] = []
+    counting = Counting()
+    assert watch(counting, interval=2.0, max_cycles=3, sleep=sleeps.append) == 0
+    assert counting.n == 3 and sleeps == [2.0, 2.0]
