@@ -412,35 +412,30 @@ def optical_stage(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
             reference_error = f"absorption reference {err}"
             warn(f"{run}: optical: {reference_error}")
 
+    def measure_gap(path):
+        if reference_error:
+            raise InputError(reference_error)
+        sample = read_optical(path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
+        absorbance = absorbance_from(sample, ab_cfg["quantity"], reference)
+        return _gap_values(bandgap.tauc_gap(absorbance.energy_eV, absorbance.values, transition=cfg["tauc"],
+                                            min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
+                                            baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"]))
+
+    def measure_pl(path):
+        spectrum = read_optical(path, pl_cfg["x_unit"], density=True, energy_range_eV=pl_cfg["energy_range_eV"])
+        return _pl_values(bandgap.fit_pl_peak(spectrum.energy_eV, spectrum.values, profile=pl_cfg["profile"],
+                                              min_snr=pl_cfg["min_snr"], background_scale=spectrum.jacobian))
+
     for i, point in enumerate(sheet.points):
         reasons = []
-        path = point.files.get("absorption")
-        if path is not None:
+        for column, measure, table in (("absorption", measure_gap, gap), ("pl", measure_pl, pl)):
+            path = point.files.get(column)
+            if path is None:
+                continue
             inputs.append(path)
             try:
-                if reference_error:
-                    raise InputError(reference_error)
-                sample = read_optical(path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
-                absorbance = absorbance_from(sample, ab_cfg["quantity"], reference)
-                fit = bandgap.tauc_gap(absorbance.energy_eV, absorbance.values, transition=cfg["tauc"],
-                                       min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
-                                       baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"])
-                for name, value in _gap_values(fit).items():
-                    gap[name][i] = value
-            except InputError as err:
-                err = err.with_path(path)
-                reasons.append(f"optical: {err}")
-                warn(f"{run}/{point.point}: optical: {err}")
-        path = point.files.get("pl")
-        if path is not None:
-            inputs.append(path)
-            try:
-                spectrum = read_optical(path, pl_cfg["x_unit"], density=True,
-                                        energy_range_eV=pl_cfg["energy_range_eV"])
-                fit = bandgap.fit_pl_peak(spectrum.energy_eV, spectrum.values, profile=pl_cfg["profile"],
-                                          min_snr=pl_cfg["min_snr"], background_scale=spectrum.jacobian)
-                for name, value in _pl_values(fit).items():
-                    pl[name][i] = value
+                for name, value in measure(path).items():
+                    table[name][i] = value
             except InputError as err:
                 err = err.with_path(path)
                 reasons.append(f"optical: {err}")
