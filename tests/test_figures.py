@@ -80,3 +80,12 @@ def test_figure_command_writes_png_and_pdf(stores, tmp_path):
     results, _ = stores
     written = draw_figure("fractions", results / "hgte_thz.h5", tmp_path / "f.png")
     assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 5000 for p in written)
+
+
+def test_a_thousand_points_make_a_readable_figure():
+    """Waterfall and gallery show at most 30 points, spread over the run, first and last included."""
+    from dacpipe.figures import MAX_PANELS, _spread
+
+    shown = _spread(1000)
+    assert len(shown) == MAX_PANELS and shown[0] == 0 and shown[-1] == 999
+    assert _spread(14) == list(range(14)) and _spread(0) == []

@@ -129,3 +129,15 @@ def test_scherrer_formula_by_hand():
     assert size == pytest.approx(10.0, rel=1e-12) and err == pytest.approx(0.1, rel=1e-9)
     # An instrument as wide as the line leaves nothing to measure.
     assert np.isnan(scherrer_size_nm(q, fwhm_q, 0.0, 0.4133, 0.9, np.degrees(fwhm_2theta))[0])
+
+
+def test_peak_table_has_every_peak_with_its_errors(store):
+    """Each fitted peak in the store with position, width and area, each with its standard error."""
+    with h5py.File(store) as h5:
+        peaks = h5[f"{RUN}/phases/peaks"]
+        found = np.isfinite(peaks["q_A"][()])
+        assert found.sum(axis=1).min() >= 5
+        for name in ("q_err_A", "fwhm_q_A", "fwhm_q_err_A", "area", "area_err"):
+            values = peaks[name][()][found]
+            assert np.all(np.isfinite(values) & (values > 0)), name
+        assert peaks["q_A"].attrs["units"] == "1/angstrom"

@@ -24,6 +24,11 @@ import numpy as np
 
 from .errors import InputError
 
+# A figure shows at most this many points, spread evenly over the run: a
+# waterfall or gallery of a thousand points would be a poster nobody reads
+# (and minutes of rendering).
+MAX_PANELS = 30
+
 PHASE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
 
 
@@ -59,12 +64,18 @@ def _phases(entry) -> list[str]:
     return [name for name in listed if name in group] or [n for n in group if n != "peaks"]
 
 
+def _spread(n: int, most: int = MAX_PANELS) -> list[int]:
+    """Up to ``most`` point indices spread evenly over ``n``, first and last included."""
+    return sorted(set(np.linspace(0, n - 1, min(n, most)).round().astype(int).tolist())) if n else []
+
+
 def _colour(i: int) -> str:
     return PHASE_COLOURS[i % len(PHASE_COLOURS)]
 
 
 def waterfall(entry, plt):
-    """XRD patterns stacked by pressure, with tick marks of the phases found at each point."""
+    """XRD patterns stacked by pressure (up to :data:`MAX_PANELS` of them), with
+    tick marks of the phases found at each point."""
     from .indexing import predicted_lines
     from .phases import get_phase
 
@@ -73,10 +84,11 @@ def waterfall(entry, plt):
     peak = np.nanmax(intensity, axis=1)
     step = 0.6 * float(np.nanmedian(peak)) if np.isfinite(peak).any() else 1.0
     wavelength = float(entry["xrd"].attrs["wavelength_A"])
-    fig, ax = plt.subplots(figsize=(6.5, 1.5 + 0.45 * len(pressure)))
+    shown = _spread(len(pressure))
+    fig, ax = plt.subplots(figsize=(6.5, 1.5 + 0.45 * len(shown)))
     phases = _phases(entry)
-    for i in range(len(pressure)):
-        offset = i * step
+    for row, i in enumerate(shown):
+        offset = row * step
         (line,) = ax.plot(q, intensity[i] + offset, color="black", linewidth=0.7)
         line.set_gid(f"xrd/I[{i}]+{offset!r}|xrd/q")
         label = f"{pressure[i]:.2f} GPa" if math.isfinite(pressure[i]) else "P unknown"
@@ -204,17 +216,19 @@ def band_gap(entry, plt):
 
 
 def ruby_gallery(entry, plt):
-    """Every gauge spectrum's fitted window with its model, one panel per point."""
+    """Each gauge spectrum's fitted window with its model, one panel per point
+    (up to :data:`MAX_PANELS` points spread over the run)."""
     sides = [s for s in ("before", "after") if f"pressure/{s}/fit_x_nm" in entry]
-    n = len(entry["points/point"])
-    cols = min(n, 5)
-    rows = math.ceil(n / cols)
+    shown = _spread(len(entry["points/point"]))
+    cols = min(len(shown), 5)
+    rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.9 * rows), squeeze=False)
     points = entry["points/point"].asstr()[()]
-    for i, ax in enumerate(axes.flat):
-        if i >= n:
+    for k, ax in enumerate(axes.flat):
+        if k >= len(shown):
             ax.axis("off")
             continue
+        i = shown[k]
         for side, colour in zip(sides, ("tab:blue", "tab:red")):
             base = f"pressure/{side}"
             x = entry[f"{base}/fit_x_nm"][i]

@@ -566,12 +566,14 @@ def cell_axes(system: str) -> tuple[str, ...]:
 
 def _peak_table(point_peaks, unexplained, width: int) -> dict[str, np.ndarray]:
     n = len(point_peaks)
-    out = {f"peaks/{k}": np.full((n, width), np.nan) for k in ("q_A", "q_err_A", "fwhm_q_A", "area", "snr")}
+    fields = {"q_A": "position", "q_err_A": "position_err", "fwhm_q_A": "fwhm", "fwhm_q_err_A": "fwhm_err",
+              "area": "area", "area_err": "area_err", "eta": "eta", "snr": "snr"}
+    out = {f"peaks/{k}": np.full((n, width), np.nan) for k in fields}
     out["peaks/unexplained_q_A"] = np.full((n, width), np.nan)
     for i, found in enumerate(point_peaks):
         for j, p in enumerate(found[:width]):
-            out["peaks/q_A"][i, j], out["peaks/q_err_A"][i, j] = p.position, p.position_err
-            out["peaks/fwhm_q_A"][i, j], out["peaks/area"][i, j], out["peaks/snr"][i, j] = p.fwhm, p.area, p.snr
+            for key, attr in fields.items():
+                out[f"peaks/{key}"][i, j] = getattr(p, attr)
         for j, q in enumerate(unexplained[i][:width]):
             out["peaks/unexplained_q_A"][i, j] = q
     return out

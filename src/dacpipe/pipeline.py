@@ -108,6 +108,12 @@ STAGES: dict[str, Callable[..., StageResult]] = {
 }
 
 
+# Stages that work point by point, and so can be split into chunks of
+# points, one job each, merged afterwards. A pressure read from an XRD
+# marker takes the whole XRD part, so it is one chunk.
+CHUNKED = ("pressure", "xrd", "saxs")
+
+
 def needs(stage: str, run: dict) -> tuple[str, ...]:
     """The stages whose parts ``stage`` reads besides the sheet: a pressure
     read from an XRD marker comes after the integration."""
@@ -124,6 +130,7 @@ def config_sections(stage: str, run: dict) -> tuple[str, ...]:
     # A stage whose inputs depend on whether the run has XRD gets the xrd
     # section too, so that its job sees the inputs the workflow gave it; it
     # reads the XRD part (or the indexing's) anyway, so no rerun is added.
+    # A chunked stage gets chunk_points, which decides its jobs' points.
     if stage == "pressure":
         if run["pressure"]["gauge"] == "xrd-marker":
             return ("pressure", "indexing", "xrd")
@@ -149,12 +156,6 @@ def stages_for(run: dict) -> list[str]:
     if "optical" in run:
         stages.append("optical")
     return stages
-
-
-# Stages that work point by point, and so can be split into chunks of
-# points, one job each, merged afterwards. A pressure read from an XRD
-# marker takes the whole XRD part, so it is one chunk.
-CHUNKED = ("pressure", "xrd", "saxs")
 
 
 def chunks(stage: str, run: dict, n_points: int) -> list[tuple[int, int]]:
