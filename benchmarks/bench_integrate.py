@@ -121,16 +121,21 @@ def dacpipe_stage(config: Path, n_frames: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def workflow(config: Path, folder: Path, n_frames: int) -> float:
-    """Seconds for the whole workflow, sheet to store, in a fresh project folder."""
+def make_project(project: Path, config: Path) -> Path:
+    """A fresh project folder: the workflow with ``config`` as its config."""
     root = Path(__file__).resolve().parents[1]
-    project = folder / f"project_{n_frames}"
     project.mkdir()
     shutil.copy(root / "Snakefile", project)
     shutil.copytree(root / "workflow", project / "workflow")
     (project / "config").mkdir()
     shutil.copy(root / "config" / "schema.yaml", project / "config")
     (project / "config" / "config.yaml").write_text(config.read_text())  # JSON is YAML
+    return project
+
+
+def workflow(config: Path, folder: Path, n_frames: int) -> float:
+    """Seconds for the whole workflow, sheet to store, in a fresh project folder."""
+    project = make_project(folder / f"project_{n_frames}", config)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--quiet", "all"], cwd=project,

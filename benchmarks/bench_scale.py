@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,11 +31,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_integrate import DETECTORS, NPT, METHOD, bare_loop, dacpipe_stage, make_frames  # noqa: E402
+from bench_integrate import (DETECTORS, METHOD, NPT, bare_loop, dacpipe_stage, make_frames,  # noqa: E402
+                             make_project)
 
 from dacpipe.synth.ruby import write_ruby_series  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run(folder: Path, poni: Path, frames: list[Path], chunk_points: int) -> Path:
@@ -54,17 +53,6 @@ def write_run(folder: Path, poni: Path, frames: list[Path], chunk_points: int) -
         "xrd": {"poni": str(poni), "npt": NPT, "unit": "q_A^-1", "method": list(METHOD),
                 "rejection": {"method": "none"}}}}}))
     return config
-
-
-def project(folder: Path, config: Path) -> Path:
-    dest = folder / "project"
-    dest.mkdir()
-    shutil.copy(ROOT / "Snakefile", dest)
-    shutil.copytree(ROOT / "workflow", dest / "workflow")
-    (dest / "config").mkdir()
-    shutil.copy(ROOT / "config" / "schema.yaml", dest / "config")
-    (dest / "config" / "config.yaml").write_text(config.read_text())  # JSON is YAML
-    return dest
 
 
 def timed(command: list[str], cwd: Path) -> float:
@@ -87,7 +75,7 @@ def main() -> None:
         shape, suffix = DETECTORS["pilatus1m"]
         poni, frames = make_frames(folder, shape, suffix, k)
         config = write_run(folder, poni, frames, args.chunk_points)
-        work = project(folder, config)
+        work = make_project(folder / "project", config)
         print(f"{os.cpu_count()} cores, {k} Pilatus-1M frames, {2 * k} ruby spectra, npt {NPT}, "
               f"method {METHOD}, chunk_points {args.chunk_points}")
 

@@ -94,6 +94,25 @@ def validate_config(config: dict) -> dict:
     return config
 
 
+def validate_section(name: str, section: dict | None) -> dict:
+    """One run section (``optical``, ...) validated against its schema
+    definition, with its defaults filled: for code that takes a section
+    without going through the whole config.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`validate_config`, naming ``<name>.<key>``.
+    """
+    schema = load_schema()
+    wrapper = {"$defs": schema["$defs"], "type": "object", "properties": {name: {"$ref": f"#/$defs/{name}"}}}
+    instance = {name: copy.deepcopy(section) if section is not None else {}}
+    errors = list(_Validator(wrapper).iter_errors(instance))
+    if errors:
+        raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
+    return instance[name]
+
+
 def parse_assignment(text: str) -> tuple[list[str], Any]:
     """``"runs.x.pressure.scale=shen2020"`` -> (key path, YAML-parsed value)."""
     key, sep, value = text.partition("=")

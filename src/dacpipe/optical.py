@@ -25,7 +25,6 @@ goes on.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -33,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import bandgap
+from .config import validate_section
 from .errors import ConfigError, InputError
 from .sheet import Sheet
 from .spectra import read_xy
@@ -44,18 +44,6 @@ EV_PER_CM1 = 1.239841984e-4
 """Photon energy of one wavenumber, eV per cm^-1."""
 X_UNITS = ("nm", "eV", "cm-1")
 QUANTITIES = ("absorbance", "transmission", "transmission_percent", "intensity")
-
-DEFAULTS = {
-    "tauc": "direct",
-    "tauc_window": "best_r2",
-    "min_r2": 0.995,
-    "baseline": "absorbance",
-    "smoothing_eV": 0.03,
-    "fit_model": "auto",
-    "absorption": {"x_unit": "nm", "quantity": "absorbance", "reference": None, "energy_range_eV": None},
-    "pl": {"x_unit": "nm", "profile": "gaussian", "energy_range_eV": None, "min_snr": bandgap.MIN_PEAK_SNR},
-}
-"""The defaults of the ``optical:`` config section (the schema fills the same)."""
 
 _MIN_POINTS = bandgap.MIN_POINTS
 
@@ -249,27 +237,14 @@ def absorbance_from(sample: OpticalSpectrum, quantity: str,
 
 
 def settings(optical_cfg: dict | None) -> dict:
-    """The ``optical`` section with every default filled in (:data:`DEFAULTS`).
+    """The ``optical`` section checked against the config schema, every default filled in.
 
     Raises
     ------
     ConfigError
         An unknown value for a choice, or ``quantity: intensity`` without a reference.
     """
-    cfg = copy.deepcopy(DEFAULTS)
-    for key, value in (optical_cfg or {}).items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    choices = {("tauc",): tuple(bandgap.TRANSITIONS), ("tauc_window",): bandgap.RULES,
-               ("baseline",): bandgap.BASELINES, ("fit_model",): bandgap.MODELS,
-               ("absorption", "x_unit"): X_UNITS, ("absorption", "quantity"): QUANTITIES,
-               ("pl", "x_unit"): X_UNITS, ("pl", "profile"): bandgap.PROFILES}
-    for keys, allowed in choices.items():
-        value = cfg[keys[0]] if len(keys) == 1 else cfg[keys[0]][keys[1]]
-        if value not in allowed:
-            raise ConfigError(f"optical.{'.'.join(keys)}: {value!r} is not one of {list(allowed)}")
+    cfg = validate_section("optical", optical_cfg)
     if cfg["absorption"]["quantity"] == "intensity" and not cfg["absorption"]["reference"]:
         raise ConfigError("optical.absorption.quantity is intensity but optical.absorption.reference is null")
     return cfg
@@ -365,7 +340,7 @@ def optical_stage(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
     sheet : Sheet
         The run's sample sheet; its ``absorption`` and ``pl`` columns.
     optical_cfg : dict
-        The run's ``optical`` section (:data:`DEFAULTS` fill what is missing).
+        The run's ``optical`` section (the schema's defaults fill what is missing).
     pressure_GPa : ndarray
         The pressure of each point, sheet order (NaN where unknown).
     phase_per_point : list of str, optional
