@@ -1,7 +1,9 @@
 # dacpipe workflow: from a run's sample sheet to results/<run>.h5.
 # The science is in the dacpipe package; each rule is a thin shell call of
-# its CLI, one job per run and stage (see ../shared/spec/snakemake-notes.md
-# for why: per-job overhead, reruns on code changes).
+# its CLI, one job per run and stage (or chunk of points): a shell job costs
+# ~16 ms against ~1.35 s for a run: job, and a change to the package's code
+# does not rerun every job as an edited script: file would (README, "The
+# workflow").
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -33,8 +33,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.special import voigt_profile  # noqa: E402
 
-from dacpipe.errors import InputError  # noqa: E402
-from dacpipe.ruby import fit_ruby  # noqa: E402
+from dacpipe.core.errors import InputError
+from dacpipe.pressure.fluorescence import fit_ruby
 
 GOAL_PER_S = 200.0
 

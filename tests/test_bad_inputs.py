@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from dacpipe.cli import main
-from dacpipe.store import read_points
+from dacpipe.run.store import read_points
 from dacpipe.synth import read_truth
-from test_pipeline import RUN, ROOT, absolute_config, status_as_expected
+from conftest import ROOT, RUN, absolute_config, status_as_expected
 
 BINARY = bytes(range(256)) * 20
 

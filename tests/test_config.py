@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dacpipe.config import load_config, run_config, validate_config
-from dacpipe.errors import ConfigError
+from dacpipe.io.config import load_config, validate_config
+from dacpipe.run.config import run_config
+from dacpipe.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,10 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dacpipe.eos import (
-    MODELS, EosParams, bulk_modulus_GPa, eulerian_strain, f_F, fit_eos, implied_K0pp_per_GPa,
-    pressure_GPa, volume_A3,
-)
+from dacpipe.eos.models import MODELS, EosParams, bulk_modulus_GPa, eulerian_strain, implied_K0pp_per_GPa, pressure_GPa, volume_A3
+from dacpipe.eos.ff import f_F
+from dacpipe.eos.fit import fit_eos
 
 # Gold, Anderson et al. (1989) as in Dioptas's au_Anderson.jcpds: a = 4.0786 A, Z = 4.
 AU_V0 = 4.0786**3  # 67.847 A^3 per cell (67.85 rounded)
@@ -443,7 +442,7 @@ def test_other_bad_input():
 def test_eos_stage_fixes_V0_and_Kp_per_phase():
     """The config's eos.phases.<phase> fixes V0 or K' for that phase only; a
     phase with too few points is left out with a message, not fitted."""
-    from dacpipe.eos import eos_stage
+    from dacpipe.eos.stage import fit_phase_volumes
 
     true = TRUE["bm3"]
     P = np.linspace(0.5, 12.0, 8)
@@ -452,7 +451,7 @@ def test_eos_stage_fixes_V0_and_Kp_per_phase():
                                                                            np.full(8, 0.01))}
     section = {"model": "bm3", "phases": {"A": {"V0_fu_A3": 100.0}, "B": {"model": "vinet", "Kp": 4.6}}}
     messages = []
-    result = eos_stage([f"p{i}" for i in range(8)], P, np.full(8, 0.01), volumes, section, warn=messages.append)
+    result = fit_phase_volumes([f"p{i}" for i in range(8)], P, np.full(8, 0.01), volumes, section, warn=messages.append)
     x = result.extra
     assert x["eos/A/V0_fu_A3"] == 100.0 and math.isnan(x["eos/A/V0_fu_err_A3"])
     assert float(x["eos/A/K0_GPa"]) == pytest.approx(120.0, rel=1e-6)

@@ -7,8 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from dacpipe.config import load_config, run_config
-from dacpipe.figures import FIGURES, _pyplot, draw_figure, figures_for
+from dacpipe.io.config import load_config
+from dacpipe.run.config import run_config
+from dacpipe.run.figures import FIGURES, _pyplot, draw_figure, figures_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +85,7 @@ def test_figure_command_writes_png_and_pdf(stores, tmp_path):
 
 def test_a_thousand_points_make_a_readable_figure():
     """Waterfall and gallery show at most 30 points, spread over the run, first and last included."""
-    from dacpipe.figures import MAX_PANELS, _spread
+    from dacpipe.run.figures import MAX_PANELS, _spread
 
     shown = _spread(1000)
     assert len(shown) == MAX_PANELS and shown[0] == 0 and shown[-1] == 999

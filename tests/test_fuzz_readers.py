@@ -24,11 +24,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dacpipe.errors import DacpipeError, SheetError
-from dacpipe.geometry import load_geometry
-from dacpipe.images import read_image
-from dacpipe.sheet import read_sheet
-from dacpipe.spectra import MIN_POINTS, read_spectrum, read_xy
+from dacpipe.core.errors import DacpipeError, SheetError
+from dacpipe.io.poni import load_geometry
+from dacpipe.io.images import read_image
+from dacpipe.io.sheet import read_sheet
+from dacpipe.io.spectra import MIN_POINTS, read_spectrum, read_xy
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data-sample" / "hgte_thz"

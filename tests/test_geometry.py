@@ -13,9 +13,9 @@ from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 from pyFAI.io.ponifile import PoniFile
 from scipy.optimize import curve_fit
 
-from dacpipe.errors import InputError
-from dacpipe.geometry import CONVENTIONS, Geometry, load_geometry
-from dacpipe.images import read_image
+from dacpipe.core.errors import InputError
+from dacpipe.io.poni import CONVENTIONS, Geometry, load_geometry
+from dacpipe.io.images import read_image
 
 PARAMS = dict(dist=0.2, poni1=0.08, poni2=0.07, rot1=0.01, rot2=-0.005, rot3=1e-4)
 WAVELENGTH_M = 4.0e-11

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dacpipe.errors import InputError
-from dacpipe.images import ImageRef, frame_count, parse_reference, read_image, read_mask
+from dacpipe.core.errors import InputError
+from dacpipe.io.images import frame_count, read_image, read_mask
+from dacpipe.io.refs import FileRef, parse_reference
 
 SHAPE = (60, 80)  # rows x columns; not square, so a transposed reader would show
 
@@ -46,12 +47,12 @@ def _assert_one_line(err: InputError, path) -> None:
 # --- references ----------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [
-    ("a.tif", ImageRef(Path("a.tif"))),
-    ("dir/a.edf@2", ImageRef(Path("dir/a.edf"), None, 2)),
-    ("f.h5::/entry/data", ImageRef(Path("f.h5"), "/entry/data")),
-    ("f.h5::/entry/data@7", ImageRef(Path("f.h5"), "/entry/data", 7)),
-    ("f.h5::entry/data@0", ImageRef(Path("f.h5"), "/entry/data", 0)),
-    ("scan@10.tif", ImageRef(Path("scan@10.tif"))),  # '@' not at the end: part of the name
+    ("a.tif", FileRef(Path("a.tif"))),
+    ("dir/a.edf@2", FileRef(Path("dir/a.edf"), None, 2)),
+    ("f.h5::/entry/data", FileRef(Path("f.h5"), "/entry/data")),
+    ("f.h5::/entry/data@7", FileRef(Path("f.h5"), "/entry/data", 7)),
+    ("f.h5::entry/data@0", FileRef(Path("f.h5"), "/entry/data", 0)),
+    ("scan@10.tif", FileRef(Path("scan@10.tif"))),  # '@' not at the end: part of the name
 ])
 def test_parse_reference(text, expected):
     assert parse_reference(text) == expected
@@ -63,11 +64,11 @@ def test_reference_round_trips_through_str():
 
 
 def test_path_objects_are_never_parsed():
-    assert parse_reference(Path("odd@3")) == ImageRef(Path("odd@3"))
+    assert parse_reference(Path("odd@3")) == FileRef(Path("odd@3"))
 
 
 @pytest.mark.parametrize("text, words", [
-    ("", "empty image reference"),
+    ("", "empty file reference"),
     ("f.h5::", "nothing after '::'"),
     ("f.h5::/", "nothing after '::'"),
     ("::/entry/data", "no file name"),

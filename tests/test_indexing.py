@@ -83,8 +83,8 @@ def test_zinc_blende_bulk_modulus(store):
 def test_a_peak_no_phase_explains_is_reported(store, truth):
     """A gasket line added to the first pattern (pure zinc blende) is kept and
     reported, and the zinc blende lattice does not move."""
-    from dacpipe.indexing import IndexingSettings, index_point
-    from dacpipe.phases import get_phase
+    from dacpipe.xrd.indexing import IndexingSettings, index_point
+    from dacpipe.xrd.library import get_phase
 
     with h5py.File(store) as h5:
         q = h5[f"{RUN}/xrd/q"][()]
@@ -97,7 +97,7 @@ def test_a_peak_no_phase_explains_is_reported(store, truth):
     phases = {"HgTe-zb": get_phase("HgTe-zb")}
     result = index_point(q, intensity, sigma, wavelength, phases,
                          {"HgTe-zb": get_phase("HgTe-zb").cell_at(truth["pressure_GPa"][0])},
-                         IndexingSettings(phases=("HgTe-zb",)))
+                         IndexingSettings.from_config({"phases": ["HgTe-zb"]}))
     assert any(abs(u - gasket_q) < 0.005 for u in result.unexplained_q_A)
     assert result.phases["HgTe-zb"].cell[0] == pytest.approx(a_first, rel=1e-4)
 
@@ -118,7 +118,7 @@ def test_scherrer_crystallite_sizes(store, truth):
 
 
 def test_scherrer_formula_by_hand():
-    from dacpipe.indexing import scherrer_size_nm
+    from dacpipe.xrd.indexing import scherrer_size_nm
 
     # 10 nm, K = 0.9, lambda = 0.4133 A, at 2theta = 10 deg: B = K lambda / (D cos theta).
     theta = np.radians(5.0)

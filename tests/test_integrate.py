@@ -9,14 +9,21 @@ import pytest
 from pyFAI.detectors import Detector
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-from dacpipe.config import validate_config
-from dacpipe.integrate import integration_stage, q_from_two_theta, two_theta_from_q
-from dacpipe.sheet import read_sheet
-from dacpipe.store import write_part
+from dacpipe.io.config import validate_config
+from dacpipe.integration.stage import run as integrate
+from conftest import stage_context
+from dacpipe.core.units import q_from_two_theta, two_theta_from_q
+from dacpipe.io.sheet import read_sheet
+from dacpipe.run.store import write_part
 
 SHAPE = (200, 220)
 WAVELENGTH_A = 0.4
 PEAKS_DEG = (4.0, 7.0, 10.0)
+
+
+def integrate_kind(sheet, section, kind="xrd", warn=None):
+    """The integration stage of ``kind`` on ``sheet`` with the ``section`` settings."""
+    return integrate(stage_context(kind, sheet, {kind: section}, warn=warn))
 
 
 def integrator():
@@ -77,7 +84,7 @@ def peak_centre(x, y, near):
 
 def test_patterns_statuses_and_axes(run):
     messages = []
-    result = integration_stage(read_sheet(run / "points.tsv"), section(run), "xrd", warn=messages.append)
+    result = integrate_kind(read_sheet(run / "points.tsv"), section(run), "xrd", warn=messages.append)
     status = dict(zip(result.point_ids, result.status))
     assert status["a"] == "ok" and status["b"] == "ok"
     assert "truncated" in status["c"] or "f3.cbf" in status["c"]
@@ -99,9 +106,9 @@ def test_patterns_statuses_and_axes(run):
 
 def test_diamond_spot_rejection(run):
     sheet = read_sheet(run / "points.tsv")
-    clipped = integration_stage(sheet, section(run), "xrd")
-    plain = integration_stage(sheet, section(run, rejection={"method": "none"}), "xrd")
-    median = integration_stage(sheet, section(run, rejection={"method": "median"}), "xrd")
+    clipped = integrate_kind(sheet, section(run), "xrd")
+    plain = integrate_kind(sheet, section(run, rejection={"method": "none"}), "xrd")
+    median = integrate_kind(sheet, section(run, rejection={"method": "median"}), "xrd")
     tth = clipped.axes["two_theta"]
     ring = np.abs(tth - 7.0) < 0.3
     # Frame a has no spot, frame b the same rings plus a spot on the 7 deg ring.
@@ -115,7 +122,7 @@ def test_diamond_spot_rejection(run):
     # Clipping measures the spread along the ring, but the errors reported are
     # still Poisson: those of plain integration without pixel splitting (as
     # clipping does), where nothing was clipped.
-    unsplit = integration_stage(sheet, section(run, rejection={"method": "none"}, method=["no", "csr", "cython"]),
+    unsplit = integrate_kind(sheet, section(run, rejection={"method": "none"}, method=["no", "csr", "cython"]),
                                 "xrd")
     ratio = clipped.datasets["I_errors"][0][ring] / unsplit.datasets["I_errors"][0][ring]
     assert np.nanmedian(ratio) == pytest.approx(1.0, abs=0.1)
@@ -123,7 +130,7 @@ def test_diamond_spot_rejection(run):
 
 def test_fallback_is_reported(run, caplog):
     with caplog.at_level(logging.WARNING, logger="dacpipe"):
-        result = integration_stage(read_sheet(run / "points.tsv"),
+        result = integrate_kind(read_sheet(run / "points.tsv"),
                                    section(run, method=["bbox", "csr", "opencl"], rejection={"method": "none"}),
                                    "xrd")
     assert "pyFAI used method" in caplog.text
@@ -131,7 +138,7 @@ def test_fallback_is_reported(run, caplog):
 
 
 def test_store_layout(run, tmp_path):
-    result = integration_stage(read_sheet(run / "points.tsv"), section(run), "xrd")
+    result = integrate_kind(read_sheet(run / "points.tsv"), section(run), "xrd")
     write_part(tmp_path / "part.h5", "r", result)
     with h5py.File(tmp_path / "part.h5") as h5:
         xrd = h5["r/xrd"]
@@ -143,9 +150,9 @@ def test_store_layout(run, tmp_path):
 def test_monitor_normalization_and_cake(run):
     sheet_path = run / "points_monitor.tsv"
     sheet_path.write_text("point\txrd\tmonitor\na\tf1.cbf\t1000\nb\tf1.cbf\t2000\nc\tf1.cbf\t\n")
-    plain = integration_stage(read_sheet(sheet_path), section(run), "xrd")
+    plain = integrate_kind(read_sheet(sheet_path), section(run), "xrd")
     messages = []
-    normalized = integration_stage(read_sheet(sheet_path),
+    normalized = integrate_kind(read_sheet(sheet_path),
                                    section(run, normalization="monitor", cake={"enabled": True, "npt_azimuthal": 36}),
                                    "xrd", warn=messages.append)
     # The same frame counted with twice the monitor is half as intense.
@@ -163,5 +170,5 @@ def test_monitor_normalization_and_cake(run):
 def test_frame_with_no_usable_pixel(run):
     fabio.cbfimage.CbfImage(data=np.full(SHAPE, -1, np.int32)).write(str(run / "dead.cbf"))
     (run / "dead.tsv").write_text("point\txrd\na\tdead.cbf\nb\tf1.cbf\n")
-    result = integration_stage(read_sheet(run / "dead.tsv"), section(run), "xrd")
+    result = integrate_kind(read_sheet(run / "dead.tsv"), section(run), "xrd")
     assert "no usable pixel" in result.status[0] and result.status[1] == "ok"

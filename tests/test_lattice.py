@@ -10,9 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dacpipe.errors import InputError
-from dacpipe.lattice import CellFit, IndexedPeak, q_calc_A, refine_cell, volume_fu_A3
-from dacpipe.phases import cell_volume_A3, d_spacing_A, get_phase, reflections
+from dacpipe.core.errors import InputError
+from dacpipe.xrd.cells import CellFit, IndexedPeak, q_calc_A, refine_cell, volume_fu_A3
+from dacpipe.xrd.cells import cell_volume_A3, d_spacing_A
+from dacpipe.xrd.library import get_phase
+from dacpipe.xrd.structure import reflections
 
 SIGMA_Q = 2e-4  # 1/A, a typical peak-position error of a synchrotron DAC pattern
 N_REALISATIONS = 50

@@ -9,25 +9,27 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from dacpipe import optical
-from dacpipe.errors import ConfigError, InputError
-from dacpipe.sheet import read_sheet
-from dacpipe.spectra import read_spectrum, read_xy
-from dacpipe.store import write_part
+from dacpipe.core import units
+from dacpipe.optical import spectra as optical_spectra
+from dacpipe.optical import stage as optical_stage
+from dacpipe.core.errors import ConfigError, InputError
+from dacpipe.io.sheet import read_sheet
+from dacpipe.io.spectra import read_spectrum, read_xy
+from dacpipe.run.store import write_part
 from dacpipe.synth import optical as synth
 
-HC = optical.HC_EV_NM
+HC = units.HC_EV_NM
 
 
 # ---------------------------------------------------------------- energy axis and Jacobian
 
 
 def test_energy_conversions():
-    assert optical.photon_energy_eV(1239.84198, "nm") == pytest.approx(1.0)
-    assert optical.photon_energy_eV(8065.544, "cm-1") == pytest.approx(1.0, abs=1e-6)
-    assert optical.photon_energy_eV(0.7, "eV") == 0.7
+    assert optical_spectra.photon_energy_eV(1239.84198, "nm") == pytest.approx(1.0)
+    assert optical_spectra.photon_energy_eV(8065.544, "cm-1") == pytest.approx(1.0, abs=1e-6)
+    assert optical_spectra.photon_energy_eV(0.7, "eV") == 0.7
     with pytest.raises(InputError, match="<= 0"):
-        optical.photon_energy_eV(np.array([0.0, 500.0]), "nm")
+        optical_spectra.photon_energy_eV(np.array([0.0, 500.0]), "nm")
 
 
 def test_jacobian_moves_the_peak_as_predicted_and_keeps_the_area():
@@ -42,7 +44,7 @@ def test_jacobian_moves_the_peak_as_predicted_and_keeps_the_area():
     # E0 + 2 sigma^2 / E0 to first order: 7.3 meV too high here.
     naive = HC / wavelength[np.argmax(per_nm)]
     assert naive - e0 == pytest.approx(2 * sigma**2 / e0, rel=0.05)
-    e, per_eV = optical.to_energy(wavelength, per_nm, "nm", density=True)
+    e, per_eV = optical_spectra.to_energy(wavelength, per_nm, "nm", density=True)
     assert np.all(np.diff(e) > 0)
     np.testing.assert_allclose(per_eV, per_eV_truth[::-1], rtol=1e-12, atol=1e-15)
     assert e[np.argmax(per_eV)] == pytest.approx(e0, abs=2e-4)  # grid step near the peak ~0.07 meV
@@ -50,12 +52,12 @@ def test_jacobian_moves_the_peak_as_predicted_and_keeps_the_area():
     assert np.trapezoid(per_eV, e) == pytest.approx(np.trapezoid(per_nm, wavelength), rel=1e-6)
     assert np.trapezoid(per_eV, e) == pytest.approx(sigma * math.sqrt(2 * math.pi), rel=1e-6)
     # Absorbance is a ratio, not a density: only re-ordered.
-    e2, a = optical.to_energy(wavelength, per_nm, "nm", density=False)
+    e2, a = optical_spectra.to_energy(wavelength, per_nm, "nm", density=False)
     np.testing.assert_array_equal(a, per_nm[::-1])
     # cm^-1: a constant factor, area conserved too.
     nu = np.linspace(2000.0, 6000.0, 4001)
     band = np.exp(-0.5 * ((nu - 4000.0) / 100.0) ** 2)
-    e3, per_eV3 = optical.to_energy(nu, band, "cm-1", density=True)
+    e3, per_eV3 = optical_spectra.to_energy(nu, band, "cm-1", density=True)
     assert np.trapezoid(per_eV3, e3) == pytest.approx(np.trapezoid(band, nu), rel=1e-9)
 
 
@@ -110,7 +112,7 @@ def test_jcamp_peak_table_and_descending_wavenumbers(tmp_path):
     np.testing.assert_allclose(data.y, (0.02 * np.arange(12))[::-1])
     assert data.x_unit == "cm-1"
     with pytest.raises(InputError, match="only 12 points"):  # too few for an edge
-        optical.read_optical(path, "nm")
+        optical_spectra.read_optical(path, "nm")
 
 
 def test_jcamp_declared_unit_wins_over_the_configured_one(tmp_path):
@@ -118,8 +120,8 @@ def test_jcamp_declared_unit_wins_over_the_configured_one(tmp_path):
     lines = "\n".join(f"{6000 - 100 * i} {2 * i}" for i in range(30))
     path.write_text("##TITLE= ir\n##JCAMP-DX= 4.24\n##XUNITS= 1/CM\n##YUNITS= ABSORBANCE\n##YFACTOR= 0.01\n"
                     f"##FIRSTX= 6000\n##LASTX= 3100\n##NPOINTS= 30\n##XYDATA= (X++(Y..Y))\n{lines}\n##END=\n")
-    spectrum = optical.read_optical(path, "nm")  # the config says nm, the file says 1/CM
-    assert spectrum.energy_eV[0] == pytest.approx(3100 * optical.EV_PER_CM1)
+    spectrum = optical_spectra.read_optical(path, "nm")  # the config says nm, the file says 1/CM
+    assert spectrum.energy_eV[0] == pytest.approx(3100 * units.EV_PER_CM1)
     assert spectrum.values[0] == pytest.approx(0.58)
 
 
@@ -155,24 +157,24 @@ def test_csv_with_a_header_row(tmp_path):
     wavelength = np.round(np.linspace(900.0, 1500.0, 50), 2)  # as written below
     path = tmp_path / "abs.csv"
     path.write_text("wavelength_nm,absorbance\n" + "".join(f"{w:.2f},{0.5 + w / 1e4:.5f}\n" for w in wavelength))
-    spectrum = optical.read_optical(path, "nm")
+    spectrum = optical_spectra.read_optical(path, "nm")
     np.testing.assert_allclose(spectrum.energy_eV, np.sort(HC / wavelength), rtol=1e-6)
     np.testing.assert_allclose(spectrum.values[0], 0.5 + 0.15, atol=1e-5)  # lowest energy = 1500 nm
     # Without a header too.
     bare = tmp_path / "bare.csv"
     bare.write_text("".join(f"{w:.2f},{0.5:.5f}\n" for w in wavelength))
-    assert optical.read_optical(bare, "nm").energy_eV.size == 50
+    assert optical_spectra.read_optical(bare, "nm").energy_eV.size == 50
 
 
 def test_descending_energy_text_is_accepted_but_not_wavelength(tmp_path):
     energy = np.linspace(1.6, 0.5, 40)  # as exported from a spectrometer scanning in nm
     path = tmp_path / "ev.txt"
     path.write_text("".join(f"{e:.4f}\t{e:.4f}\n" for e in energy))
-    spectrum = optical.read_optical(path, "eV")
+    spectrum = optical_spectra.read_optical(path, "eV")
     assert np.all(np.diff(spectrum.energy_eV) > 0)
     np.testing.assert_allclose(spectrum.values, spectrum.energy_eV)
     with pytest.raises(InputError, match="descending"):
-        optical.read_optical(path, "nm")
+        optical_spectra.read_optical(path, "nm")
 
 
 @pytest.mark.parametrize("content, words", [
@@ -185,41 +187,41 @@ def test_bad_optical_files(tmp_path, content, words):
     path = tmp_path / "bad.txt"
     path.write_bytes(content)
     with pytest.raises(InputError) as excinfo:
-        optical.read_optical(path, "nm")
+        optical_spectra.read_optical(path, "nm")
     assert words in excinfo.value.reason and excinfo.value.path == str(path)
 
 
 def test_transmission_and_intensity_to_absorbance(tmp_path):
     energy = np.linspace(0.5, 1.5, 60)
     absorbance = 0.2 + 0.5 * energy
-    sample = optical.OpticalSpectrum(energy, 10 ** -absorbance, "t.txt")
-    np.testing.assert_allclose(optical.absorbance_from(sample, "transmission").values, absorbance)
-    percent = optical.OpticalSpectrum(energy, 100 * 10 ** -absorbance, "t.txt")
-    np.testing.assert_allclose(optical.absorbance_from(percent, "transmission_percent").values, absorbance)
+    sample = optical_spectra.OpticalSpectrum(energy, 10 ** -absorbance, "t.txt")
+    np.testing.assert_allclose(optical_spectra.absorbance_from(sample, "transmission").values, absorbance)
+    percent = optical_spectra.OpticalSpectrum(energy, 100 * 10 ** -absorbance, "t.txt")
+    np.testing.assert_allclose(optical_spectra.absorbance_from(percent, "transmission_percent").values, absorbance)
     with pytest.raises(InputError, match="percent read as a fraction"):
-        optical.absorbance_from(percent, "transmission")
+        optical_spectra.absorbance_from(percent, "transmission")
     # Intensity over a reference sampled on another grid: I0 interpolated.
     fine = np.linspace(0.4, 1.6, 500)
-    reference = optical.OpticalSpectrum(fine, 1000.0 + 100 * fine, "ref.txt")
-    intensity = optical.OpticalSpectrum(energy, (1000.0 + 100 * energy) * 10 ** -absorbance, "i.txt")
-    result = optical.absorbance_from(intensity, "intensity", reference)
+    reference = optical_spectra.OpticalSpectrum(fine, 1000.0 + 100 * fine, "ref.txt")
+    intensity = optical_spectra.OpticalSpectrum(energy, (1000.0 + 100 * energy) * 10 ** -absorbance, "i.txt")
+    result = optical_spectra.absorbance_from(intensity, "intensity", reference)
     np.testing.assert_allclose(result.values, absorbance, atol=1e-9)
     # A saturated edge (no light through) loses its points, not the spectrum.
-    dark = optical.OpticalSpectrum(energy, np.where(energy > 1.4, 0.0, 10 ** -absorbance), "t.txt")
-    assert optical.absorbance_from(dark, "transmission").energy_eV.max() < 1.4
-    declared = optical.OpticalSpectrum(energy, 10 ** -absorbance, "t.jdx", "TRANSMITTANCE")
+    dark = optical_spectra.OpticalSpectrum(energy, np.where(energy > 1.4, 0.0, 10 ** -absorbance), "t.txt")
+    assert optical_spectra.absorbance_from(dark, "transmission").energy_eV.max() < 1.4
+    declared = optical_spectra.OpticalSpectrum(energy, 10 ** -absorbance, "t.jdx", "TRANSMITTANCE")
     with pytest.raises(InputError, match="YUNITS=TRANSMITTANCE"):
-        optical.absorbance_from(declared, "absorbance")
+        optical_spectra.absorbance_from(declared, "absorbance")
 
 
 def test_settings_fill_defaults_and_refuse_unknown_choices():
-    cfg = optical.settings({"tauc": "indirect", "pl": {"profile": "pseudo-voigt"}})
+    cfg = optical_stage.settings({"tauc": "indirect", "pl": {"profile": "pseudo-voigt"}})
     assert cfg["tauc"] == "indirect" and cfg["pl"]["profile"] == "pseudo-voigt"
     assert cfg["pl"]["x_unit"] == "nm" and cfg["absorption"]["quantity"] == "absorbance"
     with pytest.raises(ConfigError, match="optical.tauc"):
-        optical.settings({"tauc": "allowed"})
+        optical_stage.settings({"tauc": "allowed"})
     with pytest.raises(ConfigError, match="reference is null"):
-        optical.settings({"absorption": {"quantity": "intensity"}})
+        optical_stage.settings({"absorption": {"quantity": "intensity"}})
 
 
 # ---------------------------------------------------------------- the stage end to end
@@ -253,7 +255,7 @@ def test_optical_stage_end_to_end(series, tmp_path):
     sheet = read_sheet(folder / "points.tsv")
     phases = [truth[p]["optical_phase"] for p in POINTS]
     messages, ticks = [], []
-    result = optical.optical_stage(sheet, {"tauc": "direct"}, np.array(PRESSURES), phases,
+    result = optical_stage.optical_series(sheet, {"tauc": "direct"}, np.array(PRESSURES), phases,
                                    warn=messages.append, progress=lambda done, total: ticks.append(done))
     assert result.stage == "optical" and ticks[-1] == 14
     gap = result.datasets["band_gap/band_gap_eV"]
@@ -307,7 +309,7 @@ def test_optical_stage_one_group_missing_files_and_unknown_phase(series, tmp_pat
             f"c\t{folder / files['p003']['absorption']}\t{folder / files['p003']['pl']}"]
     (tmp_path / "points.tsv").write_text("\n".join(rows) + "\n")
     sheet = read_sheet(tmp_path / "points.tsv")
-    result = optical.optical_stage(sheet, {}, np.array([0.5, 1.31, np.nan]), None)
+    result = optical_stage.optical_series(sheet, {}, np.array([0.5, 1.31, np.nan]), None)
     assert result.status[0] == "ok" and math.isnan(result.datasets["pl_peak/energy_eV"][0])
     assert result.status[1] == f"optical: {folder / 'gone.txt'}: file not found"
     assert list(result.datasets["band_gap/phase"]) == ["all"] * 3
@@ -317,7 +319,7 @@ def test_optical_stage_one_group_missing_files_and_unknown_phase(series, tmp_pat
     assert str(result.extra["optical/band_gap/fit/all/model"]) == "linear"
     # An unknown phase ("") is measured but not fitted; a phase of one point gets a warning.
     messages = []
-    result = optical.optical_stage(sheet, {}, np.array([0.5, 1.31, 2.12]), ["", "HgTe-zb", "HgTe-zb"],
+    result = optical_stage.optical_series(sheet, {}, np.array([0.5, 1.31, 2.12]), ["", "HgTe-zb", "HgTe-zb"],
                                    warn=messages.append)
     assert int(result.extra["optical/band_gap/fit/HgTe-zb/n_points"]) == 2
     assert not any(key.startswith("optical/band_gap/fit//") for key in result.extra)

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dacpipe.errors import InputError
-from dacpipe.peaks import PROFILES, Peak, PeakFit, _groups, estimate_background, find_peaks, fit_peaks, pseudo_voigt
+from dacpipe.core.errors import InputError
+from dacpipe.xrd.peaks import PROFILES, Peak, PeakFit, _groups, estimate_background, find_peaks, fit_peaks
+from dacpipe.core.profiles import pseudo_voigt_area as pseudo_voigt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -336,10 +337,12 @@ ZB_LINES = ((1, 1, 1), (2, 0, 0), (2, 2, 0), (3, 1, 1))
 @pytest.fixture(scope="module")
 def hgte():
     """The integrated hgte_thz patterns, the truth, and the mean q of each bin's pixels."""
-    from dacpipe.config import load_config
-    from dacpipe.images import read_image
-    from dacpipe.integrate import FrameIntegrator, IntegrationSettings, integration_stage
-    from dacpipe.sheet import read_sheet
+    from dacpipe.io.config import load_config
+    from dacpipe.io.images import read_image
+    from dacpipe.integration.integrator import FrameIntegrator, IntegrationSettings
+    from conftest import stage_context
+    from dacpipe.integration.stage import run as integrate
+    from dacpipe.io.sheet import read_sheet
     from dacpipe.synth import read_truth
 
     with pytest.MonkeyPatch.context() as mp:
@@ -347,7 +350,7 @@ def hgte():
         config = load_config([ROOT / "config/config.yaml"])
         run = config["runs"]["hgte_thz"]
         sheet = read_sheet(run["sheet"])
-        result = integration_stage(sheet, run["xrd"], "xrd")
+        result = integrate(stage_context("xrd", sheet, run))
         # The integration bins pixels by their centres (no splitting, for the
         # sigma clipping), so a bin's value is the mean over pixel centres
         # whose q is not the bin centre on average; integrating the q of each

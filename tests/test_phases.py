@@ -15,9 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from dacpipe import phases as ph
-from dacpipe.errors import InputError
-from dacpipe.phases import LIBRARY, Reflection, d_spacing_A, get_phase, read_cif, read_jcpds, reflections
+from dacpipe.core.errors import InputError
+from dacpipe.io.phase_files import read_cif, read_jcpds
+from dacpipe.xrd import structure as ph
+from dacpipe.xrd.cells import d_spacing_A
+from dacpipe.xrd.library import get_phase, library, phase_from_cif, phase_from_jcpds
+from dacpipe.xrd.structure import Reflection, reflections
+
+LIBRARY = library()
 
 CU_KA1_A = 1.5406
 
@@ -76,7 +81,7 @@ def test_trigonal_cinnabar_d_spacing():
 
 
 def test_monoclinic_jcpds_d_spacing(real_data):
-    phase = read_jcpds(real_data / "dioptas" / "jcpds" / "FeGeO3_cpx.jcpds")
+    phase = phase_from_jcpds(read_jcpds(real_data / "dioptas" / "jcpds" / "FeGeO3_cpx.jcpds"))
     assert phase.system == "monoclinic"
     assert phase.cell == (9.79930, 9.14910, 5.19910, 90.0, 101.890, 90.0)
     a, b, c, _, beta, _ = phase.cell
@@ -269,7 +274,7 @@ def test_library_stoichiometry_matches_z():
 
 
 def test_library_eos_volumes_match_cells():
-    from dacpipe.eos import volume_A3
+    from dacpipe.eos.models import volume_A3
 
     for phase in LIBRARY.values():
         if phase.eos is None:
@@ -280,7 +285,7 @@ def test_library_eos_volumes_match_cells():
 
 
 def test_cell_at_pressure_is_isotropic_along_the_eos():
-    from dacpipe.eos import volume_A3
+    from dacpipe.eos.models import volume_A3
 
     au = LIBRARY["Au"]
     assert au.cell_at(0.0) == au.cell
@@ -326,7 +331,7 @@ def test_every_dioptas_jcpds_file_loads(real_data):
     files = jcpds_files(real_data)
     assert len(files) >= 11
     for path in files:
-        phase = read_jcpds(path)
+        phase = phase_from_jcpds(read_jcpds(path))
         assert phase.name == path.stem and not phase.atoms
         refl = reflections(phase, pressure_GPa=5.0, d_min_A=0.5)
         assert len(refl) == len([l for l in phase.lines if d_spacing_A(phase.cell_at(5.0), (l.h, l.k, l.l)) >= 0.5])
@@ -356,20 +361,20 @@ def test_au_jcpds_lines_at_10_GPa_match_independent_bm3(real_data):
 def test_jcpds_keys_and_special_cases(real_data):
     folder = real_data / "dioptas" / "jcpds"
     # K0 = 0: the lines do not move
-    fixed = read_jcpds(folder / "re_K0.jcpds")
+    fixed = phase_from_jcpds(read_jcpds(folder / "re_K0.jcpds"))
     assert fixed.eos is None
     assert [r.d_A for r in reflections(fixed, pressure_GPa=50.0)] == [r.d_A for r in reflections(fixed)]
     # nanana uses every key; d comes from the cell (a = 5.5128 A), not from the listed d's
-    nanana = read_jcpds(folder / "nanana.jcpds")
+    nanana = phase_from_jcpds(read_jcpds(folder / "nanana.jcpds"))
     assert nanana.cell == (5.5128, 5.5128, 5.5128, 90.0, 90.0, 90.0)
     assert (nanana.eos.model, nanana.eos.K0_GPa, nanana.eos.Kp) == ("bm3", 1.95, 7.07)
     assert nanana.eos.V0_A3 == pytest.approx(167.53930545715204, rel=1e-12)
     assert "Argon" in nanana.reference
     assert by_hkl(reflections(nanana))[(1, 1, 1)].d_A == pytest.approx(5.5128 / math.sqrt(3), rel=1e-12)
     # a file with no lines gives no reflections
-    assert reflections(read_jcpds(folder / "au_mal_anders.jcpds")) == []
+    assert reflections(phase_from_jcpds(read_jcpds(folder / "au_mal_anders.jcpds"))) == []
     # hexagonal Re: 6/mmm multiplicities, file intensities kept
-    re_lines = by_hkl(reflections(read_jcpds(folder / "re.jcpds")))
+    re_lines = by_hkl(reflections(phase_from_jcpds(read_jcpds(folder / "re.jcpds"))))
     assert (re_lines[(1, 0, 1)].multiplicity, re_lines[(1, 0, 1)].intensity) == (12, 100.0)
     assert re_lines[(0, 0, 2)].d_A == pytest.approx(4.4574 / 2, rel=1e-12)
 
@@ -378,22 +383,22 @@ def test_old_jcpds_versions(tmp_path):
     v1 = tmp_path / "gold_v1.jcpds"
     v1.write_text("Gold, old format\n1 4.0786 166.65 5.4823 1.0\nd I h k l\n"
                   "2.3550 100. 1 1 1\n2.0390 52. 2 0 0\n")
-    p1 = read_jcpds(v1)
+    p1 = phase_from_jcpds(read_jcpds(v1))
     assert p1.cell == (4.0786, 4.0786, 4.0786, 90.0, 90.0, 90.0) and p1.eos.K0_GPa == 166.65
     assert [(l.h, l.k, l.l, l.I_rel) for l in p1.lines] == [(1, 1, 1, 100.0), (2, 0, 0, 52.0)]
     hex1 = tmp_path / "re_v1.jcpds"
     hex1.write_text("Re\n2 2.76 433.8 3.46 1.615\nlabels\n2.105 100 1 0 1\n")
-    assert read_jcpds(hex1).cell == pytest.approx((2.76, 2.76, 2.76 * 1.615, 90.0, 90.0, 120.0))
+    assert phase_from_jcpds(read_jcpds(hex1)).cell == pytest.approx((2.76, 2.76, 2.76 * 1.615, 90.0, 90.0, 120.0))
     v3 = tmp_path / "cpx_v3.jcpds"
     v3.write_text("3\nFeGeO3 monoclinic\n5 114.0 4.0\n9.7993 9.1491 5.1991 101.89\n0\nd I h k l\n"
                   "3.40164 33.4 0 2 1\n2.97444 94.1 -2 2 1\n")
-    p3 = read_jcpds(v3)
+    p3 = phase_from_jcpds(read_jcpds(v3))
     assert p3.system == "monoclinic" and p3.cell == (9.7993, 9.1491, 5.1991, 90.0, 101.89, 90.0)
     assert [r.hkl for r in reflections(p3)] == [(0, 2, 1), (-2, 2, 1)]
     bad = tmp_path / "bad.jcpds"
     bad.write_text("VERSION: 4\nK0: lots\n")
     with pytest.raises(InputError, match="bad.jcpds"):
-        read_jcpds(bad)
+        phase_from_jcpds(read_jcpds(bad))
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +470,7 @@ def assert_same_lines(a: list[Reflection], b: list[Reflection], rel=1e-9, abs_i=
 def test_cif_reproduces_library_nacl(tmp_path):
     path = tmp_path / "nacl.cif"
     path.write_text(NACL_CIF.format(u=0.5 / (8 * math.pi**2)))
-    phase = read_cif(path)
+    phase = phase_from_cif(read_cif(path))
     lib = LIBRARY["NaCl-B1"]
     assert (phase.space_group, phase.system, phase.z_formula_units, phase.formula) == ("F m -3 m", "cubic", 4, "ClNa")
     assert phase.cell == pytest.approx(lib.cell, rel=1e-4)
@@ -489,7 +494,7 @@ def test_cif_from_symmetry_operations_reproduces_zinc_blende(tmp_path):
 def test_cif_with_rounded_coordinates_reproduces_wurtzite(tmp_path):
     path = tmp_path / "cdse.cif"
     path.write_text(CDSE_CIF)
-    phase = read_cif(path)
+    phase = phase_from_cif(read_cif(path))
     assert len(ph.unit_cell_atoms(phase)[0]) == 4  # 0.3333 vs 1/3 does not double the atoms
     assert_same_lines(reflections(phase), reflections(LIBRARY["CdSe-wz"]), abs_i=0.05)
 
@@ -502,9 +507,9 @@ def test_get_phase(real_data):
 
 
 def test_replace_gives_a_cif_phase_an_eos(tmp_path):
-    from dacpipe.eos import EosParams
+    from dacpipe.eos.models import EosParams
 
     path = tmp_path / "nacl.cif"
     path.write_text(NACL_CIF.format(u=0.006))
-    phase = replace(read_cif(path), eos=EosParams(model="vinet", V0_A3=179.44, K0_GPa=23.83, Kp=5.09))
+    phase = replace(phase_from_cif(read_cif(path)), eos=EosParams(model="vinet", V0_A3=179.44, K0_GPa=23.83, Kp=5.09))
     assert phase.cell_at(10.0)[0] == pytest.approx(LIBRARY["NaCl-B1"].cell_at(10.0)[0], rel=1e-4)

@@ -7,28 +7,15 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import ROOT, RUN, absolute_config, status_as_expected
 from dacpipe.cli import main
-from dacpipe.store import read_points
+from dacpipe.run.store import read_points
 from dacpipe.synth import read_truth
 
-ROOT = Path(__file__).resolve().parents[1]
-RUN = "hgte_thz"
-
-
-def absolute_config(folder: Path, results: Path) -> Path:
-    """The default config with its data-sample paths made absolute, so tests run from any folder."""
-    text = (ROOT / "config" / "config.yaml").read_text().replace("data-sample/", f"{ROOT}/data-sample/")
-    path = folder / "config.yaml"
-    path.write_text(text.replace("results_dir: results", f"results_dir: {results}"))
-    return path
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    """data-sample processed with the default config, by `dacpipe run`."""
-    folder = tmp_path_factory.mktemp("run")
-    assert main(["run", "--configfile", str(absolute_config(folder, folder / "results"))]) == 0
-    return folder / "results"
+def results(sample_results):
+    """data-sample processed with the default config, by `dacpipe run` (once per session)."""
+    return sample_results[0]
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +49,6 @@ def test_uncertainty_parts(store):
     np.testing.assert_allclose(drift_err[both], np.abs(drift[both]) / (2 * np.sqrt(3)))
     np.testing.assert_allclose(total[both], np.hypot(fit[both], drift_err[both]))
     np.testing.assert_allclose(total[~both], fit[~both])
-
-
-def status_as_expected(truth, i, status: str) -> bool:
-    """What a point of the intact data-sample says: "ok", except the metallic
-    rock-salt points, whose spectra have no band gap and no PL to measure."""
-    if np.isfinite(truth["band_gap_eV"][i]):
-        return status == "ok"
-    reasons = status.split("; ")
-    return (len(reasons) == 2 and all(r.startswith("optical: ") for r in reasons)
-            and "no absorption edge in the spectrum" in reasons[0] and "no emission peak above noise" in reasons[1])
 
 
 def test_points_status_and_provenance(store):

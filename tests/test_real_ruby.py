@@ -4,8 +4,8 @@ import h5py
 import pytest
 
 from dacpipe.cli import main
-from dacpipe.ruby import fit_ruby
-from dacpipe.spectra import read_spectrum
+from dacpipe.pressure.fluorescence import fit_ruby
+from dacpipe.io.spectra import read_spectrum
 
 pytestmark = pytest.mark.realdata
 

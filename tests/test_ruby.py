@@ -16,8 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import erf, erfc, voigt_profile
 
-from dacpipe.errors import InputError
-from dacpipe.ruby import PROFILES, EdgeFit, LineFit, RubyFit, despike, diamond_edge, fit_line, fit_ruby, pseudo_voigt
+from dacpipe.core.errors import InputError
+from dacpipe.core.profiles import pseudo_voigt_height as pseudo_voigt
+from dacpipe.pressure.fluorescence import PROFILES, RubyFit, SingleLineFit, fit_ruby, fit_single_line
+from dacpipe.pressure.diamond import EdgeFit, diamond_edge
+from dacpipe.pressure.spikes import despike
 
 # --------------------------------------------------------------------------
 # Synthetic spectra
@@ -358,7 +361,7 @@ def test_any_spectrum_gives_a_fit_or_an_input_error(n_lines, seed, level):
     for _ in range(n_lines):
         expected = expected + level * rng.uniform(0, 20) * pseudo_voigt(x, rng.uniform(600, 800), rng.uniform(0.05, 5), 0.5)
     y = rng.poisson(np.clip(expected, 0, None)).astype(float)
-    for function in (fit_ruby, fit_line, diamond_edge):
+    for function in (fit_ruby, fit_single_line, diamond_edge):
         try:
             fit = function(x, y)
         except InputError as error:
@@ -377,8 +380,8 @@ def test_sm_line_recovered(center):
     x = np.linspace(680.0, 700.0, 1340)  # 0.015 nm per point
     expected = 300.0 + 0.5 * (x - 690.0) + 8000.0 * pseudo_voigt(x, center, 0.25, 1.0)
     y = np.random.default_rng(16).poisson(expected).astype(float)
-    fit = fit_line(x, y, profile="lorentzian")
-    assert isinstance(fit, LineFit)
+    fit = fit_single_line(x, y, profile="lorentzian")
+    assert isinstance(fit, SingleLineFit)
     assert abs(fit.center_nm - center) < 4 * fit.center_err_nm
     assert abs(fit.center_nm - center) < 0.002
     assert fit.fwhm_nm == pytest.approx(0.25, rel=0.03)
@@ -389,10 +392,10 @@ def test_sm_line_recovered(center):
 def test_sm_line_with_default_profile_and_no_line():
     x = np.linspace(680.0, 700.0, 1340)
     rng = np.random.default_rng(17)
-    fit = fit_line(x, rng.poisson(300.0 + 5000.0 * pseudo_voigt(x, 685.41, 0.3, 0.7)).astype(float))
+    fit = fit_single_line(x, rng.poisson(300.0 + 5000.0 * pseudo_voigt(x, 685.41, 0.3, 0.7)).astype(float))
     assert fit.center_nm == pytest.approx(685.41, abs=4 * fit.center_err_nm)
     with pytest.raises(InputError, match="no peak above noise"):
-        fit_line(x, rng.poisson(np.full(x.size, 300.0)).astype(float))
+        fit_single_line(x, rng.poisson(np.full(x.size, 300.0)).astype(float))
 
 
 # --------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dacpipe.scales import SCALES, get_scale, ruby_thermal_shift_nm, temperature_corrected_position
+from dacpipe.pressure.gauges import GAUGES
+from dacpipe.pressure.scales import SCALES, get_scale, ruby_thermal_shift_nm, temperature_corrected_position
 
 
 @pytest.mark.parametrize("name, expected_GPa", [
@@ -76,7 +77,8 @@ def test_ruby_temperature_shift():
 def test_temperature_correction_removes_thermal_shift():
     # A ruby at 400 K and ambient pressure reads 0 GPa once corrected.
     hot = 694.24 + ruby_thermal_shift_nm(400.0) - ruby_thermal_shift_nm(298.0)
-    corrected = temperature_corrected_position(hot, 400.0, 298.0, "ruby")
+    corrected = temperature_corrected_position(hot, 400.0, 298.0)
     assert get_scale("shen2020").pressure_GPa(corrected, 694.24) == pytest.approx(0.0, abs=1e-9)
     # Other gauges are not moved.
-    assert temperature_corrected_position(690.0, 400.0, 298.0, "sm-srb4o7") == 690.0
+    assert temperature_corrected_position(690.0, 400.0, 298.0, "none") == 690.0
+    assert not GAUGES["sm-srb4o7"].thermal_shift and GAUGES["ruby"].thermal_shift

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from dacpipe.errors import SheetError
-from dacpipe.sheet import make_sheet, read_sheet
+from dacpipe.core.errors import SheetError
+from dacpipe.io.sheet import make_sheet, read_sheet
 
 
 def write(tmp_path, text, name="points.tsv"):

@@ -10,15 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dacpipe.errors import InputError
-from dacpipe.spectra import (
-    SpeFile,
-    Spectrum,
-    nm_to_raman_shift,
-    raman_shift_to_nm,
-    read_spe,
-    read_spectrum,
-)
+from dacpipe.core.errors import InputError
+from dacpipe.io.spectra import SpeFile, Spectrum, nm_to_raman_shift, raman_shift_to_nm, read_spe, read_spectrum
 
 RUBY_R1_TRAX_NM = 694.32  # T-Rax's fitted R1 for Ruby.spe, rows 11-24, columns 82-752
 

@@ -4,8 +4,10 @@ import h5py
 import numpy as np
 import pytest
 
-from dacpipe.sheet import read_sheet
-from dacpipe.store import StageResult, assemble, atomic_h5, combine_status, units_from_name, write_part
+from dacpipe.io.sheet import read_sheet
+from dacpipe.core.results import StageResult
+from dacpipe.run.store import assemble, atomic_h5, combine_status, write_part
+from dacpipe.core.units import units_from_name
 
 
 def test_units_from_name():

@@ -4,21 +4,16 @@ import math
 from pathlib import Path
 
 import h5py
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from dacpipe.errors import ConfigError, InputError
-from dacpipe.store import write_part
-from dacpipe.superlattice import (
-    LATTICES,
-    SuperlatticeSettings,
-    analyse_pattern,
-    classify_order,
-    find_superlattice_peaks,
-    lattice_constants_nm,
-    scherrer_length_nm,
-    superlattice_stage,
-)
+from dacpipe.core.errors import ConfigError, InputError
+from dacpipe.run.store import write_part
+from dacpipe.saxs.superlattice import LATTICES, SuperlatticeSettings, analyse_pattern, classify_order, find_superlattice_peaks, lattice_constants_nm, scherrer_length_nm
+from conftest import stage_context
+from dacpipe.saxs.stage import run as superlattice_stage
 from dacpipe.synth import read_truth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +39,7 @@ def truth():
 @pytest.fixture(scope="module")
 def results(saxs):
     # The generator drew the peaks with K = 0.94 and no instrumental width.
-    settings = SuperlatticeSettings(scherrer_k=0.94)
+    settings = SuperlatticeSettings.from_config({"scherrer_k": 0.94})
     return [analyse_pattern(saxs["q"], saxs["I"][i], saxs["sigma"][i], saxs["wavelength_A"], settings)
             for i in range(len(saxs["I"]))]
 
@@ -109,14 +104,17 @@ def test_stage_on_data_sample_with_a_flat_pattern_and_a_missing_one(saxs, truth,
     intensity[3] = np.nan  # what the integration leaves for a point without an image
     ids = ["p001", "flat", "p002", "gone"]
     warnings, done = [], []
-    result = superlattice_stage(ids, q, intensity, sigma, saxs["wavelength_A"], {"scherrer_k": 0.94},
-                                saxs_status=["ok", "ok", "ok", "saxs: file not found"],
-                                warn=warnings.append, progress=lambda i, n: done.append((i, n)))
+    sheet = SimpleNamespace(point_ids=ids)
+    status = np.array(["ok", "ok", "ok", "saxs: file not found"], dtype=object)
+    upstream = {"saxs": ({"q": q, "I": intensity, "I_errors": sigma, "status": status},
+                         {"wavelength_A": saxs["wavelength_A"]})}
+    result = superlattice_stage(stage_context("superlattice", sheet, {"superlattice": {"scherrer_k": 0.94}}, upstream,
+                                              warn=warnings.append, progress=lambda i, n: done.append((i, n))))
     assert result.stage == "superlattice"
     assert result.status[0] == result.status[2] == "ok"
     assert result.status[1] == "superlattice: no superlattice peak above the noise"
     assert result.status[3] == "superlattice: no SAXS pattern"
-    assert warnings == ["flat: superlattice: no superlattice peak above the noise"]
+    assert warnings == ["test/flat: superlattice: no superlattice peak above the noise"]
     assert done[-1] == (4, 4)
     data = result.datasets
     assert list(data["order"]) == ["fcc", "", "fcc", ""]
@@ -255,7 +253,7 @@ def test_lattice_constants():
 def test_settings_from_config():
     settings = SuperlatticeSettings.from_config({"scherrer_k": 0.94, "lattices": ["fcc", "bcc"], "q_min_A": None})
     assert settings.scherrer_k == 0.94 and settings.lattices == ("fcc", "bcc")
-    assert SuperlatticeSettings.from_config(None) == SuperlatticeSettings()
+    assert SuperlatticeSettings.from_config(None) == SuperlatticeSettings.from_config({})
     with pytest.raises(ConfigError, match="scherer_k"):
         SuperlatticeSettings.from_config({"scherer_k": 0.9})
     with pytest.raises(ConfigError, match="hcp"):

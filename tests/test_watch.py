@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import yaml
 
-from dacpipe import watch as watch_module
-from dacpipe.config import load_config
+from dacpipe.cli import watch as watch_module
+from dacpipe.io.config import load_config
 from dacpipe.synth import read_truth
-from dacpipe.watch import FileState, Watcher, is_ready, limited_sheet_text, observe, watch
+from dacpipe.cli.watch import FileState, Watcher, is_ready, limited_sheet_text, observe, watch
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data-sample" / "hgte_thz"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dacpipe.store import read_points
+from dacpipe.run.store import read_points
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
@@ -146,8 +146,9 @@ def test_a_job_sees_the_inputs_the_workflow_gave_it(extra):
     """A job gets only its stage's config sections (stage_json): from those
     alone it must derive the same inputs as the workflow did from the whole
     run, and the run must still validate."""
-    from dacpipe.config import load_config, run_config, validate_config
-    from dacpipe.pipeline import chunks, config_sections, needs, stages_for
+    from dacpipe.io.config import load_config, validate_config
+    from dacpipe.run.config import run_config
+    from dacpipe.run.stages import chunks, config_sections, needs, stages_for
 
     config = load_config([ROOT / "config" / "config.yaml"])
     config["runs"]["hgte_thz"].update(extra)

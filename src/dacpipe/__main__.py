@@ -1,7 +1,7 @@
-"""``python -m dacpipe``: the same as the ``dacpipe`` command."""
+"""``python -m dacpipe``: the command line."""
 
 import sys
 
-from .cli import main
+from .cli.commands import main
 
 sys.exit(main())

@@ -6,10 +6,12 @@ import re
 
 from snakemake.utils import validate
 
-from dacpipe.config import run_config, validate_config
-from dacpipe.errors import DacpipeError
-from dacpipe.pipeline import chunks, config_sections, needs, stages_for
-from dacpipe.sheet import read_sheet
+from dacpipe.core.errors import DacpipeError
+from dacpipe.io.config import validate_config
+from dacpipe.io.refs import file_part
+from dacpipe.io.sheet import read_sheet
+from dacpipe.run.config import run_config
+from dacpipe.run.stages import chunks, config_sections, needs, stages_for
 
 # dacpipe's own check first: its messages name the key, the value and what
 # was expected; then Snakemake's, on the same schema file.
@@ -62,7 +64,7 @@ def integration_files(wildcards):
     """Geometry, mask, dark and flat of an integration stage that exist."""
     section = config["runs"][wildcards.run][wildcards.kind]
     named = [section.get(key) for key in ("poni", "mask", "dark", "flat")]
-    return [f.split("::", 1)[0] for f in named if f and os.path.isfile(f.split("::", 1)[0])]
+    return [file_part(f) for f in named if f and os.path.isfile(file_part(f))]
 
 
 @functools.lru_cache(maxsize=None)
@@ -111,6 +113,6 @@ def sheet_files(wildcards, columns, span=None):
     for point in points:
         for column in columns:
             ref = point.files.get(column)
-            if ref and os.path.isfile(ref.split("::", 1)[0]):
-                found.append(ref.split("::", 1)[0])
+            if ref and os.path.isfile(file_part(ref)):
+                found.append(file_part(ref))
     return sorted(set(found))

@@ -1,7 +1,7 @@
 # Figures: one rule per figure, each drawn from the run's result store alone
 # (never from parts or other intermediate files), as PNG and PDF. The PNGs go
 # into `snakemake --report`, with the captions in workflow/report/.
-from dacpipe.figures import FIGURES, figures_for
+from dacpipe.run.figures import FIGURES, figures_for
 
 
 def figure_files(run_id):

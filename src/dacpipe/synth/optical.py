@@ -57,9 +57,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.units import HC_EV_NM
 from .xrd import phase_fractions
 
-HC_EV_NM = 1239.84198
 GAP_TRUTH = {  # phase -> (E0_eV, alpha_eV_per_GPa, beta_eV_per_GPa2); None = metallic
     "HgTe-zb": (0.80, 0.030, -0.0008),
     "HgTe-cinnabar": (1.10 + 0.139 * 3.0, -0.139, 0.0),

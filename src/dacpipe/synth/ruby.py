@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import voigt_profile
 
-from ..scales import get_scale
+from ..pressure.scales import get_scale
 
 R1_R2_SPLITTING_CM1 = 29.4  # ambient R1-R2 splitting of ruby; nearly constant in energy
 

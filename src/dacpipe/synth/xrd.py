@@ -63,7 +63,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..phases import Phase, cell_volume_A3, get_phase, reflections, structure_factors
+from ..xrd.structure import Phase, reflections, structure_factors
+from ..xrd.cells import cell_volume_A3
+from ..xrd.library import get_phase
+from ..core.profiles import pseudo_voigt_area, tch_fwhm_eta
 from .detector import (PILATUS_DUMMY, DetectorGeometry, beamstop_mask, cached_integrator, write_mask_tiff,
                        write_poni)
 
@@ -170,26 +173,9 @@ def phase_lines(name: str, cell: tuple[float, ...], wavelength_A: float = XRD_GE
     theta = np.arcsin(wavelength_A / (2.0 * d))
     lorentz = 1.0 / (np.sin(theta) ** 2 * np.cos(theta))
     weight = mult * f2 * lorentz / (phase.z_formula_units * cell_volume_A3(cell))
-    fwhm, eta = _tch(np.degrees(SCHERRER_K * wavelength_A / (CRYSTALLITE_NM[name] * 10.0 * np.cos(theta))),
+    fwhm, eta = tch_fwhm_eta(np.degrees(SCHERRER_K * wavelength_A / (CRYSTALLITE_NM[name] * 10.0 * np.cos(theta))),
                      INSTRUMENT_FWHM_DEG)
     return Lines(hkl=hkl, two_theta_deg=np.degrees(2.0 * theta), weight=weight, fwhm_deg=fwhm, eta=eta)
-
-
-def _tch(h_lorentz, h_gauss):
-    """Thompson-Cox-Hastings pseudo-Voigt FWHM and Lorentzian share from the two widths."""
-    hl, hg = np.asarray(h_lorentz, dtype=float), float(h_gauss)
-    h = (hg**5 + 2.69269 * hg**4 * hl + 2.42843 * hg**3 * hl**2 + 4.47163 * hg**2 * hl**3
-         + 0.07842 * hg * hl**4 + hl**5) ** 0.2
-    r = hl / h
-    return h, 1.36603 * r - 0.47719 * r**2 + 0.11116 * r**3
-
-
-def pseudo_voigt(x, center, fwhm, eta):
-    """Unit-area pseudo-Voigt: eta * Lorentzian + (1 - eta) * Gaussian of one FWHM."""
-    u = (np.asarray(x) - center) / fwhm
-    gauss = math.sqrt(4.0 * math.log(2.0) / math.pi) / fwhm * np.exp(-4.0 * math.log(2.0) * u**2)
-    lorentz = 2.0 / (math.pi * fwhm) / (1.0 + 4.0 * u**2)
-    return eta * lorentz + (1.0 - eta) * gauss
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,7 +183,7 @@ def intensity_scale() -> float:
     """S: the zb 111 line of pure zinc blende at 0 GPa peaks at :data:`REFERENCE_PEAK_COUNTS`."""
     lines = phase_lines("HgTe-zb", phase_cell("HgTe-zb", 0.0))
     i111 = int(np.flatnonzero((np.abs(lines.hkl) == 1).all(axis=1))[0])
-    height = lines.weight[i111] * pseudo_voigt(0.0, 0.0, lines.fwhm_deg[i111], lines.eta[i111])
+    height = lines.weight[i111] * pseudo_voigt_area(0.0, 0.0, lines.fwhm_deg[i111], lines.eta[i111])
     return REFERENCE_PEAK_COUNTS / float(height)
 
 
@@ -252,7 +238,7 @@ def hgte_pattern(two_theta_deg, pressure_GPa: float, *, background: bool = True,
         lines = phase_lines(name, phase_cell(name, pressure_GPa))
         for i in range(0, len(lines.weight), 16):  # blocks of lines: vectorised, memory bounded
             sl = slice(i, i + 16)
-            profiles = pseudo_voigt(flat[None, :], lines.two_theta_deg[sl, None], lines.fwhm_deg[sl, None],
+            profiles = pseudo_voigt_area(flat[None, :], lines.two_theta_deg[sl, None], lines.fwhm_deg[sl, None],
                                     lines.eta[sl, None])
             out = out + scale * fraction * (lines.weight[sl] @ profiles)
     return out.reshape(t.shape)
@@ -340,7 +326,7 @@ def _place_spots(pressure_GPa: float, tth_deg: np.ndarray, allowed: np.ndarray, 
             continue
         lines = phase_lines(name, phase_cell(name, pressure_GPa))
         for center, w, fwhm, eta in zip(lines.two_theta_deg, lines.weight, lines.fwhm_deg, lines.eta):
-            height = scale * fraction * w * pseudo_voigt(0.0, 0.0, fwhm, eta)
+            height = scale * fraction * w * pseudo_voigt_area(0.0, 0.0, fwhm, eta)
             if 3.0 < center < tth_max - 0.5:
                 candidates.append((float(center), float(fwhm), float(height)))
     top = max(c[2] for c in candidates)

@@ -1,0 +1,193 @@
+"""The ``dacpipe`` command: a thin layer over the package's functions.
+
+``dacpipe run`` processes runs in-process for users who never touch
+Snakemake; ``dacpipe stage`` and ``dacpipe assemble`` are what the Snakemake
+rules call, one job per run and stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..core.errors import DacpipeError
+from ..io.refs import file_part
+from ..io.sheet import make_sheet, read_sheet
+from ..run.config import run_config
+from ..run.figures import FIGURES, draw_figure, figures_for
+from ..run.layout import figure_path, store_path
+from ..run.runner import assemble_run, run_stage
+from ..run.stages import STAGES, stages_for
+from ..run.store import merge_chunks
+from .options import add_config_options, config_from_args, setup_logging
+from .progress import Progress
+from .watch import add_parser as add_watch_parser
+
+log = logging.getLogger("dacpipe")
+
+
+def cmd_run(args) -> int:
+    config = config_from_args(args)
+    run_ids = args.runs or list(config["runs"])
+    failed = []
+    for run_id in run_ids:
+        try:
+            for stage in stages_for(run_config(config, run_id)):
+                run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
+            out = assemble_run(config, run_id)
+            log.info(f"{run_id}: wrote {out}")
+            if args.figures:
+                for name in figures_for(run_config(config, run_id)):
+                    draw_figure(name, out, figure_path(config, run_id, name))
+                log.info(f"{run_id}: figures in {figure_path(config, run_id, '').parent}")
+        except DacpipeError as err:
+            log.error(f"{run_id}: {err}")
+            failed.append(run_id)
+    return 1 if failed else 0
+
+
+def cmd_figure(args) -> int:
+    for path in draw_figure(args.name, args.store, args.out):
+        log.info(f"wrote {path}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    config = config_from_args(args)
+    label = f"{args.run} {args.stage}" + (f" chunk {args.chunk}" if args.chunk is not None else "")
+    run_stage(config, args.run, args.stage, out=args.out, progress=Progress(label), chunk=args.chunk)
+    return 0
+
+
+def cmd_merge(args) -> int:
+    merge_chunks(args.parts, args.out, args.run)
+    log.info(f"{args.run}: merged {len(args.parts)} chunks into {args.out}")
+    return 0
+
+
+def cmd_assemble(args) -> int:
+    config = config_from_args(args)
+    out = assemble_run(config, args.run, parts=args.parts, out=args.out)
+    log.info(f"{args.run}: wrote {out}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    config = config_from_args(args)
+    problems = 0
+    for run_id in config["runs"]:
+        run = run_config(config, run_id)
+        sheet = read_sheet(run["sheet"])
+        for point in sheet.points:
+            for column, ref in point.files.items():
+                if not Path(file_part(ref)).is_file():
+                    log.warning(f"{run_id}/{point.point}: {ref}: {column} file not found")
+                    problems += 1
+            for problem in point.problems:
+                log.warning(f"{run_id}/{point.point}: {sheet.path}: {problem}")
+                problems += 1
+        print(f"{run_id}: {len(sheet.points)} points, store {store_path(config, run_id)}")
+    if problems:
+        print(f"config and sheets are valid, but {problems} problem{'s' * (problems > 1)} above need attention")
+        return 1
+    print("config and sheets are valid; every file they name is there")
+    return 0
+
+
+def cmd_sheet(args) -> int:
+    text = make_sheet(args.folder)
+    if args.output:
+        Path(args.output).write_text(text)
+        log.info(f"wrote {args.output}: review it before use")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from .synth import write_data_sample
+
+    root = write_data_sample(args.folder, **({} if args.seed is None else {"seed": args.seed}))
+    log.info(f"wrote synthetic runs under {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dacpipe", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dacpipe {__version__}")
+    parser.add_argument("--log", metavar="FILE", help="also write messages to FILE")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="process runs from sheet to result store, without Snakemake")
+    add_config_options(p)
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs (default: all in the config)")
+    p.add_argument("--figures", action="store_true", help="also draw the run's figures from its store")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("figure", help="draw one figure of a run from its result store (PNG and PDF)")
+    p.add_argument("name", choices=list(FIGURES))
+    p.add_argument("--store", required=True, help="the run's results/<run>.h5")
+    p.add_argument("--out", required=True, help="PNG to write; the PDF goes beside it")
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("stage", help="run one stage of one run (what the Snakemake rules call)")
+    p.add_argument("stage", choices=list(STAGES))
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", help="part file to write (default <results>/<run>/parts/<stage>.h5)")
+    p.add_argument("--chunk", type=int, help="only chunk K of the points (run.chunk_points per chunk)")
+    p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("merge", help="join a stage's chunk parts into the run's part, in point order")
+    p.add_argument("--run", required=True)
+    p.add_argument("--parts", nargs="+", required=True, help="chunk parts, in point order")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("assemble", help="merge a run's stage parts into <results>/<run>.h5")
+    p.add_argument("--run", required=True)
+    p.add_argument("--parts", nargs="+", help="part files (default: every stage's)")
+    p.add_argument("--out", help="store to write (default <results>/<run>.h5)")
+    p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_assemble)
+
+    p = sub.add_parser("validate", help="check the config and sample sheets without processing")
+    add_config_options(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sheet", help="write a first sample sheet for a folder, pairing files on numbers")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", help="write here instead of standard output")
+    p.set_defaults(func=cmd_sheet)
+
+    p = sub.add_parser("synth", help="write the synthetic runs of data-sample/ from known truth")
+    p.add_argument("folder", nargs="?", default="data-sample")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the data-sample seed)")
+    p.set_defaults(func=cmd_synth)
+
+    add_watch_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log)
+    try:
+        return args.func(args)
+    except DacpipeError as err:
+        log.error(str(err))
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

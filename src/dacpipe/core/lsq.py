@@ -1,0 +1,168 @@
+"""Least-squares helpers, and the one rule dacpipe uses to scale parameter errors.
+
+The rule (:func:`covariance_scale`)
+-----------------------------------
+The covariance of fitted parameters is ``(J^T W J)^-1`` (J the Jacobian of
+the model, W the weights 1/sigma^2) multiplied by
+
+* the reduced chi-square, when the errors of the data were *estimated*
+  (no sigma given, unit weights): the scatter of the residuals is then the
+  only measure of the noise;
+* max(1, reduced chi-square) (the Birge ratio squared, Birge, Phys. Rev.
+  40, 207 (1932)), when the errors were *given*: a reduced chi-square above
+  1 says the given errors understate the scatter (a model that misses
+  something, errors too small) and the scatter is the better measure; one
+  below 1 over the few degrees of freedom of a small fit is weak evidence,
+  and shrinking the errors on it would be optimistic.
+
+Every fit in dacpipe that reports errors follows it (peaks, cells,
+whole-pattern refinements, EOS, E(P), Tauc lines); the ruby fits, whose
+noise grows with the signal, model that noise instead
+(:mod:`dacpipe.pressure.fluorescence`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import leastsq
+
+from .errors import InputError
+
+ESD_SCALINGS = ("inflate", "always", "never")
+
+
+def covariance_scale(reduced_chi2: float, sigma_given: bool, rule: str = "inflate") -> float:
+    """The factor on ``(J^T W J)^-1`` (see the module docstring).
+
+    ``rule`` may override the default for a caller that must reproduce
+    another program: ``"always"`` multiplies by the reduced chi-square
+    whatever it is, ``"never"`` keeps the given errors as they are. Without
+    given errors the reduced chi-square is always applied.
+    """
+    if rule not in ESD_SCALINGS:
+        raise ValueError(f"unknown error scaling {rule!r}; expected one of {ESD_SCALINGS}")
+    if not sigma_given or rule == "always":
+        return float(reduced_chi2)
+    if rule == "never" or not math.isfinite(reduced_chi2):
+        return 1.0
+    return max(1.0, float(reduced_chi2))
+
+
+def covariance(weighted_jacobian: np.ndarray, rcond: float = 1e-12) -> np.ndarray | None:
+    """``(J^T J)^-1`` of a Jacobian already divided by the data errors, by SVD.
+
+    None when J is rank-deficient (a singular value below ``rcond`` times
+    the largest): some parameter is not determined by the data.
+    """
+    try:
+        _, sv, vt = np.linalg.svd(weighted_jacobian, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return None
+    if sv.size == 0 or not sv[-1] > rcond * sv[0]:
+        return None
+    return (vt.T / sv**2) @ vt
+
+
+def levenberg_marquardt(fun, jac, p0, failure: str) -> np.ndarray:
+    """MINPACK's Levenberg-Marquardt with an analytic Jacobian.
+
+    ``leastsq`` rather than ``least_squares(method="lm")``: the same MINPACK
+    code with half the Python overhead, which is most of the time of a fit
+    as small as a ruby doublet. Parameters are scaled by the Jacobian's
+    column norms.
+
+    Raises
+    ------
+    InputError
+        With the text ``failure`` when MINPACK gives up or returns a
+        non-finite solution.
+    """
+    try:
+        # A wild trial step may overflow; LM then steps back, so stay quiet.
+        with np.errstate(all="ignore"):
+            p, _, _, _, status = leastsq(fun, p0, Dfun=jac, full_output=True)
+    except (ValueError, ZeroDivisionError, OverflowError, np.linalg.LinAlgError):
+        raise InputError(failure) from None
+    if status not in (1, 2, 3, 4) or not np.all(np.isfinite(p)):
+        raise InputError(failure)
+    return p
+
+
+@dataclass(frozen=True)
+class StraightLine:
+    """A straight line ``y = intercept + slope * x`` fitted by least squares.
+
+    Attributes
+    ----------
+    intercept, slope : float
+    covariance : ndarray
+        2x2 covariance of (intercept, slope), scaled by :func:`covariance_scale`.
+    window : tuple of float
+        First and last x of the points fitted.
+    n_points : int
+    r_squared : float
+        Coefficient of determination (unweighted).
+    reduced_chi2 : float
+        Weighted sum of squared residuals per degree of freedom; NaN with none.
+    """
+
+    intercept: float
+    slope: float
+    covariance: np.ndarray
+    window: tuple[float, float]
+    n_points: int
+    r_squared: float
+    reduced_chi2: float = math.nan
+
+    def at(self, x):
+        return self.intercept + self.slope * np.asarray(x, dtype=float)
+
+
+def fit_straight_line(x, y, sigma=None, *, rule: str = "inflate") -> StraightLine:
+    """Weighted least-squares straight line, in closed form, x centred for conditioning.
+
+    Parameters
+    ----------
+    x, y : array_like
+    sigma : array_like, optional
+        Standard errors of ``y``; without them the scatter sets the errors.
+    rule : str
+        Error scaling, see :func:`covariance_scale`.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 3 points (without sigma: a line with an error needs a
+        degree of freedom) or 2 (with sigma), or no spread in x.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = x.size
+    given = sigma is not None
+    if n < (2 if given else 3):
+        raise ValueError(f"a line with an error needs at least {2 if given else 3} points")
+    w = np.ones(n) if not given else 1.0 / np.broadcast_to(np.asarray(sigma, dtype=float), (n,)) ** 2
+    center = float(np.sum(w * x) / np.sum(w))
+    u = x - center
+    sxx = float(np.sum(w * u * u))
+    if not sxx > 0:
+        raise ValueError("a line needs at least two distinct x")
+    mean = float(np.sum(w * y) / np.sum(w))
+    slope = float(np.sum(w * u * (y - mean)) / sxx)
+    residual = y - (mean + slope * u)
+    dof = n - 2
+    chi2 = float(np.sum(w * residual**2) / dof) if dof > 0 else math.nan
+    scale = covariance_scale(chi2, given, rule) if dof > 0 else 1.0
+    var_slope = scale / sxx
+    var_mean = scale / float(np.sum(w))
+    intercept = mean - slope * center
+    cov = np.array([[var_mean + center**2 * var_slope, -center * var_slope],
+                    [-center * var_slope, var_slope]])
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    ss_res = float(np.sum((y - (intercept + slope * x)) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
+    return StraightLine(intercept, slope, cov, (float(x[0]), float(x[-1])), n, float(r2),
+                        chi2 if given else math.nan)

@@ -1,0 +1,2 @@
+"""Equations of state: one class per model, fits of P-V data, the F-f check, and the EOS stage.
+"""

@@ -1,0 +1,146 @@
+"""The integration stages (``xrd`` and ``saxs``): every point's frame to a 1D pattern.
+
+Frames are read in a background thread while the previous one is
+integrated (:class:`~dacpipe.integration.integrator.FrameIntegrator`), and
+checksummed there for provenance; a frame that cannot be used leaves a NaN
+row and its reason in the point's status, and the other points go on.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.results import StageContext, StageResult
+from ..core.units import q_from_two_theta, two_theta_from_q
+from ..io.images import read_image
+from ..io.refs import FileRecord, file_part, file_record
+from ..io.sheet import Point
+from .integrator import FrameIntegrator, IntegrationSettings
+
+def _prefetch(references: Sequence[str | None], read: Callable[[str], np.ndarray]
+              ) -> Iterator[tuple[int, np.ndarray | InputError | None, FileRecord | None]]:
+    """Frames in order, each with its file's checksum, the next one read (and
+    hashed, from the page cache) in a thread while the caller integrates this one."""
+    hashed: set[str] = set()  # frames of one HDF5 stack share a file: hash it once
+
+    def load(ref):
+        if ref is None:
+            return None, None
+        path = file_part(ref)
+        record = None if path in hashed else file_record(path)
+        hashed.add(path)
+        try:
+            return read(ref), record
+        except InputError as err:
+            return err.with_path(file_part(ref)), record
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, references[0]) if references else None
+        for i in range(len(references)):
+            current, record = pending.result()
+            pending = pool.submit(load, references[i + 1]) if i + 1 < len(references) else None
+            yield i, current, record
+
+
+def run(ctx: StageContext) -> StageResult:
+    """Integrate the ``ctx.stage`` ("xrd" or "saxs") frame of every point of the sheet.
+
+    Points without a frame, or whose frame cannot be used, get NaN rows and
+    their reason in the status; the other points are integrated.
+    """
+    sheet, kind = ctx.sheet, ctx.stage
+    settings = IntegrationSettings.from_config(ctx.run[kind])
+    n = len(sheet.points)
+    references = [p.files.get(kind) for p in sheet.points]
+    integrator = FrameIntegrator(settings, shape=_first_shape(references))
+    shape = integrator.geometry.detector_shape
+    intensity = np.full((n, settings.npt), np.nan)
+    sigma = np.full((n, settings.npt), np.nan)
+    # The cake costs N x n_azimuthal x npt numbers: only when asked for.
+    cake = None if not settings.cake_npt_azimuthal else \
+        np.full((n, settings.cake_npt_azimuthal, settings.npt), np.nan, dtype=np.float32)
+    chi = None
+    radial = None
+    status = ["ok"] * n
+    methods = set()
+    inputs: list[str | FileRecord] = [settings.poni] + [r for r in (settings.mask, settings.dark, settings.flat) if r]
+    for i, frame, record in _prefetch(references, lambda ref: read_image(ref, shape)):
+        if record is not None:
+            inputs.append(record)
+        point = sheet.points[i]
+        if frame is None:
+            status[i] = f"{kind}: not measured"
+        else:
+            try:
+                if isinstance(frame, InputError):
+                    raise frame
+                pattern = integrator.integrate(frame, _normalization(point, settings))
+            except InputError as err:
+                err = err.with_path(file_part(references[i]))
+                status[i] = f"{kind} skipped: {err}"
+                ctx.warn_point(point.point, str(err))
+            else:
+                intensity[i], sigma[i] = pattern.intensity, pattern.sigma
+                radial = pattern.radial if radial is None else radial
+                if cake is not None:
+                    cake[i], chi = pattern.cake, pattern.chi_deg
+                methods.add(pattern.method)
+        ctx.progress(i + 1, n)
+
+    if radial is None:  # no frame could be integrated: axes from the geometry alone
+        radial = _empty_radial(integrator, settings)
+    q_A, two_theta = _axes(radial, settings.unit, integrator.wavelength_A)
+    attrs = {"poni": settings.poni, "poni_convention": settings.poni_convention,
+             "wavelength_A": integrator.wavelength_A, "unit": settings.unit, "npt": settings.npt,
+             "method": ", ".join(sorted(methods)), "rejection": settings.rejection,
+             "polarization_factor": math.nan if settings.polarization_factor is None
+             else settings.polarization_factor, "mask": settings.mask or ""}
+    datasets = {"I": intensity, "I_errors": sigma}
+    axes = {"q": q_A, "two_theta": two_theta}
+    if cake is not None:
+        datasets["cake/I"] = cake
+        axes["cake/chi_deg"] = chi if chi is not None else np.full(settings.cake_npt_azimuthal, np.nan)
+        axes["cake/radial"] = radial
+    return StageResult(stage=kind, point_ids=sheet.point_ids, status=status, attrs=attrs, inputs=inputs,
+                       datasets=datasets, axes=axes)
+
+
+def _normalization(point: Point, settings: IntegrationSettings) -> float:
+    if settings.normalization != "monitor":
+        return 1.0
+    if not (math.isfinite(point.monitor) and point.monitor > 0):
+        raise InputError(f"normalization by monitor, but the sheet gives monitor {point.monitor!r}")
+    return point.monitor
+
+
+def _first_shape(references: Iterable[str | None]) -> tuple[int, int] | None:
+    """The shape of the first readable frame, for PONI files that do not give one."""
+    for ref in references:
+        if ref is None:
+            continue
+        try:
+            return read_image(ref).shape
+        except InputError:
+            continue
+    return None
+
+
+def _axes(radial: np.ndarray, unit: str, wavelength_A: float) -> tuple[np.ndarray, np.ndarray]:
+    if unit == "2th_deg":
+        return q_from_two_theta(radial, wavelength_A), radial
+    q_A = radial / 10.0 if unit == "q_nm^-1" else radial
+    return q_A, two_theta_from_q(q_A, wavelength_A)
+
+
+def _empty_radial(integrator: FrameIntegrator, settings: IntegrationSettings) -> np.ndarray:
+    shape = integrator.geometry.detector_shape
+    if shape is None:
+        return np.full(settings.npt, np.nan)
+    result = integrator.geometry.integrator.integrate1d(np.zeros(shape, np.float32), settings.npt,
+                                                        unit=settings.unit, method=settings.method)
+    return np.asarray(result.radial)

@@ -1,0 +1,551 @@
+"""Read 2D detector frames and masks, and refuse damaged files loudly.
+
+Image formats are fabio's business (TIFF, EDF, CBF, MarCCD, SPE, Fit2D masks
+and the rest); HDF5 and NeXus stacks are read with h5py. This module adds what
+neither does: checks that turn every damaged file into an
+:class:`~dacpipe.core.errors.InputError`. Which frame of which file to read is
+a reference (``"scan.h5::/entry/data/data@7"``), parsed by
+:mod:`dacpipe.io.refs`; HDF5 without a dataset path gives the NeXus default
+signal when it is a detector image, otherwise the only dataset that looks
+like one.
+
+Why the extra checks: fabio does not always fail on a damaged file. A
+truncated TIFF comes back with ``data=None``, a truncated EDF as an array
+zero-padded to the size its header announces (indistinguishable from real
+dark pixels), a truncated CBF as a bare ``AssertionError`` -- or, cut inside
+its header, as an endless loop -- a CBF with damaged data bytes as an image
+and a logged checksum error, a truncated SPE as a numpy ``ValueError``. Every
+reader here compares what the header promises with what the file holds
+(EDF, CBF size and MD5, SPE), and every returned frame is 2D, numeric, of
+the expected shape when one is given, and has at least one finite pixel.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import gzip
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+
+import fabio
+import fabio.cbfimage
+import fabio.edfimage
+import h5py
+import numpy as np
+
+from ..core.errors import InputError
+from .refs import FileRef, parse_reference
+
+try:  # registers the HDF5 compression filters of Eiger/Lambda files (bitshuffle, LZ4, ...)
+    import hdf5plugin  # noqa: F401
+except ImportError:  # pragma: no cover - without it, compressed datasets raise a clear InputError
+    hdf5plugin = None
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".nexus", ".cxi")
+# The largest area detectors have ~2e7 pixels; a header that asks for more
+# than 2**28 is damaged, and reading it would only exhaust memory.
+MAX_FRAME_PIXELS = 2**28
+# Dataset names that hold calibration arrays next to the image, never the image.
+_NOT_IMAGE_WORDS = ("mask", "flat", "dark", "background", "bkg", "gain", "pedestal", "calib")
+# NXdata axis units of an already integrated pattern (2theta, q, chi), not of pixels.
+_INTEGRATED_UNITS = re.compile(r"deg|rad|theta|2th|chi|\bq\b|a\^-1|nm\^-1|1/a|1/nm|angstrom\^-1", re.I)
+_MAX_REASON = 160  # characters of a library's own message kept in a reason
+
+
+def read_image(reference: str | os.PathLike | FileRef,
+               expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read one detector frame as a 2D float32 array.
+
+    Parameters
+    ----------
+    reference : str, Path or FileRef
+        See :func:`parse_reference`.
+    expected_shape : (int, int), optional
+        (rows, columns) of the detector; a frame of another shape is refused.
+
+    Returns
+    -------
+    ndarray
+        float32, 2D, C-contiguous, a copy owned by the caller. Integer
+        counts above 2**24 lose their last digits in float32, far below the
+        counting noise of such pixels.
+
+    Raises
+    ------
+    InputError
+        Missing, empty, truncated or unreadable file; missing dataset; frame
+        out of range or not named in a multi-frame file; not a 2D numeric
+        frame; wrong shape; no finite pixel.
+    """
+    ref = parse_reference(reference)
+    data = _read_frame(ref)
+    path = ref.path
+    if data.dtype.kind not in "biuf":
+        raise InputError(f"image data has type {data.dtype}, not numbers", path)
+    _check_shape(data.shape, expected_shape, "image", path)
+    image = np.array(data, dtype=np.float32, order="C")  # a copy: never a view into a file buffer
+    if not np.isfinite(image).any():
+        raise InputError("image has no finite pixel value (all NaN or infinite)", path)
+    return image
+
+
+def read_mask(path: str | os.PathLike | FileRef,
+              shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a mask file; True marks a pixel to leave out.
+
+    Parameters
+    ----------
+    path : str, Path or FileRef
+        A Dioptas ``.mask`` (TIFF), EDF, NumPy ``.npy``, Fit2D ``.msk`` or any
+        image fabio reads; HDF5 references (``file.nxs::/entry/mask``) work as
+        in :func:`read_image`. Non-zero (and NaN) values are masked.
+    shape : (int, int), optional
+        (rows, columns) of the detector; a mask of another shape is refused.
+
+    Returns
+    -------
+    ndarray
+        bool, 2D.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_image`, and for a mask of the wrong shape.
+    """
+    ref = parse_reference(path)
+    if ref.dataset is None and ref.path.suffix.lower() == ".npy":
+        data = _read_npy(ref)
+    else:
+        data = _read_frame(ref)
+    if data.dtype.kind not in "biuf":
+        raise InputError(f"mask data has type {data.dtype}, not numbers", ref.path)
+    _check_shape(data.shape, shape, "mask", ref.path)
+    # != 0 on the native dtype: a float32 cast first would turn 1e-50 into 0.
+    # NaN != 0 is True, so NaN pixels count as masked.
+    return np.ascontiguousarray(data != 0)
+
+
+def frame_count(reference: str | os.PathLike | FileRef) -> int:
+    """Number of frames in a file or HDF5 dataset (1 for a plain image).
+
+    A frame index in ``reference`` is ignored.
+
+    Raises
+    ------
+    InputError
+        The file or dataset cannot be opened.
+    """
+    ref = parse_reference(reference)
+    _check_file(ref.path)
+    if _is_hdf5(ref):
+        with _open_hdf5(ref.path) as h5:
+            name, dset = _find_dataset(h5, ref)
+            return _hdf5_frames(dset, name, ref.path)
+    with _open_fabio(ref.path) as img:
+        return int(img.nframes)
+
+
+# --- reading -------------------------------------------------------------
+
+def _read_frame(ref: FileRef) -> np.ndarray:
+    """The frame ``ref`` names, in the file's own dtype, squeezed to 2D."""
+    _check_file(ref.path)
+    if _is_hdf5(ref):
+        data = _read_hdf5(ref)
+    else:
+        data = _read_fabio(ref)
+    if data is None:
+        raise InputError("no data in file", ref.path)
+    data = np.asarray(data)
+    if data.ndim == 3 and data.shape[0] == 1:  # a one-frame stack is an image
+        data = data[0]
+    if data.ndim != 2:
+        raise InputError(f"data has shape {_fmt(data.shape)}, not a 2D image", ref.path)
+    if data.size == 0:
+        raise InputError(f"image is empty (shape {_fmt(data.shape)})", ref.path)
+    return data
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError("file not found", path)
+    if path.is_dir():
+        raise InputError("is a directory, not a file", path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read file ({_describe(exc)})", path) from None
+    if size == 0:
+        raise InputError("empty file", path)
+
+
+def _is_hdf5(ref: FileRef) -> bool:
+    """Whether ``ref`` is to be read with h5py; refuses '::' on non-HDF5 files."""
+    try:
+        signature = h5py.is_hdf5(str(ref.path))
+    except Exception:  # unreadable file: let the reader report it
+        signature = False
+    if signature:
+        return True
+    if ref.dataset is not None:
+        raise InputError(f"not an HDF5 file, but an HDF5 dataset ({ref.dataset}) was asked for", ref.path)
+    if ref.path.suffix.lower() in HDF5_SUFFIXES:
+        # fabio would only say "could not identify"; the real cause is damage
+        raise InputError("not a valid HDF5 file (no HDF5 signature; truncated or damaged?)", ref.path)
+    return False
+
+
+# --- fabio formats ---------------------------------------------------------
+
+def _open_fabio(path: Path):
+    """fabio.open, with every failure turned into an InputError."""
+    _check_cbf_binary(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF" and the like: we check ourselves
+            return fabio.open(str(path))
+    except InputError:
+        raise
+    except Exception as exc:
+        message = str(exc).lower()
+        if "could not identify" in message or "not a valid" in message:
+            reason = "not an image format fabio can read"
+        else:
+            kind = path.suffix.lstrip(".").upper() or "image"
+            reason = f"truncated or damaged {kind} file (fabio: {_describe(exc)})"
+        raise InputError(reason, path) from None
+
+
+def _cbf_content(path: Path) -> bytes | None:
+    """The (decompressed) bytes of a file fabio will read as CBF, else None."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    compressor = {".gz": gzip.open, ".bz2": bz2.open}.get(suffixes[-1] if suffixes else "")
+    try:
+        with (compressor or open)(path, "rb") as stream:
+            head = stream.read(16)
+            if not (".cbf" in suffixes or head.startswith(b"###CBF")):
+                return None
+            return head + stream.read()
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputError(f"truncated or damaged compressed file ({_describe(exc)})", path) from None
+
+
+def _check_cbf_binary(path: Path) -> None:
+    """Refuse a CBF file whose binary section never starts.
+
+    fabio (2026.6) loops forever on such a file: it reads past the end of the
+    file waiting for the 4-byte binary start marker. A CBF cut inside its
+    header is exactly that file.
+    """
+    content = _cbf_content(path)
+    if content is not None and fabio.cbfimage.CbfImage.STARTER not in content:
+        if not content.startswith(b"###CBF"):
+            raise InputError("not a CBF file (neither a CBF header nor a binary section)", path)
+        raise InputError("truncated CBF: the binary data section never starts", path)
+
+
+def _check_cbf_complete(header, path: Path) -> None:
+    """Size and MD5 of the CBF binary section against its MIME header.
+
+    fabio decodes what is there and only logs a checksum mismatch.
+    """
+    content = _cbf_content(path)
+    try:
+        binary_size = int(header["X-Binary-Size"])
+    except (KeyError, ValueError, TypeError):
+        return
+    start = content.find(fabio.cbfimage.CbfImage.STARTER) + len(fabio.cbfimage.CbfImage.STARTER)
+    blob = content[start:start + binary_size]
+    if len(blob) < binary_size:
+        raise InputError(f"truncated CBF: header says the binary section has {binary_size} bytes, "
+                         f"the file holds {len(blob)}", path)
+    expected_md5 = str(header.get("Content-MD5", "")).strip()
+    if expected_md5:
+        actual = base64.b64encode(hashlib.md5(blob).digest()).decode("ascii")
+        if actual != expected_md5:
+            raise InputError("damaged CBF: the binary data do not match their Content-MD5 checksum", path)
+
+
+def _read_fabio(ref: FileRef) -> np.ndarray:
+    path = ref.path
+    with _open_fabio(path) as img:
+        nframes = int(img.nframes)
+        index = _choose_frame(nframes, ref, f"{_kind(img)} file has {nframes} frames")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _check_complete_before_read(img, index, path)
+                data = img.data if nframes == 1 else img.get_frame(index).data
+                if data is not None:
+                    data = np.array(data)  # detach from fabio's file buffer before close
+                _check_complete_after_read(img, data, path)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"truncated or damaged {_kind(img)} file (fabio: {_describe(exc)})", path) from None
+    return data
+
+
+def _check_complete_before_read(img, index: int, path: Path) -> None:
+    """Compare the bytes a header promises with the file, before reading data.
+
+    Done before the data are touched so that a damaged header asking for an
+    absurd size fails here, not in a huge allocation.
+    """
+    if isinstance(img, fabio.edfimage.EdfImage):
+        _check_edf_frame(img.get_frame(index), path)
+
+
+def _check_edf_frame(frame, path: Path) -> None:
+    header = {str(k).upper(): str(v) for k, v in frame.header.items()}
+    shape = tuple(int(n) for n in frame.shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    if count > MAX_FRAME_PIXELS:
+        raise InputError(f"EDF header declares an implausible {_fmt(shape)} image", path)
+    try:
+        itemsize = np.dtype(fabio.edfimage.DATA_TYPES[header.get("DATATYPE", "UnsignedShort")]).itemsize
+    except (KeyError, TypeError):
+        raise InputError(f"EDF header has unknown DataType {header.get('DATATYPE')!r}", path) from None
+    need_data = count * itemsize
+    compression = header.get("COMPRESSION", "NONE").strip().upper()
+    compressed = not (compression in ("", "NONE") or compression.startswith("NO"))
+    wrapped = path.suffix.lower() in (".gz", ".bz2")  # on-disk size says nothing about the content
+    external = "EDF_BINARYFILENAME" in header
+    if not (compressed or wrapped or external):
+        size = path.stat().st_size
+        need = int(frame.start) + need_data
+        if need > size:
+            raise InputError(f"truncated EDF: header says the data end at byte {need}, the file has {size}", path)
+        if frame.blobsize is not None and int(frame.blobsize) < need_data:
+            raise InputError(f"damaged EDF: header Size {frame.blobsize} is smaller than the {need_data} "
+                             f"bytes a {_fmt(shape)} {header.get('DATATYPE')} image needs", path)
+    if getattr(frame, "incomplete_data", False):  # fabio's own flag (a short read of the blob)
+        raise InputError("truncated EDF: the data block ends early", path)
+
+
+def _check_complete_after_read(img, data, path: Path) -> None:
+    kind = _kind(img)
+    if data is None:
+        # fabio's TIFF readers return data=None when the strips run past the
+        # end of the file, and also for a file that is no TIFF at all
+        with open(path, "rb") as stream:
+            magic = stream.read(4)
+        if "TIFF" in kind and magic not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            raise InputError(f"not a {kind} file (no TIFF signature)", path)
+        raise InputError(f"truncated {kind}: fabio returned no data", path)
+    if isinstance(img, fabio.cbfimage.CbfImage):
+        _check_cbf_complete(img.header, path)
+    if type(img).__name__ == "SpeImage":
+        try:
+            header = img.header
+            need = 4100 + int(header["num_frames"]) * int(header["x_dim"]) * int(header["y_dim"]) * data.dtype.itemsize
+        except (KeyError, ValueError, TypeError):
+            return
+        size = path.stat().st_size
+        if need > size:
+            raise InputError(f"truncated SPE: header says the data end at byte {need}, the file has {size}", path)
+
+
+def _read_npy(ref: FileRef) -> np.ndarray:
+    _check_file(ref.path)
+    if ref.frame not in (None, 0):
+        raise InputError(f".npy file has 1 array, frame {ref.frame} asked for", ref.path)
+    try:
+        data = np.load(ref.path, allow_pickle=False)  # never unpickle a file we were handed
+    except Exception as exc:
+        raise InputError(f"not a readable .npy array ({_describe(exc)})", ref.path) from None
+    if not isinstance(data, np.ndarray):
+        raise InputError(".npy file holds no array", ref.path)
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 2:
+        raise InputError(f"data has shape {_fmt(data.shape)}, not a 2D image", ref.path)
+    return data
+
+
+# --- HDF5 / NeXus ------------------------------------------------------------
+
+def _open_hdf5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except Exception as exc:
+        raise InputError(f"truncated or damaged HDF5 file (h5py: {_describe(exc)})", path) from None
+
+
+def _read_hdf5(ref: FileRef) -> np.ndarray:
+    path = ref.path
+    with _open_hdf5(path) as h5:
+        name, dset = _find_dataset(h5, ref)
+        nframes = _hdf5_frames(dset, name, path)
+        if dset.dtype.kind not in "biuf":
+            raise InputError(f"HDF5 dataset {name} has type {dset.dtype}, not numbers", path)
+        index = _choose_frame(nframes, ref, f"HDF5 dataset {name} has {nframes} frames", name)
+        frame_shape = dset.shape[-2:]
+        if int(np.prod(frame_shape, dtype=np.int64)) > MAX_FRAME_PIXELS:
+            raise InputError(f"HDF5 dataset {name} has implausible frames of {_fmt(frame_shape)}", path)
+        try:
+            return dset[index] if dset.ndim == 3 else dset[()]
+        except Exception as exc:  # missing compression filter, truncated chunk
+            raise InputError(f"cannot read HDF5 dataset {name} (h5py: {_describe(exc)})", path) from None
+
+
+def _hdf5_frames(dset: h5py.Dataset, name: str, path: Path) -> int:
+    if dset.ndim == 2:
+        return 1
+    if dset.ndim == 3:
+        return int(dset.shape[0])
+    raise InputError(f"HDF5 dataset {name} has shape {_fmt(dset.shape)}, not an image or a stack of images", path)
+
+
+def _find_dataset(h5: h5py.File, ref: FileRef) -> tuple[str, h5py.Dataset]:
+    """The dataset ``ref`` names, or the one image dataset of the file."""
+    path = ref.path
+    if ref.dataset is not None:
+        try:
+            obj = h5.get(ref.dataset)
+        except Exception as exc:  # broken external or soft link
+            raise InputError(f"cannot open HDF5 object {ref.dataset} (h5py: {_describe(exc)})", path) from None
+        if obj is None:
+            raise InputError(f"HDF5 file has no dataset {ref.dataset}", path)
+        if isinstance(obj, h5py.Group):
+            signal = _nxdata_signal(obj)
+            if signal is None:
+                raise InputError(f"HDF5 object {ref.dataset} is a group, not a dataset", path)
+            return signal.name, signal
+        if not isinstance(obj, h5py.Dataset):
+            raise InputError(f"HDF5 object {ref.dataset} is not a dataset", path)
+        return obj.name, obj
+
+    rejected = None
+    default = _nexus_default_signal(h5)
+    if default is not None:
+        if _is_image_dataset(default) and not _looks_integrated(default):
+            return default.name, default
+        rejected = default.name
+    candidates = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.name != rejected and _is_image_dataset(obj):
+            base = name.rsplit("/", 1)[-1].lower()
+            if not any(word in base for word in _NOT_IMAGE_WORDS):
+                candidates.append(obj.name)
+
+    h5.visititems(visit)
+    hint = f"name one as {path.name}::/path/to/dataset"
+    if len(candidates) == 1:
+        return candidates[0], h5[candidates[0]]
+    if not candidates:
+        note = f" (its NeXus default {rejected} is not a detector image)" if rejected else ""
+        raise InputError(f"no image dataset found in HDF5 file{note}; {hint}", path)
+    listed = ", ".join(candidates[:4]) + (", ..." if len(candidates) > 4 else "")
+    raise InputError(f"{len(candidates)} HDF5 datasets could be the image ({listed}); {hint}", path)
+
+
+def _is_image_dataset(dset: h5py.Dataset) -> bool:
+    # bool arrays are masks; tiny last dimensions are tables such as (n, 2) positions
+    return (dset.ndim in (2, 3) and dset.dtype.kind in "iuf"
+            and min(dset.shape[-2:]) >= 16)
+
+
+def _nexus_default_signal(h5: h5py.File):
+    """Follow the NeXus ``default`` attributes from the root to an NXdata signal."""
+    group = h5
+    for _ in range(4):  # root -> NXentry -> (NXsubentry) -> NXdata
+        signal = _nxdata_signal(group)
+        if signal is not None:
+            return signal
+        name = _attr_text(group.attrs.get("default"))
+        if not name or not isinstance(group.get(name), h5py.Group):
+            return None
+        group = group[name]
+    return None
+
+
+def _nxdata_signal(group: h5py.Group):
+    if _attr_text(group.attrs.get("NX_class")) != "NXdata":
+        return None
+    name = _attr_text(group.attrs.get("signal"))
+    if name and isinstance(group.get(name), h5py.Dataset):
+        return group[name]
+    for name, obj in group.items():  # NeXus before 2014 marked the signal on the dataset
+        if isinstance(obj, h5py.Dataset) and _attr_text(obj.attrs.get("signal")) in ("1", "True", "true"):
+            return obj
+    return None
+
+
+def _looks_integrated(signal: h5py.Dataset) -> bool:
+    """True for an NXdata signal of already integrated patterns (50 x 4038 in 2theta)."""
+    interpretation = _attr_text(signal.attrs.get("interpretation"))
+    if interpretation in ("spectrum", "scalar"):
+        return True
+    if interpretation == "image":
+        return False
+    group = signal.parent
+    axes = group.attrs.get("axes")
+    if axes is None:
+        return False
+    axes = [_attr_text(a) for a in np.atleast_1d(axes)]
+    if len(axes) != signal.ndim or axes[-1] in ("", "."):
+        return False
+    axis = group.get(axes[-1])
+    if not isinstance(axis, h5py.Dataset):
+        return False
+    labels = " ".join(_attr_text(axis.attrs.get(key)) for key in ("units", "unit", "long_name"))
+    return bool(_INTEGRATED_UNITS.search(labels))
+
+
+def _attr_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# --- shared checks -------------------------------------------------------------
+
+def _choose_frame(nframes: int, ref: FileRef, what: str, dataset: str | None = None) -> int:
+    """The 0-based frame to read; a stack without an index is refused, not guessed."""
+    if nframes < 1:
+        raise InputError(f"{what}, nothing to read", ref.path)
+    if ref.frame is None:
+        if nframes == 1:
+            return 0
+        example = f"{ref.path.name}::{dataset}@N" if dataset else f"{ref.path.name}@N"
+        raise InputError(f"{what}; name one as {example}", ref.path)
+    if ref.frame >= nframes:
+        raise InputError(f"{what}, frame {ref.frame} asked for", ref.path)
+    return ref.frame
+
+
+def _check_shape(shape, expected, what: str, path: Path) -> None:
+    if expected is None:
+        return
+    expected = tuple(int(n) for n in expected)
+    if tuple(shape) != expected:
+        raise InputError(f"{what} is {_fmt(shape)} but the detector is {_fmt(expected)}", path)
+
+
+def _kind(img) -> str:
+    """A short format name for messages: 'TIFF', 'EDF', 'CBF', ..."""
+    name = type(img).__name__
+    return {"TifImage": "TIFF", "PilatusImage": "Pilatus TIFF", "MarccdImage": "MarCCD TIFF",
+            "EdfImage": "EDF", "CbfImage": "CBF", "SpeImage": "SPE",
+            "Fit2dMaskImage": "Fit2D mask"}.get(name, name.removesuffix("Image") or "image")
+
+
+def _fmt(shape) -> str:
+    return "x".join(str(int(n)) for n in shape) or "scalar"
+
+
+def _describe(exc: BaseException) -> str:
+    """``ExcType: message`` on one line, cut short: a reason, not a traceback."""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."

@@ -1,0 +1,135 @@
+"""Pressure dependence of an energy (band gap, PL peak): E(P) = E0 + alpha P (+ beta P^2)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.lsq import covariance_scale
+
+MODELS = ("auto", "quadratic", "linear")
+
+
+@dataclass(frozen=True, eq=False)
+class PressureFit:
+    """``E(P) = E0 + alpha P + beta P^2`` (beta NaN for the linear model).
+
+    Attributes
+    ----------
+    model : str
+        ``"quadratic"`` or ``"linear"``.
+    E0_eV, alpha_eV_per_GPa, beta_eV_per_GPa2 : float
+        Coefficients; alpha is dE/dP at zero pressure.
+    E0_err_eV, alpha_err_eV_per_GPa, beta_err_eV_per_GPa2 : float
+        Standard errors.
+    covariance : ndarray
+        3x3 covariance of (E0, alpha, beta); the beta row and column are NaN
+        for the linear model.
+    n_points : int
+    pressure_min_GPa, pressure_max_GPa : float
+    reduced_chi2 : float
+        NaN when there are no degrees of freedom or no point errors.
+    error_scale : float
+        Factor applied to the covariance: the Birge ratio sqrt(chi2_red)
+        when above 1 (the scatter says the point errors are too small), else 1.
+    """
+
+    model: str
+    E0_eV: float
+    E0_err_eV: float
+    alpha_eV_per_GPa: float
+    alpha_err_eV_per_GPa: float
+    beta_eV_per_GPa2: float
+    beta_err_eV_per_GPa2: float
+    covariance: np.ndarray
+    n_points: int
+    pressure_min_GPa: float
+    pressure_max_GPa: float
+    reduced_chi2: float
+    error_scale: float
+
+    def energy_eV(self, pressure_GPa):
+        """The fitted E at ``pressure_GPa``."""
+        p = np.asarray(pressure_GPa, dtype=float)
+        beta = 0.0 if self.model == "linear" else self.beta_eV_per_GPa2
+        return self.E0_eV + self.alpha_eV_per_GPa * p + beta * p * p
+
+
+def fit_energy_vs_pressure(pressure_GPa, energy_eV, energy_err_eV=None, *, model: str = "auto",
+                           pressure_err_GPa=None) -> PressureFit:
+    """Weighted least squares of ``E(P) = E0 + alpha P (+ beta P^2)``.
+
+    Parameters
+    ----------
+    pressure_GPa, energy_eV : array_like
+        Points; non-finite pairs are left out.
+    energy_err_eV : array_like, optional
+        Standard errors of E. Without them (or when any is not a positive
+        number) the fit is unweighted and its errors come from the scatter.
+    model : {"auto", "quadratic", "linear"}
+        ``"auto"``: quadratic with >= 4 points (one more than its three
+        parameters, so the scatter is measured), linear with 2-3.
+        ``"quadratic"`` with fewer than 4 points falls back to linear.
+    pressure_err_GPa : array_like, optional
+        Pressure errors, turned into energy errors through the fitted slope
+        (effective variance, Orear, Am. J. Phys. 50, 912 (1982); two passes).
+
+    Returns
+    -------
+    PressureFit
+        The covariance is ``(X^T W X)^-1`` times max(1, chi2_red) (Birge
+        ratio squared): the errors never claim more than the points' own
+        errors allow, and grow when the scatter exceeds them. With 2 points
+        and a line there is no scatter to judge; the errors are the points'.
+
+    Raises
+    ------
+    InputError
+        Fewer than 2 usable points, or all at one pressure.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    p = np.asarray(pressure_GPa, dtype=float).ravel()
+    E = np.asarray(energy_eV, dtype=float).ravel()
+    s = np.full(p.shape, np.nan) if energy_err_eV is None else np.asarray(energy_err_eV, dtype=float).ravel()
+    sp = np.zeros(p.shape) if pressure_err_GPa is None else np.asarray(pressure_err_GPa, dtype=float).ravel()
+    keep = np.isfinite(p) & np.isfinite(E)
+    p, E, s, sp = p[keep], E[keep], s[keep], np.where(np.isfinite(sp[keep]), sp[keep], 0.0)
+    n = p.size
+    if n < 2:
+        raise InputError(f"{n} point(s) with an energy and a pressure; a fit needs at least 2")
+    if np.ptp(p) <= 0:
+        raise InputError(f"all {n} points are at {p[0]:g} GPa")
+    chosen = "quadratic" if (model in ("auto", "quadratic") and n >= 4) else "linear"
+    k = 3 if chosen == "quadratic" else 2
+    X = np.vander(p, k, increasing=True)
+    weighted = bool(np.all(np.isfinite(s) & (s > 0)))
+    sigma2 = s**2 if weighted else np.ones(n)
+    coef = np.zeros(k)
+    for _ in range(2 if weighted and np.any(sp > 0) else 1):
+        slope = coef[1] + (2.0 * coef[2] * p if k == 3 else 0.0)
+        var = sigma2 + (slope * sp) ** 2 if weighted else sigma2
+        w = 1.0 / var
+        normal = X.T @ (X * w[:, None])
+        coef = np.linalg.solve(normal, X.T @ (w * E))
+    cov = np.linalg.inv(normal)
+    dof = n - k
+    residual = E - X @ coef
+    chi2 = float(np.sum(w * residual**2) / dof) if dof > 0 else math.nan
+    # No errors and no scatter (2 points, a line): the errors are unknown.
+    scale = covariance_scale(chi2, weighted) if dof > 0 else (1.0 if weighted else math.nan)
+    if not weighted:
+        chi2 = math.nan
+    cov = cov * scale
+    full = np.full((3, 3), np.nan)
+    full[:k, :k] = cov
+    err = np.sqrt(np.diag(full))
+    beta = float(coef[2]) if k == 3 else math.nan
+    return PressureFit(model=chosen, E0_eV=float(coef[0]), E0_err_eV=float(err[0]),
+                       alpha_eV_per_GPa=float(coef[1]), alpha_err_eV_per_GPa=float(err[1]),
+                       beta_eV_per_GPa2=beta, beta_err_eV_per_GPa2=float(err[2]), covariance=full,
+                       n_points=n, pressure_min_GPa=float(p.min()), pressure_max_GPa=float(p.max()),
+                       reduced_chi2=chi2, error_scale=float(math.sqrt(scale)) if np.isfinite(scale) else math.nan)

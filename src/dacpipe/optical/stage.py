@@ -1,0 +1,270 @@
+"""The optical stage: absorption edges and photoluminescence of every point, and E(P) per phase.
+
+Spectra are read by :func:`dacpipe.io.spectra.read_xy` (plain text, CSV,
+Ocean Optics, SPE, JCAMP-DX) and put on a photon-energy axis
+(:mod:`dacpipe.optical.spectra`): ``E = hc / lambda``, or ``E = hc x
+wavenumber (cm^-1)`` (CODATA 2018). Intensities that are densities per
+unit of the axis (PL counts per nm) are multiplied by the Jacobian
+``|d lambda / dE| = lambda^2 / hc`` so that the area of a band is the same
+in both axes and its maximum lies where the emission per unit energy
+peaks; without it a band at 0.4 eV would move by a few meV and change
+shape. Absorbance is not a density (it is a ratio of two intensities at
+the same wavelength) and is never Jacobian-scaled.
+
+Absorption is configured as absorbance, as transmission (A = -log10 T,
+fraction or percent) or as the sample intensity with a reference spectrum
+I0 named in the config (A = -log10(I / I0), the reference interpolated
+onto the sample's energies). The gap of each point comes from
+:func:`dacpipe.optical.tauc.tauc_gap`, the emission peak from
+:func:`dacpipe.optical.pl.fit_pl_peak`; the pressure dependence of each is
+fitted per structural phase (:func:`dacpipe.optical.pressure_fit.fit_energy_vs_pressure`).
+A spectrum that cannot be used (bad file, no edge, no peak) leaves NaN in
+its point's values and its reason in the point's status, and the stage
+goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..core.errors import ConfigError, InputError
+from ..core.results import StageContext, StageResult, Upstream
+from ..io.config import validate_section
+from ..io.sheet import Sheet
+from .pl import EmissionFit, fit_pl_peak
+from .pressure_fit import PressureFit, fit_energy_vs_pressure
+from .spectra import absorbance_from, read_optical
+from .tauc import TRANSITIONS, TaucFit, tauc_gap
+
+
+def settings(optical_cfg: dict | None) -> dict:
+    """The ``optical`` section checked against the config schema, every default filled in.
+
+    Raises
+    ------
+    ConfigError
+        An unknown value for a choice, or ``quantity: intensity`` without a reference.
+    """
+    cfg = validate_section("optical", optical_cfg)
+    if cfg["absorption"]["quantity"] == "intensity" and not cfg["absorption"]["reference"]:
+        raise ConfigError("optical.absorption.quantity is intensity but optical.absorption.reference is null")
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------
+
+_GAP_FIELDS = ("band_gap_eV", "band_gap_err_eV", "band_gap_stat_err_eV", "window_spread_eV",
+               "zero_line_gap_eV", "inflection_eV", "window_lo_eV", "window_hi_eV", "baseline_lo_eV",
+               "baseline_hi_eV", "tauc_edge_intercept", "tauc_edge_slope", "tauc_edge_r_squared",
+               "tauc_baseline_intercept", "tauc_baseline_slope", "absorbance_baseline_intercept",
+               "absorbance_baseline_slope")
+_PL_FIELDS = ("energy_eV", "energy_err_eV", "fwhm_eV", "fwhm_err_eV", "area", "area_err", "amplitude",
+              "eta", "snr", "window_lo_eV", "window_hi_eV")
+
+
+def _gap_values(fit: TaucFit) -> dict[str, float]:
+    return {"band_gap_eV": fit.band_gap_eV, "band_gap_err_eV": fit.band_gap_err_eV,
+            "band_gap_stat_err_eV": fit.band_gap_stat_err_eV, "window_spread_eV": fit.window_spread_eV,
+            "zero_line_gap_eV": fit.zero_line_gap_eV, "inflection_eV": fit.inflection_eV,
+            "window_lo_eV": fit.edge.window[0], "window_hi_eV": fit.edge.window[1],
+            "baseline_lo_eV": fit.baseline.window[0], "baseline_hi_eV": fit.baseline.window[1],
+            "tauc_edge_intercept": fit.edge.intercept, "tauc_edge_slope": fit.edge.slope,
+            "tauc_edge_r_squared": fit.edge.r_squared, "tauc_baseline_intercept": fit.baseline.intercept,
+            "tauc_baseline_slope": fit.baseline.slope,
+            "absorbance_baseline_intercept": fit.absorbance_baseline[0],
+            "absorbance_baseline_slope": fit.absorbance_baseline[1]}
+
+
+def _pl_values(fit: EmissionFit) -> dict[str, float]:
+    return {"energy_eV": fit.energy_eV, "energy_err_eV": fit.energy_err_eV, "fwhm_eV": fit.fwhm_eV,
+            "fwhm_err_eV": fit.fwhm_err_eV, "area": fit.area, "area_err": fit.area_err,
+            "amplitude": fit.amplitude, "eta": fit.eta, "snr": fit.snr,
+            "window_lo_eV": fit.window_eV[0], "window_hi_eV": fit.window_eV[1]}
+
+
+def _fit_extras(prefix: str, fit: PressureFit, point_ids: list[str]) -> dict[str, np.ndarray]:
+    values = {"E0_eV": fit.E0_eV, "E0_err_eV": fit.E0_err_eV, "alpha_eV_per_GPa": fit.alpha_eV_per_GPa,
+              "alpha_err_eV_per_GPa": fit.alpha_err_eV_per_GPa, "beta_eV_per_GPa2": fit.beta_eV_per_GPa2,
+              "beta_err_eV_per_GPa2": fit.beta_err_eV_per_GPa2, "covariance": fit.covariance,
+              "model": fit.model, "n_points": np.int64(fit.n_points),
+              "pressure_min_GPa": fit.pressure_min_GPa, "pressure_max_GPa": fit.pressure_max_GPa,
+              "reduced_chi2": fit.reduced_chi2, "error_scale": fit.error_scale,
+              "points": np.array(point_ids, dtype=object)}
+    return {f"{prefix}/{name}": np.asarray(value) for name, value in values.items()}
+
+
+def fit_phases(pressure_GPa, energy_eV, energy_err_eV, phases: Sequence[str], point_ids: Sequence[str], *,
+               model: str = "auto", pressure_err_GPa=None,
+               warn: Callable[[str], None] = lambda message: None, what: str = "band gap"
+               ) -> dict[str, tuple[PressureFit, list[str]]]:
+    """E(P) per phase label; points with an empty label or a NaN are left out.
+
+    A phase with fewer than 2 usable points gets no fit and a ``warn`` message.
+    Returns ``{phase: (fit, point ids used)}``.
+    """
+    p = np.asarray(pressure_GPa, dtype=float)
+    E = np.asarray(energy_eV, dtype=float)
+    s = np.asarray(energy_err_eV, dtype=float)
+    sp = None if pressure_err_GPa is None else np.asarray(pressure_err_GPa, dtype=float)
+    labels = np.asarray(list(phases), dtype=object)
+    out = {}
+    for phase in dict.fromkeys(label for label in phases if label):
+        member = (labels == phase) & np.isfinite(p) & np.isfinite(E)
+        used = [point_ids[i] for i in np.flatnonzero(member)]
+        if member.sum() < 2:
+            warn(f"optical: {what} of phase {phase}: {int(member.sum())} point(s) with a value and a "
+                 "pressure, no E(P) fit (needs 2)")
+            continue
+        try:
+            fit = fit_energy_vs_pressure(p[member], E[member], s[member], model=model,
+                                                 pressure_err_GPa=None if sp is None else sp[member])
+        except InputError as err:
+            warn(f"optical: {what} of phase {phase}: {err}")
+            continue
+        if model == "quadratic" and fit.model == "linear":
+            warn(f"optical: {what} of phase {phase}: {fit.n_points} points, linear fit instead of quadratic")
+        out[phase] = (fit, used)
+    return out
+
+
+def run(ctx: StageContext) -> StageResult:
+    """The optical stage of a run: :func:`optical_series` on its sheet, with the
+    points' pressures (``upstream["pressure"]``) and, when the run is
+    indexed, each point's dominant phase (``upstream["phases"]``)."""
+    pressure = ctx.upstream["pressure"]
+    phases = ctx.upstream.get("phases")
+    return optical_series(ctx.sheet, ctx.run["optical"], pressure["pressure_GPa"],
+                          None if phases is None else dominant_phases(phases), ctx.warn, ctx.progress,
+                          pressure_err_GPa=pressure["pressure_err_GPa"], run_id=ctx.run_id)
+
+
+def dominant_phases(phases: Upstream) -> list[str]:
+    """Per point, the present phase with the largest fraction ("" where none is)."""
+    names = [str(name) for name in phases.attrs["phases"]]
+    fraction = np.array([np.where(phases[f"{name}/present"], phases[f"{name}/fraction"], -1.0) for name in names])
+    best = np.argmax(fraction, axis=0)
+    return [names[k] if fraction[k, i] >= 0 else "" for i, k in enumerate(best)]
+
+
+def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
+                   phase_per_point: list[str] | None = None,
+                   warn: Callable[[str], None] = lambda message: None,
+                   progress: Callable[[int, int], None] = lambda done, total: None, *,
+                   pressure_err_GPa: np.ndarray | None = None, run_id: str = "") -> StageResult:
+    """Band gap and PL peak of every point, and their pressure dependence per phase.
+
+    Parameters
+    ----------
+    sheet : Sheet
+        The run's sample sheet; its ``absorption`` and ``pl`` columns.
+    optical_cfg : dict
+        The run's ``optical`` section (the schema's defaults fill what is missing).
+    pressure_GPa : ndarray
+        The pressure of each point, sheet order (NaN where unknown).
+    phase_per_point : list of str, optional
+        The dominant structural phase of each point ("" where unknown: left
+        out of the fits). None: every point in one group, "all".
+    warn : callable
+        Called with a one-line message for every spectrum or fit skipped.
+    progress : callable
+        Called with (points done, points in all) after each point.
+    pressure_err_GPa : ndarray, optional
+        Pressure errors, propagated into the E(P) fits through their slope.
+
+    Returns
+    -------
+    StageResult
+        Stage ``"optical"``: ``band_gap/...`` and ``pl_peak/...`` over the
+        points, fits in ``extra`` under ``optical/<band_gap|pl_peak>/fit/<phase>/``.
+    """
+    cfg = settings(optical_cfg)
+    n = len(sheet.points)
+    pressure = np.asarray(pressure_GPa, dtype=float).ravel()
+    if pressure.shape != (n,):
+        raise ValueError(f"pressure_GPa has {pressure.size} values for {n} points")
+    if phase_per_point is None:
+        phases = ["all"] * n
+    else:
+        if len(phase_per_point) != n:
+            raise ValueError(f"phase_per_point has {len(phase_per_point)} labels for {n} points")
+        # "/" would open a group in the store.
+        phases = [str(label or "").replace("/", "_") for label in phase_per_point]
+    ab_cfg, pl_cfg = cfg["absorption"], cfg["pl"]
+    gap = {name: np.full(n, np.nan) for name in _GAP_FIELDS}
+    pl = {name: np.full(n, np.nan) for name in _PL_FIELDS}
+    status, inputs = [], []
+    run = run_id or sheet.path.parent.name
+
+    reference, reference_error = None, None
+    if ab_cfg["quantity"] == "intensity" and any("absorption" in p.files for p in sheet.points):
+        ref_path = str(ab_cfg["reference"])
+        inputs.append(ref_path)
+        try:
+            reference = read_optical(ref_path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
+        except InputError as err:
+            reference_error = f"absorption reference {err}"
+            warn(f"{run}: optical: {reference_error}")
+
+    def measure_gap(path):
+        if reference_error:
+            raise InputError(reference_error)
+        sample = read_optical(path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
+        absorbance = absorbance_from(sample, ab_cfg["quantity"], reference)
+        return _gap_values(tauc_gap(absorbance.energy_eV, absorbance.values, transition=cfg["tauc"],
+                                            min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
+                                            baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"]))
+
+    def measure_pl(path):
+        spectrum = read_optical(path, pl_cfg["x_unit"], density=True, energy_range_eV=pl_cfg["energy_range_eV"])
+        return _pl_values(fit_pl_peak(spectrum.energy_eV, spectrum.values, profile=pl_cfg["profile"],
+                                              min_snr=pl_cfg["min_snr"], background_scale=spectrum.jacobian))
+
+    for i, point in enumerate(sheet.points):
+        reasons = []
+        for column, measure, table in (("absorption", measure_gap, gap), ("pl", measure_pl, pl)):
+            path = point.files.get(column)
+            if path is None:
+                continue
+            inputs.append(path)
+            try:
+                for name, value in measure(path).items():
+                    table[name][i] = value
+            except InputError as err:
+                err = err.with_path(path)
+                reasons.append(f"optical: {err}")
+                warn(f"{run}/{point.point}: optical: {err}")
+        status.append("; ".join(reasons) if reasons else "ok")
+        progress(i + 1, n)
+
+    ids = sheet.point_ids
+    extra: dict[str, np.ndarray] = {}
+    for group, energy, error, what in (("band_gap", gap["band_gap_eV"], gap["band_gap_err_eV"], "band gap"),
+                                       ("pl_peak", pl["energy_eV"], pl["energy_err_eV"], "PL peak")):
+        fits = fit_phases(pressure, energy, error, phases, ids, model=cfg["fit_model"],
+                          pressure_err_GPa=pressure_err_GPa, warn=warn, what=what)
+        for phase, (fit, used) in fits.items():
+            extra.update(_fit_extras(f"optical/{group}/fit/{phase}", fit, used))
+
+    method = f"tauc-{cfg['tauc']}"
+    datasets: dict[str, np.ndarray] = {"band_gap/pressure_GPa": pressure.copy(),
+                                       "band_gap/phase": np.array(phases, dtype=object),
+                                       "band_gap/method": np.array([method] * n, dtype=object)}
+    datasets.update({f"band_gap/{name}": values for name, values in gap.items()})
+    datasets.update({"pl_peak/pressure_GPa": pressure.copy(), "pl_peak/phase": np.array(phases, dtype=object),
+                     "pl_peak/method": np.array([f"{pl_cfg['profile']} fit"] * n, dtype=object)})
+    datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})
+    attrs = {"tauc": cfg["tauc"], "tauc_window": cfg["tauc_window"], "min_r2": float(cfg["min_r2"]),
+             "baseline": cfg["baseline"], "smoothing_eV": float(cfg["smoothing_eV"]),
+             "fit_model": cfg["fit_model"], "absorption_quantity": ab_cfg["quantity"],
+             "absorption_x_unit": ab_cfg["x_unit"], "absorption_reference": ab_cfg["reference"] or "",
+             "pl_x_unit": pl_cfg["x_unit"], "pl_profile": pl_cfg["profile"], "pl_min_snr": float(pl_cfg["min_snr"]),
+             "tauc_units": f"(absorbance eV)^{TRANSITIONS[cfg['tauc']]:g}; slopes per eV",
+             "references": "Tauc, Grigorovici & Vancu, phys. stat. sol. 15, 627 (1966); "
+                           "Makula, Pacia & Macyk, J. Phys. Chem. Lett. 9, 6814 (2018); "
+                           "Zanatta, Sci. Rep. 9, 11225 (2019)"}
+    return StageResult(stage="optical", point_ids=ids, datasets=datasets, extra=extra, attrs=attrs,
+                       status=status, inputs=inputs)

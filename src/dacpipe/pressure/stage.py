@@ -1,0 +1,230 @@
+"""The pressure stage: gauge spectra of every point to pressure with an honest error.
+
+For each point the gauge spectra taken before and after the exposure are
+read, fitted, corrected for temperature and converted with the configured
+scale. The point's pressure is the mean of the two; its uncertainty combines,
+in quadrature,
+
+* the fit: the standard error of the line position through dP/dx,
+* the scale: the published uncertainty of the scale's coefficients (fully
+  correlated between before and after, so it is not averaged down),
+* the drift: the pressure moved from P_before to P_after during the
+  exposure; taken as a rectangular distribution over that interval, its
+  standard uncertainty is |P_after - P_before| / (2 sqrt 3) (GUM, JCGM
+  100:2008, section 4.3.7).
+
+A spectrum that cannot be used leaves NaN in its columns and its reason in
+the point's status; the point keeps the pressure of its other spectrum.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.results import StageContext, StageResult
+from ..io.sheet import Sheet
+from ..io.spectra import nm_to_raman_shift, read_spectrum
+from .gauges import Gauge, get_gauge
+from .scales import PressureScale, get_scale, temperature_corrected_position
+
+@dataclass(frozen=True)
+class GaugeSettings:
+    """Everything needed to turn one gauge spectrum into a pressure."""
+
+    gauge: Gauge
+    scale: PressureScale
+    x0: float                      # ambient position (nm, or cm^-1 for diamond)
+    reference_temperature_K: float
+    temperature_correction: str
+    profile: str
+    x_unit: str
+    laser_nm: float | None
+    rows: tuple[int, int] | None
+    columns: tuple[int, int] | None
+
+    @classmethod
+    def from_config(cls, pressure_cfg: dict) -> "GaugeSettings":
+        gauge = get_gauge(pressure_cfg["gauge"])
+        scale = get_scale(pressure_cfg["scale"], gauge.name)
+        x0 = pressure_cfg[gauge.x0_key]
+        spectrum = pressure_cfg["spectrum"]
+        as_range = lambda r: None if r is None else (int(r[0]), int(r[1]))  # noqa: E731
+        return cls(gauge=gauge, scale=scale, x0=scale.x0_default if x0 is None else float(x0),
+                   reference_temperature_K=float(pressure_cfg["reference_temperature_K"]),
+                   temperature_correction=pressure_cfg["temperature_correction"],
+                   profile=pressure_cfg["profile"], x_unit=spectrum["x_unit"], laser_nm=spectrum["laser_nm"],
+                   rows=as_range(spectrum["rows"]), columns=as_range(spectrum["columns"]))
+
+
+@dataclass(frozen=True)
+class GaugeReading:
+    """One gauge spectrum, fitted and converted."""
+
+    fit: object                # RubyFit, SingleLineFit or EdgeFit
+    position: float            # temperature-corrected position the scale reads
+    pressure_GPa: float
+    fit_err_GPa: float         # from the position's standard error
+    scale_err_GPa: float       # from the scale's coefficients (NaN if unpublished)
+
+
+def read_gauge_spectrum(path: str, settings: GaugeSettings):
+    """Read a gauge spectrum with the axis its fit needs (nm, or cm^-1 for diamond)."""
+    if settings.gauge.axis == "cm-1":
+        if settings.x_unit == "raman_shift_cm-1":
+            return read_spectrum(path, x_unit="cm-1", rows=settings.rows, columns=settings.columns)
+        if settings.laser_nm is None:
+            raise InputError("diamond-raman spectra in nm need pressure.spectrum.laser_nm", path)
+        spec = read_spectrum(path, x_unit="nm", rows=settings.rows, columns=settings.columns)
+        # Shift decreases as wavelength decreases; the fits want increasing x.
+        shift = nm_to_raman_shift(spec.x, settings.laser_nm)
+        return type(spec)(x=shift, y=spec.y, x_unit="cm-1", source=spec.source)
+    return read_spectrum(path, x_unit=settings.x_unit, laser_nm=settings.laser_nm,
+                         rows=settings.rows, columns=settings.columns)
+
+
+def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeSettings) -> GaugeReading:
+    """Fit one gauge spectrum and convert it to pressure (arrays in, no I/O)."""
+    fit = settings.gauge.fit(x, y, settings.profile)
+    pos_name, err_name = settings.gauge.position
+    raw, raw_err = getattr(fit, pos_name), getattr(fit, err_name)
+    if not math.isfinite(temperature_K):
+        raise InputError("no valid temperature for the temperature correction")
+    method = settings.temperature_correction if settings.gauge.thermal_shift else "none"
+    position = float(temperature_corrected_position(raw, temperature_K, settings.reference_temperature_K, method))
+    scale = settings.scale
+    return GaugeReading(
+        fit=fit, position=position,
+        pressure_GPa=float(scale.pressure_GPa(position, settings.x0)),
+        fit_err_GPa=float(abs(scale.slope_GPa_per_unit(position, settings.x0)) * raw_err),
+        scale_err_GPa=float(scale.scale_sigma_GPa(position, settings.x0)),
+    )
+
+
+@dataclass(frozen=True)
+class PointPressure:
+    """A point's pressure and the three parts of its uncertainty."""
+
+    pressure_GPa: float
+    pressure_err_GPa: float
+    fit_err_GPa: float
+    scale_err_GPa: float
+    drift_GPa: float           # P_after - P_before (NaN with one spectrum)
+    drift_err_GPa: float
+
+
+def combine(readings: Sequence[GaugeReading]) -> PointPressure:
+    """Mean pressure of the usable readings of a point, with its uncertainty (module docstring)."""
+    if not readings:
+        return PointPressure(*(math.nan,) * 6)
+    p = np.array([r.pressure_GPa for r in readings])
+    fit_err = float(np.sqrt(np.sum(np.array([r.fit_err_GPa for r in readings]) ** 2)) / len(readings))
+    # The scale error is systematic: the same coefficients apply to both spectra.
+    scale_err = float(np.mean([r.scale_err_GPa for r in readings]))
+    if len(readings) >= 2:
+        drift = float(p[-1] - p[0])
+        drift_err = abs(drift) / (2.0 * math.sqrt(3.0))
+    else:
+        drift, drift_err = math.nan, math.nan
+    terms = np.array([fit_err, scale_err, drift_err])
+    total = float(np.sqrt(np.nansum(terms**2)))
+    return PointPressure(float(p.mean()), total, fit_err, scale_err, drift, drift_err)
+
+
+def _sheet_pressure(sheet: Sheet) -> StageResult:
+    """``gauge: sheet``: pressures typed by hand, carried over with their errors."""
+    status = ["ok" if math.isfinite(p.pressure_GPa) else "pressure: no pressure_GPa in the sheet"
+              for p in sheet.points]
+    return StageResult(
+        stage="pressure", point_ids=sheet.point_ids, attrs={"gauge": "sheet"}, status=status,
+        datasets={"pressure_GPa": np.array([p.pressure_GPa for p in sheet.points]),
+                  "pressure_err_GPa": np.array([p.pressure_err_GPa for p in sheet.points])},
+        inputs=[str(sheet.path)])
+
+
+def _padded_windows(side: str, windows: list) -> dict[str, np.ndarray]:
+    """``<side>/fit_x_nm``, ``fit_counts``, ``fit_model_counts`` [N, longest window], NaN-padded."""
+    width = max((len(w[0]) for w in windows if w is not None), default=0)
+    if width == 0:
+        return {}
+    out = {f"{side}/{name}": np.full((len(windows), width), np.nan)
+           for name in ("fit_x_nm", "fit_counts", "fit_model_counts")}
+    for i, window in enumerate(windows):
+        if window is not None:
+            for name, values in zip(("fit_x_nm", "fit_counts", "fit_model_counts"), window):
+                out[f"{side}/{name}"][i, :len(values)] = values
+    return out
+
+
+def run(ctx: StageContext) -> StageResult:
+    """The pressure stage over every point of the sheet, from the run's
+    validated ``pressure`` section (its ``scale`` filled in); a skipped
+    spectrum is one line through ``ctx.warn`` and its point's status."""
+    sheet, pressure_cfg = ctx.sheet, ctx.run["pressure"]
+    if pressure_cfg["gauge"] == "sheet":
+        return _sheet_pressure(sheet)
+    settings = GaugeSettings.from_config(pressure_cfg)
+    columns = sheet.ruby_columns()
+    sides = {"ruby_before": "before", "ruby": "before", "ruby_after": "after"}
+    fields = settings.gauge.fields
+    n = len(sheet.points)
+    table = {f"{sides[c]}/{name}": np.full(n, np.nan) for c in columns for name in [*fields, "pressure_GPa"]}
+    side_status = {sides[c]: ["not measured"] * n for c in columns}
+    combined = {name: np.full(n, np.nan) for name in
+                ("pressure_GPa", "pressure_err_GPa", "pressure_err_fit_GPa", "pressure_err_scale_GPa",
+                 "pressure_drift_GPa", "pressure_err_drift_GPa")}
+    status, inputs = [], []
+    # The fitted part of each spectrum with its model, for the gallery of fits
+    # (figures are drawn from the store alone).
+    windows = {side: [None] * n for side in side_status}
+
+    for i, point in enumerate(sheet.points):
+        readings, reasons = [], []
+        for column in columns:
+            side = sides[column]
+            path = point.files.get(column)
+            if path is None:
+                continue
+            inputs.append(path)
+            try:
+                spectrum = read_gauge_spectrum(path, settings)
+                reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
+            except InputError as err:
+                err = err.with_path(path)
+                side_status[side][i] = err.reason
+                reasons.append(f"{column} skipped: {err}")
+                ctx.warn_point(point.point, str(err))
+                continue
+            readings.append(reading)
+            side_status[side][i] = "ok"
+            for name, attr in fields.items():
+                table[f"{side}/{name}"][i] = getattr(reading.fit, attr)
+            table[f"{side}/pressure_GPa"][i] = reading.pressure_GPa
+            if hasattr(reading.fit, "evaluate"):
+                lo, hi = reading.fit.window_nm
+                inside = (spectrum.x >= lo) & (spectrum.x <= hi)
+                windows[side][i] = (spectrum.x[inside], spectrum.y[inside], reading.fit.evaluate(spectrum.x[inside]))
+        if not readings and not reasons:
+            reasons.append("pressure: no gauge spectrum for this point")
+        result = combine(readings)
+        for name, value in zip(combined, (result.pressure_GPa, result.pressure_err_GPa, result.fit_err_GPa,
+                                          result.scale_err_GPa, result.drift_GPa, result.drift_err_GPa)):
+            combined[name][i] = value
+        status.append("; ".join(reasons) if reasons else "ok")
+        ctx.progress(i + 1, n)
+
+    datasets = {**combined, **table}
+    for side, values in side_status.items():
+        datasets[f"{side}/status"] = values
+        datasets.update(_padded_windows(side, windows[side]))
+    attrs = {"gauge": settings.gauge.name, "scale": settings.scale.name, "scale_formula": settings.scale.formula,
+             "scale_reference": settings.scale.reference, "x0": settings.x0,
+             "x0_units": "1/cm" if settings.gauge.axis == "cm-1" else "nm",
+             "reference_temperature_K": settings.reference_temperature_K,
+             "temperature_correction": settings.temperature_correction, "profile": settings.profile}
+    return StageResult(stage="pressure", point_ids=sheet.point_ids, datasets=datasets, attrs=attrs,
+                       status=status, inputs=inputs)

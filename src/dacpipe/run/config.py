@@ -1,0 +1,57 @@
+"""One run's settings from the whole config, with the checks that need the domain's knowledge.
+
+:mod:`dacpipe.io.config` reads and validates the config against the schema;
+here a run's section gets what the schema cannot say: the gauge's default
+scale, a scale that belongs to the gauge, a marker the library knows.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+
+from ..core.errors import ConfigError
+from ..pressure.gauges import GAUGES
+from ..pressure.scales import get_scale
+from ..xrd.library import library_names
+
+
+def run_config(config: dict, run_id: str) -> dict:
+    """The validated settings of one run, with the gauge's default scale filled in."""
+    try:
+        run = copy.deepcopy(config["runs"][run_id])
+    except KeyError:
+        raise ConfigError(f"config: no run called {run_id!r}; runs: {', '.join(config.get('runs', {}))}") from None
+    pressure = run["pressure"]
+    gauge = pressure["gauge"]
+    if gauge == "xrd-marker":
+        _check_marker(run, run_id)
+    elif gauge != "sheet":
+        pressure.setdefault("scale", GAUGES[gauge].default_scale)
+        try:
+            get_scale(pressure["scale"], gauge)
+        except ValueError as exc:
+            raise ConfigError(f"config: runs.{run_id}.pressure.scale: {exc}") from None
+        if GAUGES[gauge].axis == "nm":
+            if pressure["spectrum"]["x_unit"] == "raman_shift_cm-1" and pressure["spectrum"]["laser_nm"] is None:
+                raise ConfigError(f"config: runs.{run_id}.pressure.spectrum.laser_nm is required "
+                                  "when x_unit is raman_shift_cm-1")
+    return run
+
+
+def _check_marker(run: dict, run_id: str) -> None:
+    """``gauge: xrd-marker`` needs a marker the library or a file can give, and XRD to read it in."""
+    key = f"config: runs.{run_id}.pressure"
+    marker = run["pressure"]["marker"]
+    if "xrd" not in run:
+        raise ConfigError(f"{key}.gauge = 'xrd-marker' needs an xrd section in the run to read the marker in")
+    if marker is None:
+        raise ConfigError(f"{key}.marker is required with gauge xrd-marker; e.g. Au, Pt, NaCl-B1, Ne")
+    if Path(marker).suffix.lower() in (".jcpds", ".cif"):
+        return
+    names = library_names()
+    if marker not in names:
+        close = difflib.get_close_matches(marker, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}.marker = {marker!r} is not a library phase{hint} nor a .jcpds or .cif file")

@@ -1,0 +1,118 @@
+"""The stage registry: which stages a run has, what each reads, and where its code lives.
+
+Every stage is a function ``stage(ctx: StageContext) -> StageResult`` in the
+``stage.py`` of its domain package (:data:`STAGES`, imported only when the
+stage runs: a Snakemake job is a fresh process, and the pressure and store
+jobs should not pay pyFAI's second of import time). A stage reads the
+sheet, its config sections (:func:`config_sections`, which are also its
+Snakemake job's parameters) and named datasets of earlier stages' parts
+(:func:`reads`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from ..core.results import StageContext, StageResult
+
+# Stage name -> "module:function" of its code.
+STAGES: dict[str, str] = {
+    "pressure": "dacpipe.pressure.stage:run",
+    "xrd": "dacpipe.integration.stage:run",
+    "saxs": "dacpipe.integration.stage:run",
+    "phases": "dacpipe.xrd.stage:phases",
+    "eos": "dacpipe.eos.stage:run",
+    "superlattice": "dacpipe.saxs.stage:run",
+    "optical": "dacpipe.optical.stage:run",
+}
+# A pressure read from an XRD marker is computed by the structural stage's code.
+MARKER_PRESSURE = "dacpipe.xrd.stage:marker_pressure"
+
+# Stages that work point by point, and so can be split into chunks of
+# points, one job each, merged afterwards. A pressure read from an XRD
+# marker takes the whole XRD part, so it is one chunk.
+CHUNKED = ("pressure", "xrd", "saxs")
+
+# What a stage reads of another's part: (stage, upstream) -> datasets of the
+# upstream group (None: its per-phase datasets, named by the run's phases).
+_PATTERN = ("q", "I", "I_errors", "status")
+_READS: dict[tuple[str, str], tuple[str, ...] | None] = {
+    ("pressure", "xrd"): _PATTERN,
+    ("phases", "xrd"): _PATTERN,
+    ("phases", "pressure"): ("pressure_GPa",),
+    ("eos", "pressure"): ("pressure_GPa", "pressure_err_GPa"),
+    ("eos", "phases"): None,
+    ("superlattice", "saxs"): _PATTERN,
+    ("optical", "pressure"): ("pressure_GPa", "pressure_err_GPa"),
+    ("optical", "phases"): None,
+}
+_PER_PHASE = ("volume_fu_A3", "volume_fu_err_A3", "fraction", "present")
+
+
+def stage_function(stage: str, run: dict) -> Callable[[StageContext], StageResult]:
+    """The code of ``stage`` for this run."""
+    target = MARKER_PRESSURE if stage == "pressure" and run["pressure"]["gauge"] == "xrd-marker" else STAGES[stage]
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def needs(stage: str, run: dict) -> tuple[str, ...]:
+    """The stages whose parts ``stage`` reads besides the sheet: a pressure
+    read from an XRD marker comes after the integration."""
+    if stage == "pressure":
+        return ("xrd",) if run["pressure"]["gauge"] == "xrd-marker" else ()
+    if stage == "optical":
+        return ("pressure", "phases") if "xrd" in run and run.get("phases") else ("pressure",)
+    return {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure"), "superlattice": ("saxs",)}.get(stage, ())
+
+
+def reads(stage: str, upstream: str, phase_names: list[str]) -> tuple[str, ...]:
+    """The datasets ``stage`` reads of ``upstream``'s group (``phase_names``:
+    the phases group's own list of phases, for the per-phase datasets)."""
+    names = _READS[(stage, upstream)]
+    if names is None:
+        return tuple(f"{phase}/{key}" for phase in phase_names for key in _PER_PHASE)
+    return names
+
+
+def config_sections(stage: str, run: dict) -> tuple[str, ...]:
+    """The run's config sections a stage reads: its job's parameters, so that
+    editing any other section does not rerun it."""
+    # A stage whose inputs depend on whether the run has XRD gets the xrd
+    # section too, so that its job sees the inputs the workflow gave it; it
+    # reads the XRD part (or the indexing's) anyway, so no rerun is added.
+    # A chunked stage gets chunk_points, which decides its jobs' points.
+    if stage == "pressure":
+        if run["pressure"]["gauge"] == "xrd-marker":
+            return ("pressure", "indexing", "xrd")
+        return ("pressure", "chunk_points")
+    if stage in CHUNKED:
+        return (stage, "chunk_points")
+    if stage == "optical":
+        return ("optical", "phases", "xrd") if "xrd" in run else ("optical", "phases")
+    return {"phases": ("phases", "indexing"), "eos": ("phases", "eos")}.get(stage, (stage,))
+
+
+def stages_for(run: dict) -> list[str]:
+    """The stages a run's config asks for, in order: pressure always, the
+    integration stages when their section is present, indexing and EOS when
+    an XRD run names phases, the superlattice analysis of SAXS patterns,
+    band gaps and PL when the run has an optical section."""
+    stages = [s for s in ("xrd", "saxs") if s in run]
+    stages.insert(len(stages) if run["pressure"]["gauge"] == "xrd-marker" else 0, "pressure")
+    if "xrd" in run and run.get("phases"):
+        stages += ["phases", "eos"]
+    if "saxs" in run:
+        stages.append("superlattice")
+    if "optical" in run:
+        stages.append("optical")
+    return stages
+
+
+def chunks(stage: str, run: dict, n_points: int) -> list[tuple[int, int]]:
+    """[first, end) point ranges of the jobs of ``stage``: one range unless the stage is chunked."""
+    if stage not in CHUNKED or (stage == "pressure" and run["pressure"]["gauge"] == "xrd-marker"):
+        return [(0, n_points)]
+    size = int(run["chunk_points"])
+    return [(start, min(start + size, n_points)) for start in range(0, max(n_points, 1), size)]

@@ -1,0 +1,264 @@
+"""The HDF5 result store, one file per run (contract section 3).
+
+Each stage of the workflow writes a *part* (``<results>/<run>/parts/<stage>.h5``)
+holding its own group laid out as in the final store, its per-point status
+and the inputs it read. :func:`assemble` merges the parts into
+``<results>/<run>.h5`` with the ``points`` table and the provenance. Parts let
+Snakemake rerun one stage without touching the others; every write is atomic
+(a temporary file in the same folder, then ``os.replace``), so a reader never
+sees a half-written file and a killed run leaves the previous file or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+from ..core.results import StageResult
+from ..core.units import units_from_name
+from ..io.refs import FileRecord, file_records
+from ..io.sheet import Sheet
+from .provenance import versions
+
+STRING = h5py.string_dtype()
+
+# NeXus attributes of the groups that are NXdata (silx and h5web plot them
+# without help); written here only, never by a stage.
+_PATTERN_NXDATA = {"NX_class": "NXdata", "signal": "I", "axes": [".", "q"], "q_indices": 1, "two_theta_indices": 1}
+NEXUS = {"xrd": _PATTERN_NXDATA, "saxs": _PATTERN_NXDATA}
+
+
+@contextmanager
+def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
+    """Open a new HDF5 file that appears at ``path`` only once fully written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            yield h5
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_dataset(group: h5py.Group, name: str, values) -> h5py.Dataset:
+    """A dataset with ``@units`` from its name; strings as UTF-8."""
+    array = np.asarray(values)
+    if array.dtype.kind in "UOS":
+        dset = group.create_dataset(name, data=np.asarray(array, dtype=object).astype(str).tolist(), dtype=STRING)
+    else:
+        dset = group.create_dataset(name, data=array)
+    unit = units_from_name(name.rsplit("/", 1)[-1])
+    if unit:
+        dset.attrs["units"] = unit
+    return dset
+
+
+def set_attrs(obj, attrs: dict) -> None:
+    """Attributes, with lists of strings (NeXus ``@axes``) stored as UTF-8 string arrays."""
+    for key, value in attrs.items():
+        if value is None:
+            value = ""
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            value = np.array(value, dtype=STRING)
+        obj.attrs[key] = value
+
+
+def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
+    """Write one stage's result as a part file."""
+    n = len(result.point_ids)
+    if len(result.status) != n:
+        raise ValueError(f"{result.stage}: {len(result.status)} statuses for {n} points")
+    with atomic_h5(path) as h5:
+        entry = h5.create_group(run_id)
+        write_dataset(entry, "point_ids", list(result.point_ids))
+        group = entry.create_group(result.stage)
+        set_attrs(group, {**NEXUS.get(result.stage, {}), **result.attrs})
+        for name, values in result.datasets.items():
+            if np.shape(values)[:1] != (n,):
+                raise ValueError(f"{result.stage}/{name}: shape {np.shape(values)} is not over {n} points")
+            write_dataset(group, name, values)
+        for name, values in result.axes.items():
+            write_dataset(group, name, values)
+        if result.axes:
+            # Which datasets are not over points, for merging chunks: an axis
+            # may happen to be as long as a chunk.
+            set_attrs(group, {"fixed_axes": list(result.axes)})
+        for path, values in result.extra.items():
+            write_dataset(entry, path, values)
+        write_dataset(group, "status", result.status)
+        write_inputs(entry.create_group("inputs"), result.inputs)
+
+
+def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> None:
+    """Join the parts of one stage computed on consecutive chunks of points
+    into the part of the whole run, as if it had been computed in one job.
+
+    Arrays over points are concatenated (a second dimension that differs
+    between chunks, such as the longest fitted window, is NaN-padded to the
+    widest); the axes named in ``@fixed_axes`` and the attributes come from
+    the first chunk.
+    """
+    sources = [h5py.File(p, "r") for p in paths]
+    try:
+        entries = [src[run_id] for src in sources]
+        point_ids = [s for e in entries for s in e["point_ids"].asstr()[()]]
+        (stage,) = [name for name in entries[0] if name not in ("point_ids", "inputs")]
+        with atomic_h5(out) as h5:
+            entry = h5.create_group(run_id)
+            write_dataset(entry, "point_ids", point_ids)
+            counts = [len(e["point_ids"]) for e in entries]
+            _merge_group([e[stage] for e in entries], entry.create_group(stage), counts)
+            records = [FileRecord(p, h, int(n)) for e in entries for p, h, n in
+                       zip(e["inputs/path"].asstr()[()], e["inputs/sha256"].asstr()[()], e["inputs/size"][()])]
+            write_inputs(entry.create_group("inputs"), records)
+    finally:
+        for src in sources:
+            src.close()
+
+
+def _merge_group(groups: list, dest: h5py.Group, counts: list[int]) -> None:
+    fixed = {str(a) for a in groups[0].attrs.get("fixed_axes", [])}
+    for key, value in groups[0].attrs.items():
+        dest.attrs[key] = value
+    names = list(dict.fromkeys(name for g in groups for name in g))
+    for name in names:
+        present = [g for g in groups if name in g]
+        first = present[0][name]
+        if isinstance(first, h5py.Group):
+            _merge_group([g[name] for g in present], dest.create_group(name), [c for g, c in zip(groups, counts)
+                                                                               if name in g])
+            continue
+        if name in fixed:
+            first.file.copy(first, dest, name=name)
+            continue
+        text = first.dtype.kind == "O"
+        arrays = []
+        for g, count in zip(groups, counts):
+            if name in g:
+                arrays.append(g[name].asstr()[()] if text else g[name][()])
+            else:  # a chunk where nothing gave this value (no fitted window at all)
+                arrays.append(np.full((count, *first.shape[1:]), "" if text else np.nan,
+                                      dtype=object if text else float))
+        if first.ndim == 2 and len({a.shape[1] for a in arrays}) > 1:
+            width = max(a.shape[1] for a in arrays)
+            arrays = [np.pad(a.astype(float), ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
+                      for a in arrays]
+        dset = write_dataset(dest, name, np.concatenate(arrays))
+        for key, value in first.attrs.items():
+            dset.attrs[key] = value
+
+
+def write_inputs(group: h5py.Group, references: Sequence[str | FileRecord]) -> None:
+    records = file_records(references)
+    # Explicit string type: an empty list would otherwise become floats.
+    group.create_dataset("path", data=[r.path for r in records], dtype=STRING)
+    group.create_dataset("sha256", data=[r.sha256 for r in records], dtype=STRING)
+    dset = write_dataset(group, "size", np.array([r.size for r in records], dtype=np.int64))
+    dset.attrs["units"] = "byte"
+
+
+def combine_status(*statuses: Sequence[str]) -> list[str]:
+    """Per point: "ok" when every stage says ok, else the reasons joined by "; "."""
+    out = []
+    for per_stage in zip(*statuses):
+        reasons = [s for s in per_stage if s and s != "ok"]
+        out.append("; ".join(reasons) if reasons else "ok")
+    return out
+
+
+def _merge(source, dest: h5py.Group, name: str, part) -> None:
+    """Copy ``source`` into ``dest`` as ``name``; a group that is already there
+    (``saxs/`` from the integration, ``saxs/peaks/`` from the analysis) gets
+    the new members and attributes. Two parts writing one dataset is a bug."""
+    if name not in dest:
+        source.file.copy(source, dest, name=name)
+        return
+    target = dest[name]
+    if not (isinstance(source, h5py.Group) and isinstance(target, h5py.Group)):
+        raise ValueError(f"{part}: {target.name} is written by two stages")
+    for key, value in source.attrs.items():
+        target.attrs[key] = value
+    for member in source:
+        _merge(source[member], target, member, part)
+
+
+def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[str | Path],
+             config_yaml: str) -> None:
+    """Merge stage parts into the run's store, with points and provenance.
+
+    Raises
+    ------
+    ValueError
+        If a part was computed for other points than the sheet's (a stale
+        part after the sheet changed: the workflow reruns it).
+    """
+    point_ids = sheet.point_ids
+    n = len(point_ids)
+    stage_status: list[list[str]] = [[("; ".join(p.problems) or "ok") for p in sheet.points]]
+    inputs: list[str | FileRecord] = [str(sheet.path)]
+    pressure = np.full(n, np.nan)
+    pressure_err = np.full(n, np.nan)
+    with atomic_h5(store_path) as out:
+        out.attrs["default"] = run_id
+        out.attrs["creator"] = "dacpipe"
+        out.attrs["file_time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        entry = out.create_group(run_id)
+        entry.attrs["NX_class"] = "NXentry"
+        entry.attrs["default"] = "points"
+        for part in parts:
+            with h5py.File(part, "r") as src:
+                src_entry = src[run_id]
+                part_ids = [s.decode() if isinstance(s, bytes) else s for s in src_entry["point_ids"][()]]
+                if part_ids != point_ids:
+                    raise ValueError(f"{part}: computed for points {part_ids[:3]}..., the sheet has {point_ids[:3]}...")
+                for name in src_entry:
+                    if name in ("point_ids", "inputs"):
+                        continue
+                    _merge(src_entry[name], entry, name, part)
+                    stage = src_entry[name]
+                    if isinstance(stage, h5py.Group) and "status" in stage:
+                        stage_status.append(list(stage["status"].asstr()[()]))
+                # The parts checksummed their inputs when they read them.
+                table = src_entry["inputs"]
+                inputs += [FileRecord(p, h, int(n)) for p, h, n in
+                           zip(table["path"].asstr()[()], table["sha256"].asstr()[()], table["size"][()])]
+            if "pressure" in entry:
+                pressure = entry["pressure/pressure_GPa"][()]
+                pressure_err = entry["pressure/pressure_err_GPa"][()]
+
+        points = entry.create_group("points")
+        set_attrs(points, {"NX_class": "NXdata", "signal": "pressure_GPa", "axes": ["."]})
+        write_dataset(points, "point", point_ids)
+        write_dataset(points, "pressure_GPa", pressure)
+        write_dataset(points, "pressure_err_GPa", pressure_err)
+        write_dataset(points, "temperature_K", [p.temperature_K for p in sheet.points])
+        write_dataset(points, "status", combine_status(*stage_status))
+        write_dataset(points, "note", [p.note for p in sheet.points])
+
+        prov = entry.create_group("provenance")
+        prov.attrs["NX_class"] = "NXcollection"
+        write_dataset(prov, "config", config_yaml)
+        write_dataset(prov, "versions", json.dumps(versions(), sort_keys=True))
+        records = sorted(file_records(inputs), key=lambda r: r.path)
+        write_inputs(prov.create_group("inputs"), records)
+
+
+def read_points(store_path: str | Path, run_id: str | None = None) -> dict[str, np.ndarray]:
+    """The ``points`` table of a store as arrays (strings decoded)."""
+    with h5py.File(store_path, "r") as h5:
+        run_id = run_id or h5.attrs["default"]
+        group = h5[run_id]["points"]
+        return {name: (group[name].asstr()[()] if group[name].dtype.kind == "O" else group[name][()])
+                for name in group}
