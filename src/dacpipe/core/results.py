@@ -47,6 +47,11 @@ class StageContext:
         Takes one line; the runner sends it to the console and the job's log.
     progress : callable
         Called with (points done, points in all).
+    previous : Upstream or None
+        For a stage that walks the series in order (the phase
+        identification): its own result for the points *before* the
+        sheet's first point, when the runner resumes it after points were
+        appended (``dacpipe watch``); None when the stage starts afresh.
     """
 
     run_id: str
@@ -56,6 +61,7 @@ class StageContext:
     upstream: Mapping[str, Upstream] = field(default_factory=dict)
     warn: Callable[[str], None] = lambda message: None
     progress: Callable[[int, int], None] = lambda done, total: None
+    previous: Upstream | None = None
 
     def warn_point(self, point: str, message: str) -> None:
         """One line about one point: ``<run>/<point>: <message>``."""
