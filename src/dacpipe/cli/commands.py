@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception:  # a bug, not bad input: the traceback goes to the console and the log file
+        log.exception(f"unexpected error in `dacpipe {args.command}` (a bug: please report it with this log)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -87,6 +87,10 @@ def waterfall(entry, plt):
     shown = _spread(len(pressure))
     fig, ax = plt.subplots(figsize=(6.5, 1.5 + 0.45 * len(shown)))
     phases = _phases(entry)
+    # A phase read from a file goes by its file name in the store; its lines come from the file.
+    group = entry.get("phases")
+    sources = dict(zip((str(n) for n in group.attrs.get("phases", [])),
+                       (str(s) for s in group.attrs.get("phase_sources", [])))) if group is not None else {}
     for row, i in enumerate(shown):
         offset = row * step
         (line,) = ax.plot(q, intensity[i] + offset, color="black", linewidth=0.7)
@@ -97,7 +101,7 @@ def waterfall(entry, plt):
             group = entry[f"phases/{name}"]
             if not group["present"][i]:
                 continue
-            phase = get_phase(name)
+            phase = get_phase(sources.get(name, name))
             a = group["a_A"][i]
             b = group["b_A"][i] if "b_A" in group else a
             c = group["c_A"][i] if "c_A" in group else (a if phase.system == "cubic" else phase.cell[2])
@@ -282,17 +286,37 @@ def figures_for(run: dict) -> list[str]:
     return names
 
 
+# What each figure needs in the store (paths in the run's entry); a store
+# without them gets one line naming what is missing. Any other error while
+# drawing is a bug and is not dressed up as missing data.
+NEEDS: dict[str, tuple[str, ...]] = {
+    "waterfall": ("xrd/q", "xrd/I", "points/pressure_GPa"),
+    "fractions": ("phases", "points/pressure_GPa"),
+    "compression": ("phases", "eos", "points/pressure_GPa", "points/pressure_err_GPa"),
+    "f_f": ("eos",),
+    "band_gap": ("optical",),
+    "ruby_gallery": ("pressure", "points/point", "points/pressure_GPa"),
+    "saxs_distance": ("superlattice/d_A", "superlattice/d_err_A", "points/pressure_GPa"),
+}
+
+
 def draw_figure(name: str, store_path: str | Path, out_png: str | Path) -> list[Path]:
-    """Draw figure ``name`` from a store into ``out_png`` and the PDF beside it."""
+    """Draw figure ``name`` from a store into ``out_png`` and the PDF beside it.
+
+    Raises
+    ------
+    InputError
+        The store lacks what the figure shows (:data:`NEEDS`).
+    """
     plt = _pyplot()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(store_path, "r") as h5:
         entry = h5[h5.attrs["default"]]
-        try:
-            fig = FIGURES[name](entry, plt)
-        except KeyError as err:
-            raise InputError(f"figure {name}: the store lacks data it needs ({err})", str(store_path)) from None
+        missing = [path for path in NEEDS[name] if path not in entry]
+        if missing:
+            raise InputError(f"figure {name}: the store has no {', '.join(missing)}", str(store_path))
+        fig = FIGURES[name](entry, plt)
     try:
         written = []
         for path in (out_png, out_png.with_suffix(".pdf")):

@@ -45,7 +45,7 @@ better measure. It is never reduced when chi2_nu < 1, because with the few
 degrees of freedom of a cell fit a small chi2_nu is a weak statistic and
 shrinking the errors on it would be optimistic. With no degrees of freedom
 (as many peaks as parameters) chi2_nu is NaN and the errors come from the
-input sigma_q alone. This is the convention of :mod:`dacpipe.peaks`.
+input sigma_q alone. This is dacpipe's one rule (:func:`dacpipe.core.lsq.covariance_scale`).
 
 Refusals
 --------
@@ -70,6 +70,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.lsq import covariance_scale
 
 Cell = tuple[float, float, float, float, float, float]
 
@@ -599,7 +600,7 @@ def refine_cell(peaks: Sequence[IndexedPeak], system: str, start_cell=None, z_fo
     dof = n - n_par
     chi2 = float(np.sum((resid / sigma_q) ** 2))
     reduced_chi2 = chi2 / dof if dof > 0 else math.nan
-    error_scale = math.sqrt(reduced_chi2) if reduced_chi2 > 1.0 else 1.0
+    error_scale = math.sqrt(covariance_scale(reduced_chi2, sigma_given=True))
     cov_p = cov_p * error_scale**2
 
     cell_full, jac_direct, volume = _direct_jacobian(_gstar(p, setting), setting)

@@ -85,8 +85,11 @@ from scipy.signal import peak_widths, savgol_coeffs, savgol_filter
 
 from ..core.baseline import snip, whittaker
 from ..core.errors import InputError
+from ..core.lsq import covariance, covariance_scale
+from ..core.noise import difference_sigma, running_difference_sigma
+from ..core.profiles import GAUSS_HEIGHT_FWHM, LORENTZ_HEIGHT_FWHM, area_derivatives, area_to_height, unit_parts
 
-__all__ = ["PROFILES", "Peak", "PeakFit", "estimate_background", "find_peaks", "fit_peaks", "pseudo_voigt"]
+__all__ = ["PROFILES", "Peak", "PeakFit", "estimate_background", "find_peaks", "fit_peaks"]
 
 PROFILES = ("pseudo-voigt", "gaussian", "lorentzian")
 
@@ -115,10 +118,6 @@ MISSING_SHARE = 0.1
 """A line found in the residual must be at least this share of the fitted
 peaks at its place (see :func:`_add_missing`)."""
 
-_LN2 = math.log(2.0)
-_G_NORM = math.sqrt(4.0 * _LN2 / math.pi)  # height x FWHM of a unit-area Gaussian
-_L_NORM = 2.0 / math.pi  # height x FWHM of a unit-area Lorentzian
-_MAD_TO_SIGMA = 1.4826
 _MIN_HEIGHT_SIGMA = 2.0  # below this a fitted peak has collapsed into the noise
 _CURVATURE_SIGMA = 4.0  # significance of a curvature maximum to be a candidate
 _MERGE_FWHM = 0.3  # two peaks closer than this (in FWHM) are one
@@ -196,28 +195,10 @@ class PeakFit:
 # --------------------------------------------------------------------------
 
 
-def pseudo_voigt(x, position, fwhm, eta, area=1.0):
-    """Pseudo-Voigt of a given area: ``eta * Lorentzian + (1 - eta) * Gaussian``.
-
-    Both parts share the FWHM. Its height is
-    ``area / fwhm * (eta * 2 / pi + (1 - eta) * sqrt(4 ln 2 / pi))``.
-    """
-    u2 = ((np.asarray(x, dtype=float) - position) / fwhm) ** 2
-    return area / fwhm * (eta * _L_NORM / (1.0 + 4.0 * u2) + (1.0 - eta) * _G_NORM * np.exp(-4.0 * _LN2 * u2))
-
-
-def _height_factor(eta):
-    """height * fwhm / area of a pseudo-Voigt."""
-    return eta * _L_NORM + (1.0 - eta) * _G_NORM
-
-
 def _profiles(t, c, w, a, eta):
-    """(k, n) array: peak i with centre c[i], FWHM w[i], area a[i] on t."""
-    u = (t[None, :] - c[:, None]) / w[:, None]
-    u2 = u * u
-    lor = 1.0 / (1.0 + 4.0 * u2)
-    gau = np.exp(-4.0 * _LN2 * u2)
-    return (a / w)[:, None] * (eta * _L_NORM * lor + (1.0 - eta) * _G_NORM * gau), u, lor, gau
+    """(k, n) array: peak i with centre c[i], FWHM w[i], area a[i] on t; and the unit parts."""
+    u, lor, gau = unit_parts(t[None, :], c[:, None], w[:, None])
+    return (a / w)[:, None] * (eta * LORENTZ_HEIGHT_FWHM * lor + (1.0 - eta) * GAUSS_HEIGHT_FWHM * gau), u, lor, gau
 
 
 def _sum_profiles(t, c, w, a, eta):
@@ -282,17 +263,10 @@ def _odd(n, lo=5, hi=None):
 
 
 def _global_noise(y) -> float:
-    """Noise sigma from the MAD of second differences (smooth signal cancels).
-
-    Var(y[i-1] - 2 y[i] + y[i+1]) = 6 sigma^2 for white noise; the median
-    ignores the large differences on peaks as long as peaks cover less than
-    half the pattern.
-    """
-    d2 = np.diff(y, 2)
-    mad = float(np.median(np.abs(d2)))
-    if mad <= 0:  # quantised or noise-free data
-        mad = float(np.mean(np.abs(d2))) * 0.6745
-    return max(mad * _MAD_TO_SIGMA / math.sqrt(6.0), 1e-12 * max(float(np.max(np.abs(y))), 1e-300))
+    """Noise sigma from the MAD of second differences (:func:`dacpipe.core.noise.difference_sigma`),
+    never zero: the median ignores the large differences on peaks as long as
+    peaks cover less than half the pattern."""
+    return max(difference_sigma(y, 2), 1e-12 * max(float(np.max(np.abs(y))), 1e-300))
 
 
 def _despike(p: _Pattern, fwhm_pts: float) -> _Pattern:
@@ -433,9 +407,7 @@ def _running_noise(p: _Pattern, size: int) -> np.ndarray:
     """
     if p.sigma is not None:
         return median_filter(p.sigma, size=size, mode="mirror")
-    d2 = np.abs(np.diff(p.y, 2))
-    d2 = np.concatenate(([d2[0]], d2, [d2[-1]]))
-    noise = median_filter(d2, size=size, mode="mirror") * _MAD_TO_SIGMA / math.sqrt(6.0)
+    noise = running_difference_sigma(p.y, size, order=2)
     floor = 0.1 * _global_noise(p.y)  # a run of identical values must not make the noise 0
     return np.maximum(noise, floor)
 
@@ -638,19 +610,13 @@ def _fit_group(t, r, s, c0, w0, a0, eta0, eta_free, c_lo, c_hi, w_lo, w_hi, scal
 
     def jac(q):
         b0, b1, eta, c, w, a = unpack(q)
-        prof, u, lor, gau = _profiles(t, c, w, a, eta)
+        _, u, lor, gau = _profiles(t, c, w, a, eta)
         J = np.empty((len(t), len(q)))
         J[:, 0] = inv_s
         J[:, 1] = u_line * inv_s
-        aw = (a / w)[:, None]
-        wc = w[:, None]
-        shape = eta * _L_NORM * lor + (1.0 - eta) * _G_NORM * gau
+        dc, dw, d_eta, da = area_derivatives(u, lor, gau, eta, w[:, None], a[:, None])
         if eta_free:
-            J[:, 2] = (aw * (_L_NORM * lor - _G_NORM * gau)).sum(axis=0) * inv_s
-        d_shape_du_over_u = -8.0 * (eta * _L_NORM * lor * lor + (1.0 - eta) * _G_NORM * _LN2 * gau)
-        dc = -aw / wc * u * d_shape_du_over_u  # d/dc = -(1/w) d/du
-        dw = -aw / wc * (shape + u * u * d_shape_du_over_u)
-        da = shape / wc
+            J[:, 2] = d_eta.sum(axis=0) * inv_s
         J[:, j0::3] = (dc * inv_s).T
         J[:, j0 + 1::3] = (dw * inv_s).T
         J[:, j0 + 2::3] = (da * inv_s).T
@@ -685,16 +651,11 @@ def _fit_group(t, r, s, c0, w0, a0, eta0, eta_free, c_lo, c_hi, w_lo, w_hi, scal
     if eta_at_bound:
         free[2] = False
     free[j0:] = ~pk_bound.ravel()
-    J = jac(q)[:, free]
     err = np.full(m, np.nan)
-    try:
-        _, sv, vt = np.linalg.svd(J, full_matrices=False)
-        if sv[-1] > 1e-12 * sv[0]:
-            cov = (vt.T / sv**2) @ vt
-            factor = chi2 if scale_always else max(chi2, 1.0)
-            err[free] = np.sqrt(np.diag(cov) * factor)
-    except np.linalg.LinAlgError:
-        pass
+    cov = covariance(jac(q)[:, free])
+    if cov is not None:
+        # scale_always: the noise was estimated from the pattern, not given.
+        err[free] = np.sqrt(np.diag(cov) * covariance_scale(chi2, sigma_given=not scale_always))
     pe = err[j0:].reshape(k, 3)
     return _GroupResult(c=c, w=w, a=a, eta=float(eta), c_err=pe[:, 0], w_err=pe[:, 1], a_err=pe[:, 2],
                         eta_err=float(err[2]) if eta_free and not eta_at_bound else math.nan,
@@ -869,7 +830,7 @@ def _add_missing(p, bg, peaks_model, noise, state, fwhm_pts, min_snr, eta_ref, e
         np.zeros(len(c))
     if eta_start == 1.0:
         eta[:] = 1.0
-    a = resid[idx] * fwhm_x / _height_factor(eta)
+    a = resid[idx] * fwhm_x / area_to_height(eta)
     return _State(np.concatenate((state.c, c)), np.concatenate((state.w, np.full(len(c), fwhm_x))),
                   np.concatenate((state.a, a)), np.concatenate((state.eta, eta)),
                   np.concatenate((state.origin, c)))
@@ -895,7 +856,7 @@ def _fit_pass(p, bg, weight_sigma, noise, state, eta_ref, profile, min_snr, max_
             others[idx] = False
             r = p.y[i0:i1] - bg[i0:i1] - _sum_profiles(t, state.c[others], state.w[others], state.a[others],
                                                        state.eta[others])
-            snr_start = state.a[active] * _height_factor(state.eta[active]) / state.w[active] / np.interp(
+            snr_start = state.a[active] * area_to_height(state.eta[active]) / state.w[active] / np.interp(
                 state.c[active], p.x, noise)
             if profile != "pseudo-voigt":
                 eta_free, eta0 = False, state.eta[active[0]]
@@ -929,7 +890,7 @@ def _fit_pass(p, bg, weight_sigma, noise, state, eta_ref, profile, min_snr, max_
 
 def _to_drop(fit: _GroupResult, noise, min_snr):
     """Which peaks of a group fit are garbage (see the module docstring)."""
-    height = fit.a * _height_factor(fit.eta) / fit.w
+    height = fit.a * area_to_height(fit.eta) / fit.w
     bad = fit.at_bound.any(axis=1)
     bad |= height < max(_MIN_HEIGHT_SIGMA, min_snr) * noise
     bad |= ~np.isfinite(fit.c_err) | (fit.c_err > fit.w)
@@ -974,7 +935,7 @@ def _assemble(p, x_full, bg, noise, weight_sigma, state, results) -> PeakFit:
         correction_v.append(b0 + b1 * (t - tm) / half)
         n_params += 2 + (0 if math.isnan(fit.eta_err) else 1)
         for j in range(len(fit.c)):
-            height = float(fit.a[j] * _height_factor(fit.eta) / fit.w[j])
+            height = float(fit.a[j] * area_to_height(fit.eta) / fit.w[j])
             peaks.append(Peak(position=float(fit.c[j]), position_err=float(fit.c_err[j]), fwhm=float(fit.w[j]),
                               fwhm_err=float(fit.w_err[j]), height=height, area=float(fit.a[j]),
                               area_err=float(fit.a_err[j]), eta=float(fit.eta),

@@ -106,7 +106,8 @@ def phases(ctx: StageContext) -> StageResult:
     transitions = find_transitions([keys[n] for n in settings.phases], table, pressure_GPa,
                                    settings.fraction_threshold)
     return StageResult(stage="phases", point_ids=list(point_ids), datasets={**table, **peaks},
-                       status=status, attrs={"phases": [keys[n] for n in settings.phases]},
+                       status=status, attrs={"phases": [keys[n] for n in settings.phases],
+                                             "phase_sources": list(settings.phases)},
                        extra={f"transitions/{k}": v for k, v in transitions.items()})
 
 
