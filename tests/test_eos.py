@@ -24,7 +24,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dacpipe.eos.models import MODELS, EosParams, bulk_modulus_GPa, eulerian_strain, implied_K0pp_per_GPa, pressure_GPa, volume_A3
+from dacpipe.eos.models import (MODELS, EosParams, bulk_modulus_GPa, eulerian_strain, implied_K0pp_per_GPa,
+                                pressure_derivatives, pressure_GPa, volume_A3)
 from dacpipe.eos.ff import f_F
 from dacpipe.eos.fit import fit_eos
 
@@ -95,6 +96,47 @@ def test_K_prime_at_zero_pressure_is_Kp(model):
     dK = np.diff(bulk_modulus_GPa(p, V))[0]
     dP = np.diff(pressure_GPa(p, V))[0]
     assert dK / dP == pytest.approx(AU_KP, rel=1e-5)
+
+
+@pytest.mark.parametrize("params", [_gold("bm2"), _gold("bm3"), _gold("bm4"), EosParams("bm4", AU_V0, AU_K0, AU_KP),
+                                    _gold("vinet"), _gold("murnaghan"), EosParams("murnaghan", AU_V0, AU_K0, 0.3)],
+                         ids=["bm2", "bm3", "bm4", "bm4-implied", "vinet", "murnaghan", "murnaghan-small-Kp"])
+def test_pressure_derivatives_against_central_differences(params):
+    # The Jacobian of fit_eos. Central differences with h = 1e-5 |x| have a
+    # truncation error ~h^2 (d3P/dx3) / 6 ~ 1e-10 relative and a rounding
+    # error ~1e-16 P / h ~ 1e-11 relative here; 1e-7 is far above both.
+    V = AU_V0 * np.array([1.05, 0.95, 0.8, 0.6])
+    d = pressure_derivatives(params, V)
+    for name in ("V0_A3", "K0_GPa", "Kp", "K0pp_per_GPa"):
+        value = getattr(params, name)
+        if value is None:
+            np.testing.assert_array_equal(d[name], 0.0)  # K'' is not a parameter of this model
+            continue
+        if params.model == "bm2" and name == "Kp":
+            continue  # bm2 refuses any K' but 4
+        h = 1e-5 * abs(value)
+        up = pressure_GPa(EosParams(**{**params.__dict__, name: value + h}), V)
+        down = pressure_GPa(EosParams(**{**params.__dict__, name: value - h}), V)
+        np.testing.assert_allclose(d[name], (up - down) / (2 * h), rtol=1e-7, err_msg=name)
+    # dP/dV0 = K(V)/V0: P depends on V0 only through V/V0.
+    np.testing.assert_allclose(d["V0_A3"], bulk_modulus_GPa(params, V) / AU_V0, rtol=1e-14)
+
+
+def test_murnaghan_Kp_derivative_near_Kp_zero():
+    # For K' L -> 0 (L = ln V0/V) the closed form cancels and a series takes
+    # over at |K' L| = 1e-3: the limit is K0 L^2 / 2, and the two branches
+    # meet there within their 1e-10 relative error (series truncation,
+    # (K'L)^3/30, and the closed form's cancellation, ~1e-16/(K'L)^2).
+    V = np.array([80.0])
+    L = math.log(100.0 / 80.0)
+    at_zero = pressure_derivatives(EosParams("murnaghan", 100.0, 50.0, 0.0), V)["Kp"][0]
+    assert at_zero == pytest.approx(50.0 * L * L / 2, rel=1e-15)
+    below = pressure_derivatives(EosParams("murnaghan", 100.0, 50.0, 0.999e-3 / L), V)["Kp"][0]
+    above = pressure_derivatives(EosParams("murnaghan", 100.0, 50.0, 1.001e-3 / L), V)["Kp"][0]
+    # Between them the value moves by dK' times d2P/dK'2 = K0 L^3 (1/3 + K'L/4 + ...);
+    # a jump between the branches of 1e-10 of the value would be 1e-4 of that move.
+    move = 50.0 * L**3 * (1 / 3 + 1e-3 / 4) * 0.002e-3 / L
+    assert above - below == pytest.approx(move, rel=1e-3)
 
 
 def test_bm4_with_implied_K0pp_is_bm3_and_bm2_is_bm3_with_Kp_4():

@@ -4,6 +4,9 @@
 method of EosFit7 (Angel, Gonzalez-Platas & Alvaro, Z. Kristallogr. 229, 405
 (2014)): each point's weight is 1 / (sigma_P^2 + (dP/dV)^2 sigma_V^2), with
 dP/dV from the current fit, re-evaluated until the parameters settle.
+Each weighted least squares is an :mod:`lmfit` minimisation with the
+analytic Jacobian of :func:`dacpipe.eos.models.pressure_derivatives`; the
+esds follow :func:`dacpipe.core.lsq.covariance_scale`.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import math
 import warnings
 from dataclasses import dataclass, field
 
+import lmfit
 import numpy as np
-from scipy.optimize import least_squares
 
 from ..core.lsq import ESD_SCALINGS, covariance_scale
-from .models import MODELS, PARAMETER_NAMES, EosParams, _bulk_modulus, _pressure, implied_K0pp_per_GPa
+from .models import (MODELS, PARAMETER_NAMES, EosParams, _bulk_modulus, _pressure, implied_K0pp_per_GPa,
+                     pressure_derivatives)
 
 @dataclass(frozen=True)
 class EosFit:
@@ -107,6 +111,80 @@ def _starting_values(P: np.ndarray, V: np.ndarray, V0_start: float | None) -> tu
     return float(V0_start), float(K0)
 
 
+# V0 and K0 must stay positive (the EOS is undefined otherwise); the bound
+# is strict because least_squares' trust-region-reflective steps keep the
+# parameters strictly inside.
+_POSITIVE = 1e-12
+
+
+def _parameters(model: str, fixed: set, *, V0: float, K0: float, Kp: float, K0pp: float | None,
+                implied_K0pp: bool) -> lmfit.Parameters:
+    """The lmfit parameters of a fit: fixed ones with vary=False, bm4's implied K'' as a constraint."""
+    params = lmfit.Parameters(usersyms={"implied_K0pp_per_GPa": implied_K0pp_per_GPa})
+    params.add("V0_A3", value=V0, min=_POSITIVE, vary="V0_A3" not in fixed)
+    params.add("K0_GPa", value=K0, min=_POSITIVE)
+    params.add("Kp", value=4.0 if model == "bm2" else Kp, vary="Kp" not in fixed)
+    if model == "bm4":
+        if implied_K0pp:
+            # "Fixed at the implied value" follows K0 and K' as they refine:
+            # bm4 is then bm3 (Anderson 1995).
+            params.add("K0pp_per_GPa", expr="implied_K0pp_per_GPa(K0_GPa, Kp)")
+        else:
+            params.add("K0pp_per_GPa", value=implied_K0pp_per_GPa(K0, Kp) if K0pp is None else float(K0pp),
+                       vary="K0pp_per_GPa" not in fixed)
+    return params
+
+
+def _eos_params(model: str, params: lmfit.Parameters) -> EosParams:
+    values = params.valuesdict()
+    return _make_params(model, values)
+
+
+def _free_values(params: lmfit.Parameters, free: tuple[str, ...]) -> np.ndarray:
+    return np.array([params[nm].value for nm in free], dtype=float)
+
+
+def _effective_weights(p: EosParams, V: np.ndarray, sP: np.ndarray, sV: np.ndarray) -> np.ndarray:
+    """w_i = 1 / [sigma_P^2 + (dP/dV)^2 sigma_V^2], dP/dV = -K(V)/V (Orear 1982)."""
+    dPdV = -_bulk_modulus(p, V) / V
+    return 1.0 / (sP**2 + dPdV**2 * sV**2)
+
+
+def _residual(params: lmfit.Parameters, model: str, P: np.ndarray, V: np.ndarray, sqrt_w: np.ndarray):
+    return sqrt_w * (P - _pressure(_eos_params(model, params), V))
+
+
+def _jacobian(params: lmfit.Parameters, model: str, P: np.ndarray, V: np.ndarray, sqrt_w: np.ndarray, *,
+              free: tuple[str, ...], derivative_model: str):
+    # Analytic dP/d(parameter) (models.pressure_derivatives), columns in the
+    # order of the free parameters, which is lmfit's var_names order.
+    p = _eos_params(model, params)
+    if derivative_model != model:
+        # bm4 with the implied K'': the constraint makes it bm3 identically,
+        # so the total derivatives are bm3's.
+        p = EosParams(derivative_model, p.V0_A3, p.K0_GPa, p.Kp)
+    d = pressure_derivatives(p, V)
+    return -sqrt_w[:, None] * np.column_stack([d[nm] for nm in free])
+
+
+def _solve(params: lmfit.Parameters, model: str, free: tuple[str, ...], P: np.ndarray, V: np.ndarray,
+           w: np.ndarray) -> lmfit.minimizer.MinimizerResult:
+    """One weighted least squares with the weights held fixed (lmfit, trust-region-reflective).
+
+    scale_covar=False: the covariance comes back as (J^T W J)^-1, and
+    :func:`~dacpipe.core.lsq.covariance_scale` decides any scaling.
+    """
+    derivative_model = "bm3" if model == "bm4" and params["K0pp_per_GPa"].expr else model
+    sqrt_w = np.sqrt(w)
+    minimizer = lmfit.Minimizer(_residual, params, fcn_args=(model, P, V, sqrt_w), scale_covar=False,
+                                nan_policy="propagate")
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return minimizer.minimize(
+            method="least_squares", max_nfev=2000,
+            jac=lambda pars, *args: _jacobian(pars, *args, free=free, derivative_model=derivative_model),
+            x_scale="jac", ftol=1e-15, xtol=1e-15, gtol=1e-15)
+
+
 def fit_eos(pressure_GPa, volume_A3, *, sigma_P_GPa=None, sigma_V_A3=None, model: str = "bm3",
             V0_A3: float | None = None, fix=(), Kp: float | None = None,
             K0pp_per_GPa: float | None = None, esd_scaling: str = "inflate",
@@ -122,9 +200,13 @@ def fit_eos(pressure_GPa, volume_A3, *, sigma_P_GPa=None, sigma_V_A3=None, model
         dP/dV = -K(V)/V.
 
     The weights depend on the parameters, so the fit is iterated: weights
-    from the current parameters, a weighted Gauss-Newton (trust-region)
-    least squares with those weights fixed, and again, until no parameter
-    changes by more than ``tol`` relative. Without sigmas all weights are 1.
+    from the current parameters, a weighted least squares with those
+    weights fixed (lmfit's ``least_squares`` method, trust-region
+    reflective, on :class:`lmfit.Parameters` with V0, K0 > 0, fixed
+    parameters ``vary=False`` and bm4's implied K'' as a constraint; the
+    analytic Jacobian of :func:`~dacpipe.eos.models.pressure_derivatives`),
+    and again, until no parameter changes by more than ``tol`` relative.
+    Without sigmas all weights are 1.
     On the quartz data of Angel et al. (1997) this reproduces, to 6 digits
     in values and 4 in esds, the effective-variance fits published with
     Quantas (gfulian/quantas), and EosFit7's to within their esds.
@@ -233,66 +315,22 @@ def fit_eos(pressure_GPa, volume_A3, *, sigma_P_GPa=None, sigma_V_A3=None, model
             f"need at least {len(free) + 1} (one degree of freedom)")
 
     V0_start, K0_start = _starting_values(P, V, V0_A3)
-    values = {"V0_A3": V0_start, "K0_GPa": K0_start, "Kp": 4.0 if Kp is None else float(Kp)}
-    if model == "bm4":
-        values["K0pp_per_GPa"] = (implied_K0pp_per_GPa(K0_start, values["Kp"])
-                                  if K0pp_per_GPa is None else float(K0pp_per_GPa))
-    fixed_values = {k: values[k] for k in fixed}
+    implied_K0pp = model == "bm4" and "K0pp_per_GPa" in fixed and K0pp_per_GPa is None
+    params = _parameters(model, fixed, V0=V0_start, K0=K0_start, Kp=4.0 if Kp is None else float(Kp),
+                         K0pp=K0pp_per_GPa, implied_K0pp=implied_K0pp)
 
-    def unpack(x: np.ndarray) -> EosParams:
-        vals = dict(fixed_values)
-        vals.update(zip(free, x))
-        if model == "bm4" and "K0pp_per_GPa" in fixed and K0pp_per_GPa is None:
-            # "fixed at the implied value" follows K0 and K' as they refine.
-            vals["K0pp_per_GPa"] = implied_K0pp_per_GPa(vals["K0_GPa"], vals["Kp"])
-        return _make_params(model, vals)
-
-    def model_P(x: np.ndarray) -> np.ndarray:
-        return _pressure(unpack(x), V)
-
-    def jacobian_P(x: np.ndarray) -> np.ndarray:
-        # Central differences: the step h ~ 1e-6 |x| leaves a truncation
-        # error ~1e-12 relative, far below any esd.
-        J = np.empty((n, x.size))
-        for j in range(x.size):
-            h = 1e-6 * max(abs(x[j]), 1e-3)
-            xp, xm = x.copy(), x.copy()
-            xp[j] += h
-            xm[j] -= h
-            J[:, j] = (model_P(xp) - model_P(xm)) / (2 * h)
-        return J
-
-    def weights(x: np.ndarray) -> np.ndarray:
-        if not weighted:
-            return np.ones(n)
-        p = unpack(x)
-        dPdV = -_bulk_modulus(p, V) / V
-        return 1.0 / (sP**2 + dPdV**2 * sV**2)
-
-    # V0 and K0 stay positive (the EOS is undefined otherwise); K', K'' are free.
-    lower = np.array([1e-12 if nm in ("V0_A3", "K0_GPa") else -np.inf for nm in free])
-
-    def solve(x0: np.ndarray, w: np.ndarray) -> np.ndarray:
-        sw = np.sqrt(w)
-        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            res = least_squares(
-                lambda x: sw * (P - model_P(x)),
-                x0, jac=lambda x: -sw[:, None] * jacobian_P(x),
-                bounds=(lower, np.inf), method="trf", x_scale="jac",
-                ftol=1e-15, xtol=1e-15, gtol=1e-15, max_nfev=2000)
-        return res.x
-
-    x = np.array([values[nm] for nm in free], dtype=float)
     # An unweighted fit first: it brings the crude start close enough for
     # the weights (which depend on K(V)) to mean something.
-    x = solve(x, np.ones(n))
+    result = _solve(params, model, free, P, V, np.ones(n))
     iterations, change = 0, math.inf
     converged = not weighted
     if weighted:
         for iterations in range(1, max_iter + 1):
-            x_new = solve(x, weights(x))
-            change = np.max(np.abs(x_new - x) / np.maximum(np.abs(x_new), 1e-12))
-            x = x_new
+            x = _free_values(result.params, free)
+            result = _solve(result.params, model, free, P, V,
+                            _effective_weights(_eos_params(model, result.params), V, sP, sV))
+            x_new = _free_values(result.params, free)
+            change = float(np.max(np.abs(x_new - x) / np.maximum(np.abs(x_new), 1e-12)))
             if change <= tol:
                 converged = True
                 break
@@ -300,16 +338,14 @@ def fit_eos(pressure_GPa, volume_A3, *, sigma_P_GPa=None, sigma_V_A3=None, model
         warnings.warn(f"fit_eos: effective-variance weights not converged after {max_iter} cycles "
                       f"(last relative change {change:.2g})", RuntimeWarning, stacklevel=2)
 
-    params = unpack(x)
-    w = weights(x)
-    resid = P - model_P(x)
-    dof = n - len(free)
-    chi2 = float(np.sum(w * resid**2) / dof)
-    J = jacobian_P(x) * np.sqrt(w)[:, None]
-    try:
-        cov = np.linalg.inv(J.T @ J)
-    except np.linalg.LinAlgError:
-        cov = np.full((len(free), len(free)), np.nan)
+    params = _eos_params(model, result.params)
+    resid = P - _pressure(params, V)
+    # lmfit's statistics are those of the last cycle: its residuals are
+    # sqrt(w) (P_obs - P_calc) with the weights of that cycle, which the
+    # convergence test has made equal to the final ones within ``tol``.
+    chi2 = float(np.sum(result.residual**2) / result.nfree)
+    cov = (np.asarray(result.covar, dtype=float) if result.covar is not None
+           else np.full((len(free), len(free)), np.nan))
     scale2 = covariance_scale(chi2, weighted, esd_scaling)
     cov = cov * scale2
     errors = {nm: math.nan for nm in names}

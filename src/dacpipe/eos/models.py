@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 __all__ = ["MODELS", "EOS_CLASSES", "EosParams", "pressure_GPa", "volume_A3", "bulk_modulus_GPa",
-           "implied_K0pp_per_GPa", "eulerian_strain"]
+           "pressure_derivatives", "implied_K0pp_per_GPa", "eulerian_strain"]
 
 MODELS = ("bm2", "bm3", "bm4", "vinet", "murnaghan")
 
@@ -160,6 +160,22 @@ class BirchMurnaghan:
         dg = a + 2.0 * b * f
         return p.K0_GPa * (1.0 + 2.0 * f) ** 2.5 * ((1.0 + 7.0 * f) * g + f * (1.0 + 2.0 * f) * dg)
 
+    @staticmethod
+    def parameter_derivatives(p: EosParams, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # With S = 3 f (1+2f)^(5/2), P = K0 S g and g = 1 + a f + b f^2:
+        # a = 3/2 (K'-4) gives dg/dK' = 3/2 f; b (bm4 with a given K'' only)
+        # = 3/2 [K0 K'' + (K'-4)(K'-3) + 35/9] adds 3/2 (2K'-7) f^2 to
+        # dg/dK', 3/2 K'' f^2 to dg/dK0 and 3/2 K0 f^2 to dg/dK''.
+        a, b = _bm_coefficients(p)
+        f = eulerian_strain(v, p.V0_A3)
+        S = 3.0 * f * (1.0 + 2.0 * f) ** 2.5
+        g = 1.0 + a * f + b * f * f
+        if p.model == "bm4" and p.K0pp_per_GPa is not None:
+            f2 = 1.5 * f * f
+            return (S * (g + p.K0_GPa * p.K0pp_per_GPa * f2), p.K0_GPa * S * (1.5 * f + (2.0 * p.Kp - 7.0) * f2),
+                    p.K0_GPa * S * p.K0_GPa * f2)
+        return S * g, p.K0_GPa * S * 1.5 * f, np.zeros_like(f)
+
 
 class Vinet:
     """Vinet et al. (1987), J. Geophys. Res. 92, 9319, x = (V/V0)^(1/3):
@@ -178,6 +194,13 @@ class Vinet:
         eta = 1.5 * (p.Kp - 1.0)
         return p.K0_GPa / (x * x) * (2.0 - x + eta * x * (1.0 - x)) * np.exp(eta * (1.0 - x))
 
+    @staticmethod
+    def parameter_derivatives(p: EosParams, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # P is linear in K0; K' enters only through exp[3/2 (K'-1)(1-x)].
+        x = (v / p.V0_A3) ** (1.0 / 3.0)
+        P = Vinet.pressure(p, v)
+        return P / p.K0_GPa, P * 1.5 * (1.0 - x), np.zeros_like(x)
+
 
 class Murnaghan:
     """Murnaghan (1944), Proc. Natl. Acad. Sci. 30, 244: P = K0/K' [(V0/V)^K' - 1],
@@ -194,6 +217,21 @@ class Murnaghan:
     def bulk_modulus(p: EosParams, v: np.ndarray) -> np.ndarray:
         return p.K0_GPa * (p.V0_A3 / v) ** p.Kp
 
+    @staticmethod
+    def parameter_derivatives(p: EosParams, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # With L = ln(V0/V), P = K0 (e^(K'L) - 1)/K' and
+        # dP/dK' = K0 [L e^(K'L)/K' - (e^(K'L) - 1)/K'^2]. That difference
+        # cancels as K'L -> 0, where its series K0 L^2 [1/2 + K'L/3 + (K'L)^2/8]
+        # is used instead (next term (K'L)^3/30: below 1e-10 relative for |K'L| < 1e-3).
+        L = np.log(p.V0_A3 / v)
+        kl = p.Kp * L
+        small = np.abs(kl) < 1e-3
+        with np.errstate(divide="ignore", invalid="ignore"):
+            exact = p.K0_GPa * (L * np.exp(kl) / p.Kp - np.expm1(kl) / p.Kp**2)
+        series = p.K0_GPa * L * L * (0.5 + kl / 3.0 + kl * kl / 8.0)
+        P = Murnaghan.pressure(p, v)
+        return P / p.K0_GPa, np.where(small, series, exact), np.zeros_like(L)
+
 
 # Model name (EosParams.model, the config's eos.model) -> the class that computes it.
 EOS_CLASSES = {"bm2": BirchMurnaghan, "bm3": BirchMurnaghan, "bm4": BirchMurnaghan, "vinet": Vinet,
@@ -206,6 +244,37 @@ def _pressure(p: EosParams, v: np.ndarray) -> np.ndarray:
 
 def _bulk_modulus(p: EosParams, v: np.ndarray) -> np.ndarray:
     return EOS_CLASSES[p.model].bulk_modulus(p, v)
+
+
+def pressure_derivatives(params: EosParams, volume_A3) -> dict[str, np.ndarray]:
+    """Partial derivatives of P(V) with respect to the EOS parameters, at fixed V.
+
+    The Jacobian of a fit in pressure (:func:`dacpipe.eos.fit.fit_eos`),
+    differentiated by hand from the formulas of :func:`pressure_GPa`
+    (Angel 2000, Rev. Mineral. Geochem. 41, 35; Vinet et al. 1987;
+    Murnaghan 1944). Every model depends on V0 only through V/V0, so
+    dP/dV0 = -(V/V0) dP/dV = K(V)/V0 for all of them.
+
+    Parameters
+    ----------
+    params : EosParams
+    volume_A3 : array_like
+        Volumes, > 0.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Keyed by :data:`PARAMETER_NAMES`: ``V0_A3`` (GPa/A^3), ``K0_GPa``
+        (dimensionless), ``Kp`` (GPa) and ``K0pp_per_GPa`` (GPa^2; zero
+        unless the model is bm4 with a given K''). bm3, and bm4 without a
+        K'', have no f^2 term whatever K' and K0 are (the implied K'' follows
+        them), so their derivatives are those of the 3rd-order form.
+    """
+    v = _as_volume_array(volume_A3)
+    with np.errstate(invalid="ignore"):
+        d_K0, d_Kp, d_K0pp = EOS_CLASSES[params.model].parameter_derivatives(params, v)
+        d_V0 = _bulk_modulus(params, v) / params.V0_A3
+    return {"V0_A3": d_V0, "K0_GPa": d_K0, "Kp": d_Kp, "K0pp_per_GPa": d_K0pp}
 
 
 def _scalar_or_array(result: np.ndarray, like):
@@ -337,20 +406,4 @@ def volume_A3(params: EosParams, pressure_GPa):
     p_arr = np.asarray(pressure_GPa, dtype=float)
     out = np.array([_volume_scalar(params, float(t)) for t in p_arr.ravel()]).reshape(p_arr.shape)
     return _scalar_or_array(out, pressure_GPa)
-
-
-# ---------------------------------------------------------------------------
-# Fitting
-# ---------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------
-# F-f plot
-# ---------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# The EOS stage: one fit per phase over the points where it was refined
-# --------------------------------------------------------------------------
-
 
