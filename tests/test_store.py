@@ -102,3 +102,101 @@ def test_reciprocal_lengths_are_not_angstrom():
         assert units_from_name(name) == "1/angstrom", name
     for name in ("a_A", "d_A", "d_spacing_A", "a_err_A"):
         assert units_from_name(name) == "angstrom", name
+
+
+# ---------------------------------------------------------------- splicing rows of recomputed points
+
+from dacpipe.io.refs import FileRecord  # noqa: E402
+from dacpipe.run.store import SpliceError, read_result, splice_part, splice_results  # noqa: E402
+
+
+def _patterns(ids, rows, widths, status=None, q=(1.0, 2.0, 3.0), method="csr"):
+    """A result with a pattern per point, a fitted window of each width and a label."""
+    n = len(ids)
+    window = np.full((n, max(widths)), np.nan)
+    labels = np.full((n, max(widths)), "", dtype=object)
+    for i, w in enumerate(widths):
+        window[i, :w] = rows[i]
+        labels[i, :w] = f"{ids[i]}"
+    return StageResult(stage="xrd", point_ids=list(ids),
+                       datasets={"I": np.array([[r, r, r] for r in rows], dtype=float), "window/x": window,
+                                 "window/label": labels, "n": np.array(widths), "ok": np.array(widths) > 1},
+                       axes={"q": np.array(q)}, attrs={"method": method, "npt": 3},
+                       extra={"saxs/peaks/q_A": np.array([[r] for r in rows], dtype=float)},
+                       status=status or ["ok"] * n, inputs=[FileRecord(f"/d/{p}", "0" * 64, 1) for p in ids])
+
+
+def test_a_part_reads_back_as_its_result(tmp_path):
+    result = _patterns(["a", "b"], [1.0, 2.0], [1, 3])
+    result.extra["xrd/fit/E0_eV"] = np.array(0.8)   # an extra inside the stage's own group, as the optical fits are
+    write_part(tmp_path / "p.h5", "run", result)
+    back = read_result(tmp_path / "p.h5", "run")
+    assert back.stage == "xrd" and back.point_ids == ["a", "b"] and back.status == ["ok", "ok"]
+    assert set(back.datasets) == set(result.datasets) and set(back.axes) == {"q"}
+    np.testing.assert_array_equal(back.datasets["window/x"], result.datasets["window/x"])
+    assert back.datasets["window/label"].tolist() == result.datasets["window/label"].tolist()
+    assert back.attrs["method"] == "csr" and back.attrs["signal"] == "I" and back.attrs["axes"] == [".", "q"]
+    assert float(back.extra["xrd/fit/E0_eV"]) == 0.8 and "saxs/peaks/q_A" in back.extra
+    assert "fit/E0_eV" not in back.datasets
+    assert back.inputs == result.inputs
+    write_part(tmp_path / "again.h5", "run", back)          # and writes again as it was
+    again = read_result(tmp_path / "again.h5", "run")
+    assert again.attrs == back.attrs and set(again.extra) == set(back.extra)
+
+
+def test_splice_replaces_and_adds_rows_by_point_in_sheet_order(tmp_path):
+    old = _patterns(["a", "b", "c"], [1.0, 2.0, 3.0], [1, 4, 2])
+    new = _patterns(["d", "b"], [40.0, 20.0], [2, 1])   # b recomputed (its window now 1 wide), d new
+    out = splice_results(old, new, ["a", "b", "c", "d"])
+    np.testing.assert_array_equal(out.datasets["I"][:, 0], [1.0, 20.0, 3.0, 40.0])
+    # b's window was the widest: the columns no point fills any more are gone, as one run would size them.
+    assert out.datasets["window/x"].shape == (4, 2)
+    np.testing.assert_array_equal(out.datasets["window/x"],
+                                  [[1.0, np.nan], [20.0, np.nan], [3.0, 3.0], [40.0, 40.0]])
+    assert out.datasets["window/label"].tolist() == [["a", ""], ["b", ""], ["c", "c"], ["d", "d"]]
+    assert out.datasets["n"].tolist() == [1, 1, 2, 2] and out.datasets["ok"].tolist() == [False, False, True, True]
+    np.testing.assert_array_equal(out.extra["saxs/peaks/q_A"][:, 0], [1.0, 20.0, 3.0, 40.0])
+    assert [r.path for r in out.inputs] == ["/d/a", "/d/b", "/d/c", "/d/d"]
+    # Equal to computing all four at once.
+    whole = _patterns(["a", "b", "c", "d"], [1.0, 20.0, 3.0, 40.0], [1, 1, 2, 2])
+    for name, values in whole.datasets.items():
+        assert out.datasets[name].tolist() == values.tolist() or np.array_equal(out.datasets[name], values,
+                                                                                  equal_nan=True), name
+    # Removed and reordered points: no new rows at all; the files only a removed point named leave the inputs.
+    out = splice_results(old, None, ["c", "a"], drop_inputs=["/d/b"])
+    np.testing.assert_array_equal(out.datasets["I"][:, 0], [3.0, 1.0])
+    assert [r.path for r in out.inputs] == ["/d/a", "/d/c"]
+    with pytest.raises(ValueError, match="point e is in neither"):
+        splice_results(old, new, ["a", "e"])
+
+
+def test_splice_checks_axes_and_attributes(tmp_path):
+    old = _patterns(["a", "b"], [1.0, 2.0], [1, 1])
+    with pytest.raises(SpliceError, match="axis q"):
+        splice_results(old, _patterns(["c"], [3.0], [1], q=(1.0, 2.0, 3.5)), ["a", "b", "c"])
+    with pytest.raises(SpliceError, match="attribute method"):
+        splice_results(old, _patterns(["c"], [3.0], [1], method="lut"), ["a", "b", "c"])
+    # New points none of which gave a pattern (an unreadable frame): their axes
+    # and attributes, from the geometry alone, do not count.
+    bad = _patterns(["c"], [np.nan], [1], status=["xrd skipped: x"], q=(0.9, 2.0, 3.0), method="")
+    out = splice_results(old, bad, ["a", "b", "c"])
+    assert out.axes["q"].tolist() == [1.0, 2.0, 3.0] and out.attrs["method"] == "csr"
+    assert out.status == ["ok", "ok", "xrd skipped: x"]
+    # And the other way round: the previous points gave none.
+    out = splice_results(bad, old, ["c", "a", "b"])
+    assert out.axes["q"].tolist() == [1.0, 2.0, 3.0] and out.attrs["method"] == "csr"
+
+
+def test_splice_part_whole_series_extras_come_from_the_new_part(tmp_path):
+    old = StageResult(stage="phases", point_ids=["a", "b"], datasets={"x": np.array([1.0, 2.0])},
+                      extra={"transitions/onset_GPa": np.array([5.0])}, status=["ok", "ok"])
+    new = StageResult(stage="phases", point_ids=["c"], datasets={"x": np.array([3.0])},
+                      extra={"transitions/onset_GPa": np.array([5.0, 9.0])}, status=["ok"])
+    write_part(tmp_path / "old.h5", "run", old)
+    write_part(tmp_path / "new.h5", "run", new)
+    splice_part(tmp_path / "old.h5", tmp_path / "new.h5", tmp_path / "old.h5", "run", ["a", "b", "c"],
+                extras_over_points=False)
+    with h5py.File(tmp_path / "old.h5") as h5:
+        assert h5["run/phases/x"][()].tolist() == [1.0, 2.0, 3.0]
+        assert h5["run/transitions/onset_GPa"][()].tolist() == [5.0, 9.0]
+        assert list(h5["run/point_ids"].asstr()[()]) == ["a", "b", "c"]

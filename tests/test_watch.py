@@ -230,3 +230,206 @@ def test_watch_loop_counts_cycles():
     counting = Counting()
     assert watch(counting, interval=2.0, max_cycles=3, sleep=sleeps.append) == 0
     assert counting.n == 3 and sleeps == [2.0, 2.0]
+
+
+# ---------------------------------------------------------------- only what changed is computed
+
+import sys  # noqa: E402
+import types  # noqa: E402
+
+import pytest  # noqa: E402
+
+from dacpipe.integration import stage as integration_stage  # noqa: E402
+from dacpipe.optical import stage as optical_stage  # noqa: E402
+from dacpipe.pressure import stage as pressure_stage  # noqa: E402
+from dacpipe.run import stages as stage_registry  # noqa: E402
+
+
+def store_contents(path: Path) -> dict:
+    """Every group's attributes and every dataset's values and attributes, by path."""
+    out = {}
+    with h5py.File(path) as h5:
+        def visit(name, obj):
+            value = None
+            if isinstance(obj, h5py.Dataset):
+                value = obj.asstr()[()] if obj.dtype.kind == "O" else obj[()]
+            out[name] = (value, dict(obj.attrs))
+        h5.visititems(visit)
+    return out
+
+
+def same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def assert_same_store(got: Path, want: Path) -> None:
+    """Dataset by dataset and attribute by attribute, NaN equal to NaN."""
+    a, b = store_contents(got), store_contents(want)
+    assert sorted(a) == sorted(b)
+    for name in a:
+        (va, aa), (vb, ab) = a[name], b[name]
+        assert (va is None) == (vb is None) and (va is None or same(va, vb)), name
+        assert sorted(aa) == sorted(ab) and all(same(aa[k], ab[k]) for k in aa), name
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The points each stage function was called with, per call."""
+    calls: dict[str, list[list[str]]] = {}
+
+    def wrap(module, name, label):
+        original = getattr(module, name)
+
+        def counting(ctx, *args):
+            calls.setdefault(label, []).append(list(ctx.sheet.point_ids))
+            return original(ctx, *args)
+        monkeypatch.setattr(module, name, counting)
+
+    wrap(pressure_stage, "run", "pressure")
+    wrap(integration_stage, "run", "xrd")
+    wrap(optical_stage, "measure", "optical measure")
+    wrap(optical_stage, "summarise", "optical summarise")
+    return calls
+
+
+def optical_config(tmp: Path, data: Path) -> dict:
+    """Ruby, XRD and optical spectra, no indexing."""
+    run = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["runs"][RUN]
+    run["sheet"] = str(data / "points.tsv")
+    for key in ("phases", "eos"):
+        run.pop(key)
+    run["xrd"]["poni"] = str(SAMPLE / "xrd.poni")
+    run["xrd"]["mask"] = str(SAMPLE / "xrd.mask")
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump({"results_dir": str(tmp / "results"), "runs": {RUN: run}}))
+    return load_config([path])
+
+
+def full_recompute(watcher: Watcher, tmp: Path) -> Path:
+    """The store of one run over all the ready points, beside the incremental one."""
+    store = tmp / "results" / f"{RUN}.h5"
+    incremental = store.with_name("incremental.h5")
+    shutil.copyfile(store, incremental)
+    watcher.run_state, watcher.last_signature = None, None
+    assert watcher.cycle().updated
+    assert {u.action for u in watcher.last_update.values()} == {"all"}
+    return incremental
+
+
+def test_a_new_point_costs_one_points_work(tmp_path, counted):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(SAMPLE / "points.tsv", data / "points.tsv")
+    config = optical_config(tmp_path, data)
+    watcher = Watcher(config, RUN, data, settle=0.0, clock=Clock(), echo=lambda line: None)
+    for point in ("p001", "p002", "p003"):
+        land(data, point)
+    assert watcher.cycle().updated                   # the first update computes everything
+    assert counted["pressure"] == [["p001", "p002", "p003"]] and counted["xrd"] == [["p001", "p002", "p003"]]
+    assert {stage: u.action for stage, u in watcher.last_update.items()} == \
+        {"pressure": "all", "xrd": "all", "optical": "all"}
+
+    for new in (["p004"], ["p005", "p006"], ["p007"]):
+        for point in new:
+            land(data, point)
+        report = watcher.cycle()
+        assert report.updated and f"; {new[-1]}: P = " in report.line
+        for stage in ("pressure", "xrd", "optical measure"):
+            assert counted[stage][-1] == new, stage
+        assert len(counted["optical summarise"][-1]) == int(new[-1][1:])   # E(P) refitted on all points
+        assert watcher.last_update["xrd"].action == "points" and watcher.last_update["xrd"].computed == len(new)
+        assert watcher.last_update["optical"].action == "series"
+    assert len(counted["xrd"]) == 4
+
+    # The store after these updates is the store of one run over the seven points.
+    incremental = full_recompute(watcher, tmp_path)
+    assert counted["xrd"][-1] == [f"p00{i}" for i in range(1, 8)]
+    assert_same_store(incremental, tmp_path / "results" / f"{RUN}.h5")
+
+
+def test_a_rewritten_file_is_recomputed_and_a_touched_one_is_not(tmp_path, counted):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(SAMPLE / "points.tsv", data / "points.tsv")
+    config = optical_config(tmp_path, data)
+    watcher = Watcher(config, RUN, data, settle=0.0, clock=Clock(), echo=lambda line: None)
+    for point in ("p001", "p002", "p003", "p004"):
+        land(data, point)
+    watcher.cycle()
+    store = tmp_path / "results" / f"{RUN}.h5"
+    truth = expected_pressures()
+
+    # The ruby of p002 measured again, at p008's pressure: only p002 is recomputed.
+    for side in ("before", "after"):
+        shutil.copyfile(SAMPLE / "ruby" / f"hgte_p008_ruby_{side}.txt", data / "ruby" / f"hgte_p002_ruby_{side}.txt")
+    report = watcher.cycle()
+    assert report.updated and counted["pressure"][-1] == ["p002"] and counted["xrd"][-1] == ["p002"]
+    ids, pressure = store_points(store)
+    assert ids == ["p001", "p002", "p003", "p004"]
+    assert pressure[1] == pytest.approx(truth["p008"], abs=0.05)
+    assert pressure[[0, 2, 3]] == pytest.approx([truth[p] for p in ("p001", "p003", "p004")], abs=0.05)
+
+    # Same content, new modification time (a copy of the folder): nothing to compute, the store left alone.
+    mtime = store.stat().st_mtime_ns
+    (data / "xrd" / "hgte_p003.cbf").touch()
+    (data / "optical" / "hgte_p003_pl.txt").write_bytes((SAMPLE / "optical" / "hgte_p003_pl.txt").read_bytes())
+    report = watcher.cycle()
+    assert not report.updated and report.line is None and store.stat().st_mtime_ns == mtime
+    assert len(counted["pressure"]) == 2 and {u.action for u in watcher.last_update.values()} == {"kept"}
+
+    # A point dropped from the sheet, another's row edited (a temperature typed in):
+    # the first leaves the store, the second is recomputed.
+    rows = (data / "points.tsv").read_text().splitlines()
+    rows = [r for r in rows if not r.startswith("p003\t")]
+    rows = [r.replace("\t298\tstep 4", "\t310\tstep 4") if r.startswith("p004\t") else r for r in rows]
+    (data / "points.tsv").write_text("\n".join(rows) + "\n")
+    assert watcher.cycle().updated
+    assert counted["pressure"][-1] == ["p004"] and store_points(store)[0] == ["p001", "p002", "p004"]
+    with h5py.File(store) as h5:
+        paths = list(h5[f"{RUN}/provenance/inputs/path"].asstr()[()])
+    assert not any("hgte_p003" in path for path in paths)
+    assert_same_store(full_recompute(watcher, tmp_path), store)
+
+
+def test_a_settings_change_recomputes_everything(tmp_path, counted):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(SAMPLE / "points.tsv", data / "points.tsv")
+    config = optical_config(tmp_path, data)
+    watcher = Watcher(config, RUN, data, settle=0.0, clock=Clock(), echo=lambda line: None)
+    for point in ("p001", "p002", "p003"):
+        land(data, point)
+    watcher.cycle()
+    store = tmp_path / "results" / f"{RUN}.h5"
+    before = store_points(store)[1]
+
+    watcher.config = copy_with(config, ("pressure", "scale"), "dewaele2008")
+    report = watcher.cycle()                        # no file changed, the settings did
+    assert report.updated
+    assert {stage: (u.action, u.computed) for stage, u in watcher.last_update.items()} == \
+        {"pressure": ("all", 3), "xrd": ("all", 3), "optical": ("all", 3)}
+    assert counted["xrd"][-1] == ["p001", "p002", "p003"]
+    assert np.all(store_points(store)[1] > before)  # Dewaele's scale reads higher than Mao's
+
+    # A file the settings name (the PONI, edited by a new calibration) counts as a setting.
+    poni = tmp_path / "xrd.poni"
+    shutil.copyfile(SAMPLE / "xrd.poni", poni)
+    watcher.config = copy_with(watcher.config, ("xrd", "poni"), str(poni))
+    watcher.cycle()
+    assert watcher.last_update["xrd"].action == "all"
+    land(data, "p004")
+    watcher.cycle()
+    assert watcher.last_update["xrd"] .action == "points"
+    poni.write_text(poni.read_text().replace("Distance: ", "Distance: 1"))
+    watcher.cycle()
+    assert watcher.last_update["xrd"].action == "all" and counted["xrd"][-1] == ["p001", "p002", "p003", "p004"]
+
+
+def copy_with(config: dict, keys: tuple[str, str], value) -> dict:
+    import copy
+    out = copy.deepcopy(config)
+    out["runs"][RUN][keys[0]][keys[1]] = value
+    return out

@@ -5,10 +5,14 @@ The watcher polls the folder every ``interval`` seconds; a file is *ready*
 once its size and modification time have not changed for ``settle`` seconds
 (a file still being written is never read). A point is processed when every
 file its sheet row names is ready; whenever the set of ready points, one of
-their files or their sheet rows change, every stage of the run is rerun on
+their files or their sheet rows change, the run is brought up to date on
 the ready points (a sheet limited to them, ``<results>/<run>/watch/points.tsv``)
-and the store is reassembled, then one line is printed: time, points, and
-the latest point's pressure and phases.
+by :func:`dacpipe.run.incremental.update_run`, which computes only the points
+that are new or changed (a file's content, by checksum, or its sheet row) and
+splices them into the stages' parts, refits the whole-series stages, and
+recomputes everything when the run's settings change; the store is
+reassembled, then one line is printed: time, points, and the latest point's
+pressure and phases.
 
 The sheet is the run's own (re-read each cycle: rows may be appended), or,
 with ``make_sheet=True`` when the run's sheet does not exist yet, one made by
@@ -34,12 +38,11 @@ import h5py
 import numpy as np
 
 from ..core.errors import ConfigError, DacpipeError
-from ..io.refs import file_part, resolve
+from ..io.refs import file_part, file_record, resolve
 from ..io.sheet import FILE_COLUMNS, make_sheet, read_sheet, tsv_rows
 from ..run.config import run_config
+from ..run.incremental import RunState, StageUpdate, settings_key, update_run
 from ..run.layout import store_path
-from ..run.runner import assemble_run, run_stage
-from ..run.stages import stages_for
 from .options import add_config_options, config_from_args
 
 log = logging.getLogger("dacpipe")
@@ -143,6 +146,11 @@ class Watcher:
     states: dict[str, FileState] = field(default_factory=dict)
     last_signature: object = None
     last_message: str | None = None
+    # What the last update was computed from (None: the next computes everything),
+    # what it did per stage, and each file's SHA-256 with the size and mtime it was read at.
+    run_state: RunState | None = None
+    last_update: dict[str, StageUpdate] = field(default_factory=dict)
+    checksums: dict[str, tuple[int, int, str]] = field(default_factory=dict)
 
     def __post_init__(self):
         self.folder = Path(self.folder)
@@ -211,32 +219,59 @@ class Watcher:
         ids = [p.point for p in ready]
         limited = limited_sheet_text(full, folder, ids)
         files = sorted({path(ref) for p in ready for ref in p.files.values()})
-        signature = (limited, tuple((f, self.states[f].size, self.states[f].mtime_ns) for f in files))
+        report.points = len(ready)
+        try:
+            # The settings too: a new config, or an edited PONI or mask, recomputes everything.
+            settings = settings_key(run_config(self.config, self.run_id), ())
+        except DacpipeError as err:
+            report.error = str(err)
+            self._say(f"error: {err}")
+            return report
+        signature = (limited, tuple((f, self.states[f].size, self.states[f].mtime_ns) for f in files), settings)
         if signature == self.last_signature:
-            report.points = len(ready)
             return report
         self.last_signature = signature    # a failed update is retried only once something changes
         try:
-            report.points = len(ready)
-            report.line = self.update(limited, ids[-1])
-            report.updated = True
-            if report.waiting:
-                report.line += f" ({report.waiting} waiting)"
-            self._say(report.line, repeat=True)
+            line = self.update(limited, ids[-1])
         except (DacpipeError, OSError, ValueError) as err:
             report.error = " ".join(f"{type(err).__name__}: {err}".split())
             self._say(f"error: {report.error}", repeat=True)
+            return report
+        if line is not None:
+            report.line, report.updated = line, True
+            if report.waiting:
+                report.line += f" ({report.waiting} waiting)"
+            self._say(report.line, repeat=True)
         return report
 
-    def update(self, limited_text: str, latest: str) -> str:
-        """Rerun the run's stages on the limited sheet and reassemble the store; the summary line."""
+    def update(self, limited_text: str, latest: str) -> str | None:
+        """Bring the store up to date with the limited sheet, computing only
+        what changed since the last update; the summary line, or None when
+        nothing had changed (a file touched, not rewritten) and the store was
+        left alone."""
         _write_if_changed(self.points_file, limited_text)
         config = copy.deepcopy(self.config)
         config["runs"][self.run_id]["sheet"] = str(self.points_file)
-        for stage in stages_for(run_config(config, self.run_id)):
-            run_stage(config, self.run_id, stage)
-        out = assemble_run(config, self.run_id)
-        return summary(out, self.run_id, latest)
+        state, self.run_state = self.run_state, None   # a failed update leaves parts half updated
+        state, self.last_update, out = update_run(config, self.run_id, state, self.work,
+                                                  checksums=self.file_checksums(read_sheet(self.points_file)))
+        self.run_state = state
+        return None if out is None else summary(out, self.run_id, latest)
+
+    def file_checksums(self, sheet) -> dict[str, str]:
+        """SHA-256 of the sheet's files, each read once per change of its size or mtime."""
+        out = {}
+        for point in sheet.points:
+            for ref in point.files.values():
+                path = file_part(ref)
+                seen = self.states.get(os.path.abspath(path))
+                known = self.checksums.get(path)
+                if seen is None or known is None or known[:2] != (seen.size, seen.mtime_ns):
+                    size, mtime = (seen.size, seen.mtime_ns) if seen else (-1, -1)
+                    known = (size, mtime, file_record(path).sha256)
+                    self.checksums[path] = known
+                out[path] = known[2]
+        return out
 
 
 def summary(store: str | Path, run_id: str, point: str) -> str:
@@ -258,7 +293,9 @@ def summary(store: str | Path, run_id: str, point: str) -> str:
 
 
 class _OnlyOnce(logging.Filter):
-    """Drops a warning already shown: each update reruns every point."""
+    """Drops a warning already shown: the whole-series stages (EOS, E(P) fits)
+    are rerun at every update and would repeat theirs, and a settings change
+    reruns every point."""
 
     def __init__(self):
         super().__init__()

@@ -131,15 +131,32 @@ def fit_phases(pressure_GPa, energy_eV, energy_err_eV, phases: Sequence[str], po
     return out
 
 
+# The stage runs in two steps, so that ``dacpipe watch`` (dacpipe.run.incremental)
+# can measure only the points whose spectra are new and refit the series:
+# :func:`measure`, whose rows depend only on each point's own spectra and the
+# settings, and :func:`summarise`, the E(P) fits over all points (cheap).
+
 def run(ctx: StageContext) -> StageResult:
-    """The optical stage of a run: :func:`optical_series` on its sheet, with the
-    points' pressures (``upstream["pressure"]``) and, when the run is
-    indexed, each point's dominant phase (``upstream["phases"]``)."""
+    """The optical stage of a run: :func:`measure` its sheet's spectra, then :func:`summarise`."""
+    return summarise(ctx, measure(ctx))
+
+
+def measure(ctx: StageContext) -> StageResult:
+    """The per-point step: band gap and PL peak of each point of ``ctx.sheet``
+    (:func:`measure_points`), from its own spectra only; reads no upstream."""
+    return measure_points(ctx.sheet, ctx.run["optical"], ctx.warn, ctx.progress, run_id=ctx.run_id)
+
+
+def summarise(ctx: StageContext, measured: StageResult) -> StageResult:
+    """The whole-series step: ``measured`` (every point of the sheet) with the
+    points' pressures (``upstream["pressure"]``) and, when the run is indexed,
+    each point's dominant phase (``upstream["phases"]``), fitted per phase
+    (:func:`fit_series`)."""
     pressure = ctx.upstream["pressure"]
     phases = ctx.upstream.get("phases")
-    return optical_series(ctx.sheet, ctx.run["optical"], pressure["pressure_GPa"],
-                          None if phases is None else dominant_phases(phases), ctx.warn, ctx.progress,
-                          pressure_err_GPa=pressure["pressure_err_GPa"], run_id=ctx.run_id)
+    return fit_series(measured, ctx.run["optical"], pressure["pressure_GPa"],
+                      None if phases is None else dominant_phases(phases), ctx.warn,
+                      pressure_err_GPa=pressure["pressure_err_GPa"])
 
 
 def dominant_phases(phases: Upstream) -> list[str]:
@@ -156,6 +173,8 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
                    progress: Callable[[int, int], None] = lambda done, total: None, *,
                    pressure_err_GPa: np.ndarray | None = None, run_id: str = "") -> StageResult:
     """Band gap and PL peak of every point, and their pressure dependence per phase.
+
+    :func:`measure_points` then :func:`fit_series`.
 
     Parameters
     ----------
@@ -174,6 +193,8 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
         Called with (points done, points in all) after each point.
     pressure_err_GPa : ndarray, optional
         Pressure errors, propagated into the E(P) fits through their slope.
+    run_id : str
+        The run's name, for messages (default: the sheet's folder).
 
     Returns
     -------
@@ -181,18 +202,54 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
         Stage ``"optical"``: ``band_gap/...`` and ``pl_peak/...`` over the
         points, fits in ``extra`` under ``optical/<band_gap|pl_peak>/fit/<phase>/``.
     """
+    measured = measure_points(sheet, optical_cfg, warn, progress, run_id=run_id)
+    return fit_series(measured, optical_cfg, pressure_GPa, phase_per_point, warn, pressure_err_GPa=pressure_err_GPa)
+
+
+def _attrs(cfg: dict) -> dict[str, object]:
+    """The settings a result was computed with, as the group's attributes."""
+    ab_cfg, pl_cfg = cfg["absorption"], cfg["pl"]
+    return {"tauc": cfg["tauc"], "tauc_window": cfg["tauc_window"], "min_r2": float(cfg["min_r2"]),
+            "baseline": cfg["baseline"], "smoothing_eV": float(cfg["smoothing_eV"]),
+            "fit_model": cfg["fit_model"], "absorption_quantity": ab_cfg["quantity"],
+            "absorption_x_unit": ab_cfg["x_unit"], "absorption_reference": ab_cfg["reference"] or "",
+            "pl_x_unit": pl_cfg["x_unit"], "pl_profile": pl_cfg["profile"], "pl_min_snr": float(pl_cfg["min_snr"]),
+            "tauc_units": f"(absorbance eV)^{TRANSITIONS[cfg['tauc']]:g}; slopes per eV",
+            "references": "Tauc, Grigorovici & Vancu, phys. stat. sol. 15, 627 (1966); "
+                          "Makula, Pacia & Macyk, J. Phys. Chem. Lett. 9, 6814 (2018); "
+                          "Zanatta, Sci. Rep. 9, 11225 (2019)"}
+
+
+def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] = lambda message: None,
+                   progress: Callable[[int, int], None] = lambda done, total: None, *,
+                   run_id: str = "") -> StageResult:
+    """Band gap (:func:`~dacpipe.optical.tauc.tauc_gap`) and PL peak
+    (:func:`~dacpipe.optical.pl.fit_pl_peak`) of every point of ``sheet``.
+
+    A point's values depend on its own spectra and the settings only (and
+    the absorption reference the settings name), never on the other points.
+
+    Parameters
+    ----------
+    sheet : Sheet
+        The sheet, or some of its points; their ``absorption`` and ``pl`` columns.
+    optical_cfg : dict
+        The run's ``optical`` section.
+    warn, progress : callable
+        As for :func:`optical_series`.
+    run_id : str
+        The run's name, for messages (default: the sheet's folder).
+
+    Returns
+    -------
+    StageResult
+        Stage ``"optical"``: ``band_gap/<value>`` and ``pl_peak/<value>``
+        over the points (NaN where a spectrum is absent or gave none), the
+        status of each point (the reasons a spectrum was skipped), the
+        spectra read as inputs.
+    """
     cfg = settings(optical_cfg)
     n = len(sheet.points)
-    pressure = np.asarray(pressure_GPa, dtype=float).ravel()
-    if pressure.shape != (n,):
-        raise ValueError(f"pressure_GPa has {pressure.size} values for {n} points")
-    if phase_per_point is None:
-        phases = ["all"] * n
-    else:
-        if len(phase_per_point) != n:
-            raise ValueError(f"phase_per_point has {len(phase_per_point)} labels for {n} points")
-        # "/" would open a group in the store.
-        phases = [str(label or "").replace("/", "_") for label in phase_per_point]
     ab_cfg, pl_cfg = cfg["absorption"], cfg["pl"]
     gap = {name: np.full(n, np.nan) for name in _GAP_FIELDS}
     pl = {name: np.full(n, np.nan) for name in _PL_FIELDS}
@@ -225,13 +282,13 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
 
     for i, point in enumerate(sheet.points):
         reasons = []
-        for column, measure, table in (("absorption", measure_gap, gap), ("pl", measure_pl, pl)):
+        for column, measure_one, table in (("absorption", measure_gap, gap), ("pl", measure_pl, pl)):
             path = point.files.get(column)
             if path is None:
                 continue
             inputs.append(path)
             try:
-                for name, value in measure(path).items():
+                for name, value in measure_one(path).items():
                     table[name][i] = value
             except InputError as err:
                 err = err.with_path(path)
@@ -240,7 +297,50 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
         status.append("; ".join(reasons) if reasons else "ok")
         progress(i + 1, n)
 
-    ids = sheet.point_ids
+    datasets = {f"band_gap/{name}": values for name, values in gap.items()}
+    datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})
+    return StageResult(stage="optical", point_ids=sheet.point_ids, datasets=datasets, attrs=_attrs(cfg),
+                       status=status, inputs=inputs)
+
+
+def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarray,
+               phase_per_point: list[str] | None = None,
+               warn: Callable[[str], None] = lambda message: None, *,
+               pressure_err_GPa: np.ndarray | None = None) -> StageResult:
+    """The optical group of a run from the values of its points: each
+    point's pressure and phase beside them, and E(P) per phase (:func:`fit_phases`).
+
+    Parameters
+    ----------
+    measured : StageResult
+        :func:`measure_points` over every point of the run, in sheet order
+        (possibly spliced from several calls).
+    optical_cfg : dict
+        The run's ``optical`` section.
+    pressure_GPa, phase_per_point, warn, pressure_err_GPa
+        As for :func:`optical_series`.
+
+    Returns
+    -------
+    StageResult
+        As :func:`optical_series`; status and inputs those of ``measured``.
+    """
+    cfg = settings(optical_cfg)
+    ids = list(measured.point_ids)
+    n = len(ids)
+    pressure = np.asarray(pressure_GPa, dtype=float).ravel()
+    if pressure.shape != (n,):
+        raise ValueError(f"pressure_GPa has {pressure.size} values for {n} points")
+    if phase_per_point is None:
+        phases = ["all"] * n
+    else:
+        if len(phase_per_point) != n:
+            raise ValueError(f"phase_per_point has {len(phase_per_point)} labels for {n} points")
+        # "/" would open a group in the store.
+        phases = [str(label or "").replace("/", "_") for label in phase_per_point]
+    gap = {name: np.asarray(measured.datasets[f"band_gap/{name}"], dtype=float) for name in _GAP_FIELDS}
+    pl = {name: np.asarray(measured.datasets[f"pl_peak/{name}"], dtype=float) for name in _PL_FIELDS}
+
     extra: dict[str, np.ndarray] = {}
     for group, energy, error, what in (("band_gap", gap["band_gap_eV"], gap["band_gap_err_eV"], "band gap"),
                                        ("pl_peak", pl["energy_eV"], pl["energy_err_eV"], "PL peak")):
@@ -255,16 +355,7 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
                                        "band_gap/method": np.array([method] * n, dtype=object)}
     datasets.update({f"band_gap/{name}": values for name, values in gap.items()})
     datasets.update({"pl_peak/pressure_GPa": pressure.copy(), "pl_peak/phase": np.array(phases, dtype=object),
-                     "pl_peak/method": np.array([f"{pl_cfg['profile']} fit"] * n, dtype=object)})
+                     "pl_peak/method": np.array([f"{cfg['pl']['profile']} fit"] * n, dtype=object)})
     datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})
-    attrs = {"tauc": cfg["tauc"], "tauc_window": cfg["tauc_window"], "min_r2": float(cfg["min_r2"]),
-             "baseline": cfg["baseline"], "smoothing_eV": float(cfg["smoothing_eV"]),
-             "fit_model": cfg["fit_model"], "absorption_quantity": ab_cfg["quantity"],
-             "absorption_x_unit": ab_cfg["x_unit"], "absorption_reference": ab_cfg["reference"] or "",
-             "pl_x_unit": pl_cfg["x_unit"], "pl_profile": pl_cfg["profile"], "pl_min_snr": float(pl_cfg["min_snr"]),
-             "tauc_units": f"(absorbance eV)^{TRANSITIONS[cfg['tauc']]:g}; slopes per eV",
-             "references": "Tauc, Grigorovici & Vancu, phys. stat. sol. 15, 627 (1966); "
-                           "Makula, Pacia & Macyk, J. Phys. Chem. Lett. 9, 6814 (2018); "
-                           "Zanatta, Sci. Rep. 9, 11225 (2019)"}
-    return StageResult(stage="optical", point_ids=ids, datasets=datasets, extra=extra, attrs=attrs,
-                       status=status, inputs=inputs)
+    return StageResult(stage="optical", point_ids=ids, datasets=datasets, extra=extra, attrs=_attrs(cfg),
+                       status=list(measured.status), inputs=list(measured.inputs))

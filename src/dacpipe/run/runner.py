@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import h5py
+import numpy as np
 import yaml
 
 from ..core.errors import ConfigError
@@ -24,24 +25,89 @@ from .store import assemble, write_part
 log = logging.getLogger("dacpipe")
 
 
-def read_part(path: str | Path, stage: str, names: Sequence[str] | None = None) -> Upstream:
-    """Datasets of one stage's group in a part file (strings decoded), and its
-    attributes; ``names`` None reads none, only the attributes."""
+def read_part(path: str | Path, stage: str, names: Sequence[str] | None = None,
+              points: Sequence[str] | None = None, one_value_per_point: bool = False) -> Upstream:
+    """Datasets of one stage's group in a part file (strings decoded), and its attributes.
+
+    Parameters
+    ----------
+    path : str or Path
+        The part file.
+    stage : str
+        Its stage's group.
+    names : sequence of str, optional
+        The datasets to read; None reads none, only the attributes.
+    points : sequence of str, optional
+        Only the rows of these points, in this order (the axes named in
+        ``@fixed_axes`` whole): what a stage computing some points only reads.
+    one_value_per_point : bool
+        Leave out the datasets with more than one value per point (patterns)
+        and the axes.
+
+    Raises
+    ------
+    ValueError
+        A point of ``points`` is not in the part.
+    """
     with h5py.File(path, "r") as h5:
-        group = h5[next(iter(h5))][stage]
-        data = {name: (group[name].asstr()[()] if group[name].dtype.kind == "O" else group[name][()])
-                for name in names or ()}
+        entry = h5[next(iter(h5))]
+        group = entry[stage]
+        fixed = {str(a.decode() if isinstance(a, bytes) else a) for a in group.attrs.get("fixed_axes", [])}
+        rows = None
+        if points is not None:
+            index = {p: i for i, p in enumerate(entry["point_ids"].asstr()[()])}
+            missing = [p for p in points if p not in index]
+            if missing:
+                raise ValueError(f"{path}: no point {missing[0]} in the part of {stage}")
+            rows = np.array([index[p] for p in points], dtype=np.int64)
+        data = {}
+        for name in names or ():
+            dset = group[name]
+            if one_value_per_point and (name in fixed or dset.ndim != 1):
+                continue
+            data[name] = _read_rows(dset, None if name in fixed else rows)
         return Upstream(data, dict(group.attrs))
 
 
-def upstream(config: dict, run_id: str, stage: str, run: dict) -> dict[str, Upstream]:
-    """What ``stage`` reads of the parts of the stages before it."""
+def _read_rows(dset: h5py.Dataset, rows: np.ndarray | None) -> np.ndarray:
+    """A dataset, or the rows ``rows`` of it (in that order), read without the other rows."""
+    source = dset.asstr() if dset.dtype.kind == "O" else dset
+    if rows is None:
+        return source[()]
+    if len(rows) == 0:
+        return source[0:0]
+    if np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        return source[int(rows[0]):int(rows[0]) + len(rows)]
+    order = np.argsort(rows)  # h5py reads scattered rows in increasing order only
+    values = source[rows[order].tolist()]
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
+def upstream(config: dict, run_id: str, stage: str, run: dict, points: Sequence[str] | None = None,
+             one_value_per_point: bool = False) -> dict[str, Upstream]:
+    """What ``stage`` reads of the parts of the stages before it (the rows of
+    ``points`` only, when given; see :func:`read_part`)."""
     out = {}
     for needed in needs(stage, run):
         path = part_path(config, run_id, needed)
         phase_names = [str(p) for p in read_part(path, needed).attrs.get("phases", [])]
-        out[needed] = read_part(path, needed, reads(stage, needed, phase_names))
+        out[needed] = read_part(path, needed, reads(stage, needed, phase_names), points, one_value_per_point)
     return out
+
+
+def stage_context(config: dict, run_id: str, stage: str, sheet=None, *, points: Sequence[str] | None = None,
+                  previous: Upstream | None = None,
+                  progress: Callable[[int, int], None] = lambda done, total: None) -> StageContext:
+    """The context of ``stage``: the run's sheet (or ``sheet``, some of its
+    points) and what the stage reads of the parts before it, for the points
+    ``points`` only when given (the sheet's points must be those)."""
+    run = run_config(config, run_id)
+    sheet = read_sheet(run["sheet"]) if sheet is None else sheet
+    return StageContext(run_id=run_id, stage=stage, sheet=sheet, run=run,
+                        upstream=upstream(config, run_id, stage, run, points), warn=log.warning,
+                        progress=progress, previous=previous)
 
 
 def run_config_yaml(config: dict, run_id: str) -> str:
@@ -61,9 +127,7 @@ def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = No
             raise ConfigError(f"{run_id}: {stage} has {len(ranges)} chunks, not a chunk {chunk}")
         first, end = ranges[chunk]
         sheet = dataclasses.replace(sheet, points=sheet.points[first:end])
-    ctx = StageContext(run_id=run_id, stage=stage, sheet=sheet, run=run,
-                       upstream=upstream(config, run_id, stage, run), warn=log.warning, progress=progress)
-    result = stage_function(stage, run)(ctx)
+    result = stage_function(stage, run)(stage_context(config, run_id, stage, sheet, progress=progress))
     out = Path(out) if out else part_path(config, run_id, stage)
     write_part(out, run_id, result)
     return out

@@ -99,6 +99,10 @@ def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
             write_dataset(entry, path, values)
         write_dataset(group, "status", result.status)
         write_inputs(entry.create_group("inputs"), result.inputs)
+        # Which stage wrote the part and which of its members are extras (some
+        # lie inside the stage's own group, as the optical E(P) fits do), so
+        # that read_result can give the StageResult back.
+        set_attrs(entry, {"stage": result.stage, "extras": list(result.extra)})
 
 
 def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> None:
@@ -123,9 +127,250 @@ def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> N
             records = [FileRecord(p, h, int(n)) for e in entries for p, h, n in
                        zip(e["inputs/path"].asstr()[()], e["inputs/sha256"].asstr()[()], e["inputs/size"][()])]
             write_inputs(entry.create_group("inputs"), records)
+            set_attrs(entry, {"stage": stage, "extras": []})
     finally:
         for src in sources:
             src.close()
+
+
+class SpliceError(ValueError):
+    """Two parts of one stage that cannot be spliced row by row: their axes or
+    attributes differ (other settings, another detector geometry). The caller
+    recomputes the stage on all points."""
+
+
+def read_result(path: str | Path, run_id: str) -> StageResult:
+    """The :class:`StageResult` a part file holds: :func:`write_part` read back.
+
+    Strings come back as object arrays of ``str``, inputs as
+    :class:`~dacpipe.io.refs.FileRecord`. In a part written before parts
+    named their extras, the members of the stage's group that are not one row
+    per point count as extras.
+    """
+    with h5py.File(path, "r") as h5:
+        entry = h5[run_id]
+        point_ids = [str(p) for p in entry["point_ids"].asstr()[()]]
+        n = len(point_ids)
+        stage = entry.attrs.get("stage")
+        if stage is None:  # a part without the attribute: its group with a status
+            (stage,) = [name for name in entry if isinstance(entry[name], h5py.Group) and "status" in entry[name]]
+        stage = str(stage)
+        named = entry.attrs.get("extras")
+        extras = None if named is None else set(_attr_value(named))
+        group = entry[stage]
+        fixed = set(_attr_value(group.attrs.get("fixed_axes", [])))
+        result = StageResult(stage=stage, point_ids=point_ids,
+                             attrs={k: _attr_value(v) for k, v in group.attrs.items() if k != "fixed_axes"},
+                             status=[str(s) for s in group["status"].asstr()[()]])
+        for name, dset in _datasets(group):
+            if name == "status":
+                continue
+            value = _read_dataset(dset)
+            if (extras is not None and f"{stage}/{name}" in extras) or \
+                    (extras is None and name not in fixed and np.shape(value)[:1] != (n,)):
+                result.extra[f"{stage}/{name}"] = value
+            elif name in fixed:
+                result.axes[name] = value
+            else:
+                result.datasets[name] = value
+        for name in entry:
+            if name not in (stage, "point_ids", "inputs"):
+                member = entry[name]
+                items = _datasets(member) if isinstance(member, h5py.Group) else [("", member)]
+                for sub, dset in items:
+                    result.extra[f"{name}/{sub}" if sub else name] = _read_dataset(dset)
+        table = entry["inputs"]
+        result.inputs = [FileRecord(p, h, int(size)) for p, h, size in
+                         zip(table["path"].asstr()[()], table["sha256"].asstr()[()], table["size"][()])]
+    return result
+
+
+def _datasets(group: h5py.Group, prefix: str = "") -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset under ``group``, by its path relative to it."""
+    out = []
+    for name, member in group.items():
+        if isinstance(member, h5py.Group):
+            out += _datasets(member, f"{prefix}{name}/")
+        else:
+            out.append((prefix + name, member))
+    return out
+
+
+def _read_dataset(dset: h5py.Dataset):
+    return dset.asstr()[()] if dset.dtype.kind == "O" else dset[()]
+
+
+def _attr_value(value):
+    """An HDF5 attribute as written by :func:`set_attrs`: string arrays as lists of ``str``."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in value.tolist()]
+    return value
+
+
+def _same(a, b) -> bool:
+    """Equal values, NaN equal to NaN, for attributes and axes."""
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(np.ravel(a)) == list(np.ravel(b)) if np.ndim(a) == np.ndim(b) else False
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fc" and b.dtype.kind in "fciu":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def _fill_value(dtype: np.dtype):
+    """What a row that gave no value holds: NaN, "", False or 0 (hkl padding is (0, 0, 0))."""
+    kind = np.dtype(dtype).kind
+    return {"f": np.nan, "c": np.nan, "O": "", "U": "", "S": "", "b": False}.get(kind, 0)
+
+
+def _is_fill(values: np.ndarray) -> np.ndarray:
+    fill = _fill_value(values.dtype)
+    if isinstance(fill, float):
+        return np.isnan(values)
+    return values == fill
+
+
+def splice_results(old: StageResult, new: StageResult | None, point_ids: Sequence[str], *,
+                   extras_over_points: bool = True, drop_inputs: Sequence[str] = ()) -> StageResult:
+    """One stage's result over ``point_ids``, each row from ``new`` when it has
+    that point, else from ``old``: the rows of points recomputed spliced into
+    those kept.
+
+    Parameters
+    ----------
+    old : StageResult
+        The stage's previous result (read back by :func:`read_result`).
+    new : StageResult or None
+        The stage computed on the points that changed or are new; None when
+        none did (points were only removed or reordered).
+    point_ids : sequence of str
+        The points of the result, in sheet order; each must be in ``new`` or ``old``.
+    extras_over_points : bool
+        True: ``extra`` arrays are rows over points too (``saxs/peaks/`` of
+        the superlattice stage) and are spliced likewise. False: they
+        describe the whole series (``transitions/`` of a resumed phase
+        stage) and are taken from ``new`` as they are.
+    drop_inputs : sequence of str
+        Paths of ``old``'s inputs no longer read (files of points removed, or
+        that a changed row no longer names).
+
+    Returns
+    -------
+    StageResult
+        As if computed on all of ``point_ids`` at once. A second dimension
+        that differs (the longest fitted window, the most peaks) is padded to
+        the widest, then trailing columns that no row fills are trimmed, as
+        one computation over all points would have sized it.
+
+    Raises
+    ------
+    SpliceError
+        The two results have other axes or attributes (both having points
+        that gave values: the axes of a result none of whose points gave a
+        value, such as an integration with no readable frame, are not
+        compared), another stage, or a dataset of another shape beyond its
+        second dimension.
+    ValueError
+        A point of ``point_ids`` is in neither result.
+    """
+    if new is not None and new.stage != old.stage:
+        raise SpliceError(f"parts of {old.stage} and {new.stage} cannot be spliced")
+    stage = old.stage
+    new_rows = {p: i for i, p in enumerate(new.point_ids)} if new is not None else {}
+    old_rows = {p: i for i, p in enumerate(old.point_ids)}
+    n_old = len(old.point_ids)
+    take = []   # row of old's arrays, or n_old + row of new's
+    for point in point_ids:
+        if point in new_rows:
+            take.append(n_old + new_rows[point])
+        elif point in old_rows:
+            take.append(old_rows[point])
+        else:
+            raise ValueError(f"{stage}: point {point} is in neither the previous nor the new result")
+    take = np.asarray(take, dtype=np.int64)
+
+    # Axes and attributes come from the points that gave values: must agree when both sides have some.
+    old_gave = any(s == "ok" for s in old.status)
+    new_gave = new is not None and any(s == "ok" for s in new.status)
+
+    def reconcile(what: str, a: dict, b: dict) -> dict:
+        out = dict(a)
+        for key, value in b.items():
+            if key not in out or not old_gave:
+                out[key] = value
+            elif new_gave and not _same(out[key], value):
+                raise SpliceError(f"{stage}: {what} {key} differs between the previous and the new points "
+                                  f"({out[key]!r} and {value!r})")
+        return out
+
+    axes = dict(old.axes) if new is None else reconcile("axis", old.axes, new.axes)
+    attrs = dict(old.attrs) if new is None else reconcile("attribute", old.attrs, new.attrs)
+
+    def rows(a: dict, b: dict) -> dict[str, np.ndarray]:
+        return {name: _splice_rows(stage, name, a.get(name), b.get(name), n_old,
+                                   0 if new is None else len(new.point_ids), take)
+                for name in dict.fromkeys([*a, *b])}
+
+    empty: dict = {}
+    datasets = rows(old.datasets, empty if new is None else new.datasets)
+    if extras_over_points:
+        extra = rows(old.extra, empty if new is None else new.extra)
+    else:
+        extra = dict(old.extra if new is None else new.extra)
+    status = np.concatenate([np.asarray(old.status, dtype=object),
+                             np.asarray([] if new is None else new.status, dtype=object)])[take]
+    dropped = set(drop_inputs)
+    records = {r.path: r for r in file_records(old.inputs) if r.path not in dropped}
+    for record in file_records([] if new is None else new.inputs):
+        records[record.path] = record
+    return StageResult(stage=stage, point_ids=list(point_ids), datasets=datasets, axes=axes, extra=extra,
+                       attrs=attrs, status=[str(s) for s in status], inputs=list(records.values()))
+
+
+def _splice_rows(stage: str, name: str, old, new, n_old: int, n_new: int, take: np.ndarray) -> np.ndarray:
+    """The rows ``take`` of ``old`` stacked on ``new`` (either may lack the dataset: fill rows)."""
+    present = [np.asarray(a) for a in (old, new) if a is not None]
+    template = present[0]
+    padded = False
+    if len(present) == 2 and present[0].shape[1:] != present[1].shape[1:]:
+        a, b = present
+        if a.ndim != b.ndim or a.ndim < 2 or a.shape[2:] != b.shape[2:]:
+            raise SpliceError(f"{stage}/{name}: rows of shape {a.shape[1:]} and {b.shape[1:]}")
+        width = max(a.shape[1], b.shape[1])
+        old, new = (np.concatenate([x, np.full((len(x), width - x.shape[1], *x.shape[2:]),
+                                               _fill_value(x.dtype), dtype=x.dtype)], axis=1)
+                    for x in (a, b))
+        padded = True
+    text = template.dtype.kind in "OUS"
+
+    def block(values, count):
+        if values is not None:
+            values = np.asarray(values)
+            return values.astype(object) if text else values
+        return np.full((count, *template.shape[1:]), _fill_value(template.dtype),
+                       dtype=object if text else template.dtype)
+
+    stacked = np.concatenate([block(old, n_old), block(new, n_new)])[take]
+    if padded and stacked.ndim >= 2 and stacked.shape[1] > 1:
+        unused = _is_fill(stacked).reshape(len(stacked), stacked.shape[1], -1).all(axis=(0, 2))
+        keep = len(unused) - int(np.argmin(unused[::-1])) if not unused.all() else 1
+        stacked = stacked[:, :max(keep, 1)]
+    return stacked
+
+
+def splice_part(old: str | Path, new: str | Path | None, out: str | Path, run_id: str,
+                point_ids: Sequence[str], *, extras_over_points: bool = True,
+                drop_inputs: Sequence[str] = ()) -> None:
+    """The part of one stage over ``point_ids`` from its previous part ``old``
+    and a part ``new`` computed on the points that changed or are new
+    (:func:`splice_results`, which says what may raise); ``out`` may be ``old``."""
+    spliced = splice_results(read_result(old, run_id), None if new is None else read_result(new, run_id),
+                             point_ids, extras_over_points=extras_over_points, drop_inputs=drop_inputs)
+    write_part(out, run_id, spliced)
 
 
 def _merge_group(groups: list, dest: h5py.Group, counts: list[int]) -> None:
