@@ -326,6 +326,33 @@ def test_optical_stage_one_group_missing_files_and_unknown_phase(series, tmp_pat
     assert any("PL peak of phase HgTe-zb: 1 point(s)" in m for m in messages)
 
 
+def test_measured_in_pieces_and_fitted_once_is_the_stage_in_one_go(series, tmp_path):
+    """The two steps dacpipe watch runs apart: the points measured a few at a time,
+    spliced, then fitted, give what one call over all points gives."""
+    import dataclasses
+
+    from dacpipe.run.store import read_result, splice_results
+
+    folder, files, truth = series
+    sheet = read_sheet(folder / "points.tsv")
+    phases = [truth[p]["optical_phase"] for p in POINTS]
+    whole = optical_stage.optical_series(sheet, {}, np.array(PRESSURES), phases)
+    measured = optical_stage.measure_points(dataclasses.replace(sheet, points=sheet.points[:9]), {})
+    assert not measured.extra and "band_gap/pressure_GPa" not in measured.datasets  # no pressure needed
+    write_part(tmp_path / "measured.h5", "hgte", measured)   # kept between updates as a part
+    rest = optical_stage.measure_points(dataclasses.replace(sheet, points=sheet.points[9:]), {})
+    spliced = splice_results(read_result(tmp_path / "measured.h5", "hgte"), rest, POINTS)
+    result = optical_stage.fit_series(spliced, {}, np.array(PRESSURES), phases)
+    assert result.status == whole.status and {r.path for r in result.inputs} == set(whole.inputs)
+    assert sorted(result.datasets) == sorted(whole.datasets) and sorted(result.extra) == sorted(whole.extra)
+    for table in ("datasets", "extra"):
+        for name, values in getattr(whole, table).items():
+            got = getattr(result, table)[name]
+            assert np.asarray(got).tolist() == np.asarray(values).tolist() or \
+                np.array_equal(got, values, equal_nan=True), name
+    assert result.attrs == whole.attrs
+
+
 # ---------------------------------------------------------------- never a raw traceback
 _RAW_JCAMP = JCAMP_AFFN.encode()
 

@@ -515,3 +515,36 @@ def test_a_sequential_stage_resumes_after_appended_points(tmp_path, monkeypatch,
         assert h5[f"{RUN}/transitions/n_points"][()].tolist() == [5]
     assert np.all(np.diff(highest) >= 0) and highest[0] == highest[-1]   # p001 now at p009's pressure, the highest
     assert_same_store(full_recompute(watcher, tmp_path), tmp_path / "results" / f"{RUN}.h5")
+
+
+def test_saxs_patterns_and_their_peaks_are_spliced(tmp_path):
+    """The superlattice stage's per-point peak table (``saxs/peaks/``, [N, most peaks]) spliced as one run sizes it."""
+    saxs = ROOT / "data-sample" / "nc_saxs"
+    run = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["runs"]["nc_saxs"]
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(saxs / "points.tsv", data / "points.tsv")
+    run["sheet"] = str(data / "points.tsv")
+    for key in ("poni", "mask", "dark", "flat"):
+        run["saxs"][key] = str(ROOT / run["saxs"][key])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"results_dir": str(tmp_path / "results"),
+                                                          "runs": {"nc_saxs": run}}))
+    config = load_config([tmp_path / "config.yaml"])
+    watcher = Watcher(config, "nc_saxs", data, settle=0.0, clock=Clock(), echo=lambda line: None)
+    for points in (("p001", "p002", "p003"), ("p004",), ("p005", "p006")):
+        for point in points:
+            for rel in (f"saxs/nc_{point}.cbf", f"ruby/nc_{point}_ruby_before.txt"):
+                (data / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(saxs / rel, data / rel)
+        assert watcher.cycle().updated
+    assert {stage: u.action for stage, u in watcher.last_update.items()} == \
+        {"pressure": "points", "saxs": "points", "superlattice": "points"}
+    assert watcher.last_update["superlattice"].computed == 2
+    store = tmp_path / "results" / "nc_saxs.h5"
+    incremental = store.with_name("incremental.h5")
+    shutil.copyfile(store, incremental)
+    watcher.run_state, watcher.last_signature = None, None
+    watcher.cycle()
+    with h5py.File(store) as h5:
+        assert h5["nc_saxs/saxs/peaks/q_A"].shape[0] == 6 and h5["nc_saxs/superlattice/order"].asstr()[0] == "fcc"
+    assert_same_store(incremental, store)
