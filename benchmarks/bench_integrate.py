@@ -5,7 +5,8 @@ panel, EDF) and K frames, prints frames per second of
 
 (a) a bare loop: ``fabio.open(path).data`` then ``integrate1d`` with the same
     method, on an integrator built once (the fastest plain use of pyFAI);
-(b) dacpipe's integration stage (``integration_stage``) on the same frames;
+(b) dacpipe's integration stage (``dacpipe.integration.stage.run``) on the
+    same frames;
 (c) the whole Snakemake workflow, sheet to result store, in a fresh folder
     (start-up, DAG, the pressure, integration and store jobs), and its fixed
     cost: the same workflow on a run of one frame;
@@ -80,7 +81,7 @@ def bare_loop(poni: Path, frames: list[Path]) -> float:
     return len(frames) / (time.perf_counter() - start)
 
 
-def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str) -> Path:
+def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str, poni_convention: str = "pyfai") -> Path:
     folder.mkdir(exist_ok=True)
     sheet = folder / "points.tsv"
     lines = ["point\txrd\tpressure_GPa"] + [f"p{i:05d}\t{f}\t{0.1 * i:.1f}" for i, f in enumerate(frames)]
@@ -88,23 +89,24 @@ def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str) -> P
     config = folder / "config.json"
     config.write_text(json.dumps({"results_dir": str(folder / "results"), "runs": {"bench": {
         "sheet": str(sheet), "pressure": {"gauge": "sheet"},
-        "xrd": {"poni": str(poni), "npt": NPT, "unit": "q_A^-1", "method": list(METHOD),
-                "rejection": {"method": rejection}}}}}))
+        "xrd": {"poni": str(poni), "poni_convention": poni_convention, "npt": NPT, "unit": "q_A^-1",
+                "method": list(METHOD), "rejection": {"method": rejection}}}}}))
     return config
 
 
 STAGE_SCRIPT = textwrap.dedent("""
     import json, resource, sys, time
-    from dacpipe.config import validate_config
-    from dacpipe.integrate import integration_stage
-    from dacpipe.sheet import read_sheet
+    from dacpipe.core.results import StageContext
+    from dacpipe.integration.stage import run as integration_stage
+    from dacpipe.io.config import validate_config
+    from dacpipe.io.sheet import read_sheet
     config = validate_config(json.load(open(sys.argv[1])))
     run = config["runs"]["bench"]
     sheet = read_sheet(run["sheet"])
     n = int(sys.argv[2])
     sheet = type(sheet)(sheet.path, sheet.columns, sheet.points[:n])
     start = time.perf_counter()
-    integration_stage(sheet, run["xrd"], "xrd")
+    integration_stage(StageContext(run_id="bench", stage="xrd", sheet=sheet, run={"xrd": run["xrd"]}))
     elapsed = time.perf_counter() - start
     print(json.dumps({"fps": n / elapsed, "peak_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """)
@@ -150,9 +152,13 @@ def main() -> None:
     parser.add_argument("--rejection", default="none", choices=["none", "sigma-clip", "median"],
                         help="dacpipe's spot rejection for (b) and (c); (a) never rejects, so 'none' "
                              "compares like with like")
+    parser.add_argument("--poni-convention", default="pyfai", choices=["pyfai", "dioptas-legacy"],
+                        help="for (b) and (c): dioptas-legacy measures the cost of honouring a Dioptas < 0.7 "
+                             "PONI file (pyFAI orientation 2, or a flipped copy of every frame)")
+    parser.add_argument("--no-workflow", action="store_true", help="skip (c), the Snakemake runs")
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores, {args.frames} frames, npt {NPT}, method {METHOD}, "
-          f"dacpipe rejection {args.rejection}")
+          f"dacpipe rejection {args.rejection}, PONI convention {args.poni_convention}")
     print(f"{'detector':<10} {'(a) bare':>9} {'(b) stage':>10} {'b/a':>5} {'(c) workflow':>13} {'c/a':>5} "
           f"{'fixed s':>8} {'mem K/4':>8} {'mem K':>8}")
     for name in args.detectors:
@@ -160,12 +166,16 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="dacpipe-bench-") as tmp:
             folder = Path(tmp)
             poni, frames = make_frames(folder, shape, suffix, args.frames)
-            config = write_run(folder, poni, frames, args.rejection)
+            config = write_run(folder, poni, frames, args.rejection, args.poni_convention)
             a = bare_loop(poni, frames)
             small = dacpipe_stage(config, max(1, args.frames // 4))
             full = dacpipe_stage(config, args.frames)
-            c = args.frames / workflow(config, folder, args.frames)
-            fixed = workflow(write_run(folder / "one", poni, frames[:1], args.rejection), folder / "one", 1)
+            if args.no_workflow:
+                c = fixed = float("nan")
+            else:
+                c = args.frames / workflow(config, folder, args.frames)
+                one = write_run(folder / "one", poni, frames[:1], args.rejection, args.poni_convention)
+                fixed = workflow(one, folder / "one", 1)
             b = full["fps"]
             print(f"{name:<10} {a:9.1f} {b:10.1f} {b / a:5.2f} {c:13.1f} {c / a:5.2f} {fixed:8.1f} "
                   f"{small['peak_MB']:7.0f}M {full['peak_MB']:7.0f}M", flush=True)

@@ -1,4 +1,4 @@
-"""Tests of dacpipe.geometry: PONI versions, overrides, refusals, conventions."""
+"""Tests of dacpipe.io.poni: PONI versions, overrides, refusals, conventions."""
 
 from __future__ import annotations
 
@@ -231,30 +231,80 @@ def test_unknown_convention(tmp_path):
 def test_orient(tmp_path):
     path = _write_poni(tmp_path / "g.poni", 2.1)
     image = np.arange(1043 * 981, dtype=np.float32).reshape(1043, 981)
-    assert load_geometry(path).orient(image) is image
+    plain = load_geometry(path)
+    assert plain.orient(image) is image and plain.orient_user_mask(image) is image
+    # Orientation 2 (the default): pyFAI takes the raw frame, only a mask
+    # drawn on Dioptas' flipped image is flipped back.
     legacy = load_geometry(path, convention="dioptas-legacy")
-    flipped = legacy.orient(image)
+    assert not legacy.flips_images and int(legacy.integrator.detector.orientation) == 2
+    assert legacy.orient(image) is image
+    drawn = legacy.orient_user_mask(image)
+    np.testing.assert_array_equal(drawn, image[::-1])
+    assert drawn.flags.c_contiguous
+    # Flipping the images instead: every image is flipped, the drawn mask is already in their frame.
+    flipping = load_geometry(path, convention="dioptas-legacy", legacy_method="flip")
+    assert flipping.flips_images and int(flipping.integrator.detector.orientation) == 3
+    flipped = flipping.orient(image)
     np.testing.assert_array_equal(flipped, image[::-1])
     assert flipped.flags.c_contiguous
-    with pytest.raises(InputError, match="image is 981x1043 but the detector is 1043x981"):
-        legacy.orient(image.T)
-    with pytest.raises(InputError, match="not 2D"):
-        legacy.orient(image[0])
+    assert flipping.orient_user_mask(image) is image
+    for geometry in (legacy, flipping):
+        with pytest.raises(InputError, match="image is 981x1043 but the detector is 1043x981"):
+            geometry.orient(image.T)
+        with pytest.raises(InputError, match="mask is 981x1043 but the detector is 1043x981"):
+            geometry.orient_user_mask(image.T)
+        with pytest.raises(InputError, match="not 2D"):
+            geometry.orient(image[0])
     assert set(CONVENTIONS) == {"pyfai", "dioptas-legacy"}
     assert isinstance(legacy, Geometry)
+    with pytest.raises(InputError, match="unknown legacy_method 'flipud'"):
+        load_geometry(path, convention="dioptas-legacy", legacy_method="flipud")
 
 
-def test_legacy_flips_the_detector_mask_too(tmp_path):
-    # The catalogue mask is in the raw frame; the images pyFAI sees are flipped.
+def test_legacy_detector_mask(tmp_path):
+    # The detector's gap mask is in the raw frame: it stays there with
+    # orientation 2, and is flipped with the images otherwise. (The catalogue
+    # Pilatus gaps are symmetric top to bottom: an uneven mask shows it.)
     path = _write_poni(tmp_path / "g.poni", 2.1)
-    raw_mask = pyFAI.detectors.detector_factory("Pilatus1M").mask
-    legacy = load_geometry(path, convention="dioptas-legacy")
-    np.testing.assert_array_equal(legacy.integrator.detector.mask, np.flipud(raw_mask))
+    detector = pyFAI.detectors.detector_factory("Pilatus1M")
+    raw_mask = detector.mask.copy()
+    raw_mask[:5] = 1
+    detector.mask = raw_mask
+    legacy = load_geometry(path, convention="dioptas-legacy", detector=detector)
+    np.testing.assert_array_equal(legacy.integrator.detector.mask, raw_mask)
+    assert type(legacy.integrator.detector).__name__ == "Pilatus1M"
+    flipping = load_geometry(path, convention="dioptas-legacy", detector=detector, legacy_method="flip")
+    np.testing.assert_array_equal(flipping.integrator.detector.mask, np.flipud(raw_mask))
+    np.testing.assert_array_equal(detector.mask, raw_mask)  # the caller's detector is left alone
+
+
+def test_legacy_orientation_needs_a_shape(tmp_path):
+    # pyFAI numbers orientation-2 rows from the detector shape and, without
+    # one, silently does not flip them on the first image.
+    path = tmp_path / "old.poni"
+    path.write_text(V1_PIXELS_ONLY)
+    with pytest.raises(InputError, match="no detector shape, which 'dioptas-legacy' needs"):
+        load_geometry(path, convention="dioptas-legacy")
+    assert load_geometry(path, convention="dioptas-legacy", legacy_method="flip").detector_shape is None
+    calls = []
+
+    def first_frame_shape():
+        calls.append(1)
+        return (70, 190)
+
+    shaped = load_geometry(path, convention="dioptas-legacy", shape=first_frame_shape)
+    assert shaped.detector_shape == (70, 190) and calls == [1]
+    assert int(shaped.integrator.detector.orientation) == 2
+    # A file that gives the shape: the callable (an image read) is not called.
+    assert load_geometry(_write_poni(tmp_path / "g.poni", 2.1), shape=first_frame_shape).detector_shape == (1043, 981)
+    assert calls == [1]
 
 
 def test_legacy_flip_equals_pyfai_orientation_2(tmp_path):
-    # Dioptas 0.7 converts its old PONI files by setting orientation 2. Both
-    # routes must give every pixel the same 2theta and chi.
+    # Dioptas 0.7 converts its old PONI files by setting orientation 2. A
+    # legacy file read either way must give every pixel the same 2theta and
+    # chi as the converted file: directly with orientation 2, row-flipped
+    # when the images are flipped.
     shape = (64, 48)
     det = pyFAI.detectors.Detector(pixel1=1e-4, pixel2=1e-4, max_shape=shape, orientation=2)
     v21 = _write_poni(tmp_path / "new.poni", 2.1, detector=det, dist=0.05, poni1=0.002, poni2=0.003)
@@ -264,32 +314,35 @@ def test_legacy_flip_equals_pyfai_orientation_2(tmp_path):
                   .replace("Rot1: 0.0", f"Rot1: {PARAMS['rot1']}").replace("Rot2: 0.0", f"Rot2: {PARAMS['rot2']}")
                   .replace("Rot3: 0.0", f"Rot3: {PARAMS['rot3']}"))
     new = load_geometry(v21)
-    old = load_geometry(v1, convention="dioptas-legacy", shape=shape)
+    oriented = load_geometry(v1, convention="dioptas-legacy", shape=shape)
+    flipping = load_geometry(v1, convention="dioptas-legacy", shape=shape, legacy_method="flip")
     with pytest.raises(InputError, match="orientation 2"):
         load_geometry(v21, convention="dioptas-legacy")
     for unit in ("2th_deg", "chi_deg"):
         a = new.integrator.center_array(shape, unit=unit)
-        b = old.integrator.center_array(shape, unit=unit)
-        np.testing.assert_allclose(b, np.flipud(a), atol=1e-9, err_msg=unit)
+        np.testing.assert_array_equal(oriented.integrator.center_array(shape, unit=unit), a, err_msg=unit)
+        np.testing.assert_allclose(flipping.integrator.center_array(shape, unit=unit), np.flipud(a),
+                                   atol=1e-9, err_msg=unit)
 
 
 def test_legacy_flip_restores_a_sharp_ring(tmp_path):
     # A ring at 2theta = 7 deg drawn in the frame of a legacy PONI file; the
-    # detector file holds it upside down. With orient() the ring integrates
-    # sharp at 7 deg; without, it smears.
+    # detector file holds it upside down. Read as dioptas-legacy, either way,
+    # the ring integrates sharp at 7 deg; read as pyfai, it smears.
     path = tmp_path / "old.poni"
     path.write_text(V1_PIXELS_ONLY)
     shape = (200, 180)
-    legacy = load_geometry(path, convention="dioptas-legacy", shape=shape)
-    tth = legacy.integrator.center_array(shape, unit="2th_deg")
+    plain = load_geometry(path, shape=shape)
+    tth = plain.integrator.center_array(shape, unit="2th_deg")  # the PONI file's frame
     ring = np.exp(-0.5 * ((tth - 7.0) / 0.1) ** 2).astype(np.float32)
     raw = np.flipud(ring)  # what the detector file holds
-    plain = load_geometry(path, shape=shape)
     kwargs = dict(npt=400, unit="2th_deg", radial_range=(2, 10), method=("bbox", "csr", "cython"))
-    good = legacy.integrator.integrate1d(legacy.orient(raw), **kwargs)
     bad = plain.integrator.integrate1d(plain.orient(raw), **kwargs)
-    assert good.radial[np.argmax(good.intensity)] == pytest.approx(7.0, abs=0.03)
-    assert good.intensity.max() > 3 * bad.intensity.max()
+    for method in ("orientation", "flip"):
+        legacy = load_geometry(path, convention="dioptas-legacy", shape=shape, legacy_method=method)
+        good = legacy.integrator.integrate1d(legacy.orient(raw), **kwargs)
+        assert good.radial[np.argmax(good.intensity)] == pytest.approx(7.0, abs=0.03), method
+        assert good.intensity.max() > 3 * bad.intensity.max(), method
 
 
 # --- real data ------------------------------------------------------------------------
@@ -352,6 +405,7 @@ def test_real_ceo2_needs_the_dioptas_legacy_flip(real_data):
 
     legacy = load_geometry(poni, convention="dioptas-legacy", shape=image.shape)
     # Pilatus gaps and dead pixels are -1/-2 in the raw frame: orient the mask with the image
+    # (with pyFAI orientation 2, the default, both stay as read)
     good = legacy.integrator.integrate1d(legacy.orient(image), mask=legacy.orient(image < 0), **kwargs)
     expected = _ceo2_two_theta_deg(legacy.wavelength_A)
     fitted = [_fit_centre(good.radial, good.intensity, e) for e in expected]

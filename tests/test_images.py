@@ -1,7 +1,9 @@
-"""Tests of dacpipe.images: references, good files, and every kind of damage."""
+"""Tests of dacpipe.io.images: references, good files, and every kind of damage."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 from pathlib import Path
 
 import fabio.cbfimage
@@ -15,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dacpipe.core.errors import InputError
-from dacpipe.io.images import frame_count, read_image, read_mask
+from dacpipe.io.images import frame_count, read_frame_file, read_image, read_mask
 from dacpipe.io.refs import FileRef, parse_reference
 
 SHAPE = (60, 80)  # rows x columns; not square, so a transposed reader would show
@@ -150,37 +152,96 @@ def test_edf_header_size_smaller_than_data(tmp_path):
         read_image(str(path))
 
 
-def test_truncated_cbf(tmp_path):
+def _read_cbf(path, route, **kwargs):
+    """read_image on a CBF: from the path, or from the bytes read_frame_file read (the stage's route)."""
+    if route == "bytes":
+        content = read_frame_file(str(path))
+        assert content == path.read_bytes()
+        return read_image(str(path), content=content, **kwargs)
+    return read_image(str(path), **kwargs)
+
+
+CBF_ROUTES = ["path", "bytes"]
+
+
+@pytest.mark.parametrize("route", CBF_ROUTES)
+def test_truncated_cbf(tmp_path, route):
     path = _truncate(_write("cbf", tmp_path / "img.cbf", _data()), 6000)
     with pytest.raises(InputError, match="truncated or damaged CBF") as info:
-        read_image(str(path))
+        _read_cbf(path, route)
     _assert_one_line(info.value, path)
 
 
-def test_cbf_cut_before_its_binary_section_does_not_hang(tmp_path):
+@pytest.mark.parametrize("route", CBF_ROUTES)
+def test_cbf_cut_before_its_binary_section_does_not_hang(tmp_path, route):
     # fabio loops forever on this file, waiting for the binary start marker
     path = _write("cbf", tmp_path / "img.cbf", _data())
     raw = path.read_bytes()
     path.write_bytes(raw[: raw.index(fabio.cbfimage.CbfImage.STARTER)])
     with pytest.raises(InputError, match="truncated CBF: the binary data section never starts"):
-        read_image(str(path))
+        _read_cbf(path, route)
 
 
-def test_cbf_checksum_mismatch(tmp_path):
+@pytest.mark.parametrize("route", CBF_ROUTES)
+def test_cbf_checksum_mismatch(tmp_path, route):
     # fabio decodes a CBF whose data bytes changed and only logs the bad MD5
     path = _write("cbf", tmp_path / "img.cbf", _data())
     raw = bytearray(path.read_bytes())
     raw[raw.index(fabio.cbfimage.CbfImage.STARTER) + 100] ^= 0x01
     path.write_bytes(bytes(raw))
     with pytest.raises(InputError, match="Content-MD5"):
-        read_image(str(path))
+        _read_cbf(path, route)
 
 
-def test_cbf_missing_only_its_end_marker_is_complete(tmp_path):
+@pytest.mark.parametrize("route", CBF_ROUTES)
+def test_cbf_missing_only_its_end_marker_is_complete(tmp_path, route):
     # The binary section is whole; only the closing MIME boundary is cut.
     data = _data()
     path = _truncate(_write("cbf", tmp_path / "img.cbf", data), -5)
+    np.testing.assert_array_equal(_read_cbf(path, route), data)
+
+
+def test_cbf_frame_index(tmp_path):
+    data = _data()
+    path = _write("cbf", tmp_path / "img.cbf", data)
+    np.testing.assert_array_equal(read_image(f"{path}@0"), data)
+    reference = f"{path}@1"
+    for kwargs in ({}, {"content": read_frame_file(reference)}):
+        with pytest.raises(InputError, match="CBF file has 1 frames, frame 1 asked for"):
+            read_image(reference, **kwargs)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress])
+def test_compressed_cbf(tmp_path, compress):
+    data = _data()
+    plain = _write("cbf", tmp_path / "img.cbf", data).read_bytes()
+    suffix = ".gz" if compress is gzip.compress else ".bz2"
+    path = tmp_path / f"img.cbf{suffix}"
+    path.write_bytes(compress(plain))
+    content = read_frame_file(str(path))
+    assert content == path.read_bytes()  # the file as stored: that is what provenance checksums
+    np.testing.assert_array_equal(read_image(str(path), content=content), data)
     np.testing.assert_array_equal(read_image(str(path)), data)
+    _truncate(path, len(content) // 2)
+    for kwargs in ({}, {"content": read_frame_file(str(path))}):
+        with pytest.raises(InputError, match="truncated or damaged compressed file") as info:
+            read_image(str(path), **kwargs)
+        _assert_one_line(info.value, path)
+
+
+def test_read_frame_file_reads_only_cbf(tmp_path):
+    data = _data()
+    for kind in ("edf", "tif"):
+        assert read_frame_file(str(_write(kind, tmp_path / f"img.{kind}", data))) is None
+    with h5py.File(tmp_path / "img.h5", "w") as h5:
+        h5["data"] = data[None]
+    assert read_frame_file(f"{tmp_path / 'img.h5'}::/data@0") is None
+    with pytest.raises(InputError, match="file not found"):
+        read_frame_file(str(tmp_path / "missing.cbf"))
+    # A CBF that is really an HDF5 file (by its signature) is read as HDF5, as without bytes.
+    (tmp_path / "img.h5").rename(tmp_path / "odd.cbf")
+    content = read_frame_file(str(tmp_path / "odd.cbf"))
+    np.testing.assert_array_equal(read_image(str(tmp_path / "odd.cbf"), content=content), data)
 
 
 @pytest.mark.parametrize("name", ["img.tif", "img.edf", "img.cbf", "img.h5", "img.npy"])

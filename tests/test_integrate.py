@@ -1,6 +1,9 @@
 """The integration stage on frames made here from a known 1D pattern."""
 
+import hashlib
 import logging
+import os
+import sys
 
 import fabio
 import h5py
@@ -172,3 +175,61 @@ def test_frame_with_no_usable_pixel(run):
     (run / "dead.tsv").write_text("point\txrd\na\tdead.cbf\nb\tf1.cbf\n")
     result = integrate_kind(read_sheet(run / "dead.tsv"), section(run), "xrd")
     assert "no usable pixel" in result.status[0] and result.status[1] == "ok"
+
+
+# --- one read per frame -------------------------------------------------------------------
+
+_OPENED: list[str] | None = None  # paths opened while a test records them
+
+
+def _record_opens(event, args):
+    # Python raises the "open" audit event for builtins.open, io.open, os.open
+    # and io.FileIO (which fabio uses): every way Python code opens a file.
+    if event == "open" and _OPENED is not None and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_record_opens)  # cannot be removed; records nothing outside the test below
+
+
+def _bytes_read() -> int | None:
+    """Bytes this process has read through read() calls (Linux), or None."""
+    try:
+        with open("/proc/self/io") as stream:
+            return int(next(line for line in stream if line.startswith("rchar:")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def test_each_cbf_frame_is_read_once(run):
+    # The binary-section check, the size/MD5 check, fabio's decoding and the
+    # provenance checksum all work on the bytes of one read.
+    global _OPENED
+    (run / "two.tsv").write_text("point\txrd\na\tf1.cbf\nb\tf2.cbf\n")
+    sheet = read_sheet(run / "two.tsv")
+    settings = section(run)
+    integrate_kind(sheet, settings)  # warm-up: imports and caches are not the stage's reads
+    frames = [str(run / "f1.cbf"), str(run / "f2.cbf")]
+    before = _bytes_read()
+    _OPENED = []
+    try:
+        result = integrate_kind(sheet, settings)
+        opened = list(_OPENED)
+    finally:
+        _OPENED = None
+    read = None if before is None else _bytes_read() - before
+    assert result.status == ["ok", "ok"]
+    assert [p for p in opened if os.path.abspath(p) in map(os.path.abspath, frames)] == frames
+    records = {r.path: r for r in result.inputs if not isinstance(r, str)}
+    for frame in frames:  # checksummed from the bytes decoded: those of the file
+        content = open(frame, "rb").read()
+        assert records[frame].sha256 == hashlib.sha256(content).hexdigest()
+        assert records[frame].size == len(content)
+    if read is not None:
+        # Every byte read by the process, C libraries included (h5py's
+        # signature check, say): the two frames once, plus the PONI file
+        # (read twice, by pyFAI and by the check) and a few small files;
+        # reading a frame twice would add ~50 kB.
+        frame_bytes = sum(os.path.getsize(f) for f in frames)
+        other = 2 * os.path.getsize(run / "geo.poni") + 16384
+        assert frame_bytes <= read <= frame_bytes + other, (read, frame_bytes)

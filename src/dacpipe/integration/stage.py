@@ -2,8 +2,10 @@
 
 Frames are read in a background thread while the previous one is
 integrated (:class:`~dacpipe.integration.integrator.FrameIntegrator`), and
-checksummed there for provenance; a frame that cannot be used leaves a NaN
-row and its reason in the point's status, and the other points go on.
+checksummed there for provenance (a CBF frame from the same bytes it is
+decoded from: each is read from disk once); a frame that cannot be used
+leaves a NaN row and its reason in the point's status, and the other points
+go on.
 """
 
 from __future__ import annotations
@@ -17,27 +19,38 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from ..core.units import q_from_two_theta, two_theta_from_q
-from ..io.images import read_image
+from ..io.images import read_frame_file, read_image
 from ..io.refs import FileRecord, file_part, file_record
 from ..io.sheet import Point
 from .integrator import FrameIntegrator, IntegrationSettings
 
-def _prefetch(references: Sequence[str | None], read: Callable[[str], np.ndarray]
+def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | None], np.ndarray]
               ) -> Iterator[tuple[int, np.ndarray | InputError | None, FileRecord | None]]:
     """Frames in order, each with its file's checksum, the next one read (and
-    hashed, from the page cache) in a thread while the caller integrates this one."""
-    hashed: set[str] = set()  # frames of one HDF5 stack share a file: hash it once
+    hashed) in a thread while the caller integrates this one.
+
+    ``read(reference, content)`` decodes a frame; ``content`` is the file's
+    bytes when :func:`read_frame_file` took them (a CBF), which are then
+    checksummed too, so the file is read once; other files are hashed from
+    the page cache, each file once (the frames of an HDF5 stack share one).
+    """
+    hashed: set[str] = set()
 
     def load(ref):
         if ref is None:
             return None, None
         path = file_part(ref)
-        record = None if path in hashed else file_record(path)
-        hashed.add(path)
+        content = None
         try:
-            return read(ref), record
+            content = read_frame_file(ref)
+            frame = read(ref, content)
         except InputError as err:
-            return err.with_path(file_part(ref)), record
+            frame = err.with_path(path)
+        record = None
+        if path not in hashed:
+            record = file_record(path, content=content)
+            hashed.add(path)
+        return frame, record
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, references[0]) if references else None
@@ -57,7 +70,9 @@ def run(ctx: StageContext) -> StageResult:
     settings = IntegrationSettings.from_config(ctx.run[kind])
     n = len(sheet.points)
     references = [p.files.get(kind) for p in sheet.points]
-    integrator = FrameIntegrator(settings, shape=_first_shape(references))
+    # The first frame's shape only for PONI files that do not give one (an
+    # extra read of that frame).
+    integrator = FrameIntegrator(settings, shape=lambda: _first_shape(references))
     shape = integrator.geometry.detector_shape
     intensity = np.full((n, settings.npt), np.nan)
     sigma = np.full((n, settings.npt), np.nan)
@@ -69,7 +84,7 @@ def run(ctx: StageContext) -> StageResult:
     status = ["ok"] * n
     methods = set()
     inputs: list[str | FileRecord] = [settings.poni] + [r for r in (settings.mask, settings.dark, settings.flat) if r]
-    for i, frame, record in _prefetch(references, lambda ref: read_image(ref, shape)):
+    for i, frame, record in _prefetch(references, lambda ref, content: read_image(ref, shape, content=content)):
         if record is not None:
             inputs.append(record)
         point = sheet.points[i]

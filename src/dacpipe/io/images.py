@@ -18,6 +18,11 @@ and a logged checksum error, a truncated SPE as a numpy ``ValueError``. Every
 reader here compares what the header promises with what the file holds
 (EDF, CBF size and MD5, SPE), and every returned frame is 2D, numeric, of
 the expected shape when one is given, and has at least one finite pixel.
+
+A CBF frame is read from disk once: its bytes are checked (binary section
+present, size and MD5 against the MIME header) and decoded by fabio from
+memory. :func:`read_frame_file` hands those bytes to a caller that also
+checksums the file for provenance, so that the file is not opened again.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import base64
 import bz2
 import gzip
 import hashlib
+import io
 import os
 import re
 import warnings
+import zlib
 from pathlib import Path
 
 import fabio
@@ -54,10 +61,14 @@ _NOT_IMAGE_WORDS = ("mask", "flat", "dark", "background", "bkg", "gain", "pedest
 # NXdata axis units of an already integrated pattern (2theta, q, chi), not of pixels.
 _INTEGRATED_UNITS = re.compile(r"deg|rad|theta|2th|chi|\bq\b|a\^-1|nm\^-1|1/a|1/nm|angstrom\^-1", re.I)
 _MAX_REASON = 160  # characters of a library's own message kept in a reason
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_DECOMPRESSORS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
 
 
 def read_image(reference: str | os.PathLike | FileRef,
-               expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+               expected_shape: tuple[int, int] | None = None, *,
+               content: bytes | None = None) -> np.ndarray:
     """Read one detector frame as a 2D float32 array.
 
     Parameters
@@ -66,6 +77,10 @@ def read_image(reference: str | os.PathLike | FileRef,
         See :func:`parse_reference`.
     expected_shape : (int, int), optional
         (rows, columns) of the detector; a frame of another shape is refused.
+    content : bytes, optional
+        What :func:`read_frame_file` returned for the same reference (the
+        file's bytes): the frame is checked and decoded from them, without
+        opening the file again.
 
     Returns
     -------
@@ -82,7 +97,7 @@ def read_image(reference: str | os.PathLike | FileRef,
         frame; wrong shape; no finite pixel.
     """
     ref = parse_reference(reference)
-    data = _read_frame(ref)
+    data = _read_frame(ref, content)
     path = ref.path
     if data.dtype.kind not in "biuf":
         raise InputError(f"image data has type {data.dtype}, not numbers", path)
@@ -129,6 +144,28 @@ def read_mask(path: str | os.PathLike | FileRef,
     return np.ascontiguousarray(data != 0)
 
 
+def read_frame_file(reference: str | os.PathLike | FileRef) -> bytes | None:
+    """The bytes of the file behind ``reference`` when :func:`read_image` can
+    decode the frame from them, else None (and nothing is read).
+
+    That is a CBF named ``.cbf``, ``.cbf.gz`` or ``.cbf.bz2`` (one frame per
+    file, small enough to hold). Pass the bytes to ``read_image(...,
+    content=)`` and to :func:`dacpipe.io.refs.file_record` (``content=``) to
+    read the file once for both. HDF5 stacks and other formats, which may
+    hold many frames, are left to their readers.
+
+    Raises
+    ------
+    InputError
+        Missing, empty or unreadable file.
+    """
+    ref = parse_reference(reference)
+    if ref.dataset is not None or not _cbf_by_name(ref.path):
+        return None
+    _check_file(ref.path)
+    return _read_bytes(ref.path)
+
+
 def frame_count(reference: str | os.PathLike | FileRef) -> int:
     """Number of frames in a file or HDF5 dataset (1 for a plain image).
 
@@ -151,10 +188,15 @@ def frame_count(reference: str | os.PathLike | FileRef) -> int:
 
 # --- reading -------------------------------------------------------------
 
-def _read_frame(ref: FileRef) -> np.ndarray:
-    """The frame ``ref`` names, in the file's own dtype, squeezed to 2D."""
+def _read_frame(ref: FileRef, raw: bytes | None = None) -> np.ndarray:
+    """The frame ``ref`` names, in the file's own dtype, squeezed to 2D;
+    ``raw``: the file's bytes, when the caller has read them."""
     _check_file(ref.path)
-    if _is_hdf5(ref):
+    if raw is not None and not _has_hdf5_signature(raw):
+        if ref.dataset is not None:
+            raise InputError(f"not an HDF5 file, but an HDF5 dataset ({ref.dataset}) was asked for", ref.path)
+        data = _read_fabio(ref, raw)
+    elif _is_hdf5(ref):
         data = _read_hdf5(ref)
     else:
         data = _read_fabio(ref)
@@ -183,6 +225,23 @@ def _check_file(path: Path) -> None:
         raise InputError("empty file", path)
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read file ({_describe(exc)})", path) from None
+
+
+def _has_hdf5_signature(raw: bytes) -> bool:
+    """The HDF5 signature where the format puts it: at byte 0, 512, 1024, 2048, ..."""
+    offset = 0
+    while offset + len(_HDF5_SIGNATURE) <= len(raw):
+        if raw.startswith(_HDF5_SIGNATURE, offset):
+            return True
+        offset = 512 if offset == 0 else 2 * offset
+    return False
+
+
 def _is_hdf5(ref: FileRef) -> bool:
     """Whether ``ref`` is to be read with h5py; refuses '::' on non-HDF5 files."""
     try:
@@ -203,7 +262,13 @@ def _is_hdf5(ref: FileRef) -> bool:
 
 def _open_fabio(path: Path):
     """fabio.open, with every failure turned into an InputError."""
-    _check_cbf_binary(path)
+    content = _cbf_content(path)
+    if content is not None:
+        _check_cbf_binary(content, path)
+    return _fabio_open(path)
+
+
+def _fabio_open(path: Path):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's "Corrupt EXIF" and the like: we check ourselves
@@ -220,40 +285,55 @@ def _open_fabio(path: Path):
         raise InputError(reason, path) from None
 
 
-def _cbf_content(path: Path) -> bytes | None:
-    """The (decompressed) bytes of a file fabio will read as CBF, else None."""
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    compressor = {".gz": gzip.open, ".bz2": bz2.open}.get(suffixes[-1] if suffixes else "")
+def _suffixes(path: Path) -> list[str]:
+    return [s.lower() for s in path.suffixes[-2:]]
+
+
+def _cbf_by_name(path: Path) -> bool:
+    return ".cbf" in _suffixes(path)
+
+
+def _cbf_content(path: Path, raw: bytes | None = None) -> bytes | None:
+    """The (decompressed) bytes of a file fabio will read as CBF, else None.
+
+    ``raw``: the file's bytes, when already read. A file named ``.cbf`` is
+    read whole at once; another is first peeked at for the ``###CBF`` magic.
+    """
+    suffixes = _suffixes(path)
+    last = suffixes[-1] if suffixes else ""
     try:
-        with (compressor or open)(path, "rb") as stream:
-            head = stream.read(16)
-            if not (".cbf" in suffixes or head.startswith(b"###CBF")):
-                return None
-            return head + stream.read()
-    except (OSError, EOFError, ValueError) as exc:
+        if raw is None and ".cbf" not in suffixes:
+            with _OPENERS.get(last, open)(path, "rb") as stream:
+                if not stream.read(16).startswith(b"###CBF"):
+                    return None
+        if raw is None:
+            raw = _read_bytes(path)
+        content = _DECOMPRESSORS[last](raw) if last in _DECOMPRESSORS else raw
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise InputError(f"truncated or damaged compressed file ({_describe(exc)})", path) from None
+    if not (".cbf" in suffixes or content.startswith(b"###CBF")):
+        return None
+    return content
 
 
-def _check_cbf_binary(path: Path) -> None:
+def _check_cbf_binary(content: bytes, path: Path) -> None:
     """Refuse a CBF file whose binary section never starts.
 
     fabio (2026.6) loops forever on such a file: it reads past the end of the
     file waiting for the 4-byte binary start marker. A CBF cut inside its
     header is exactly that file.
     """
-    content = _cbf_content(path)
-    if content is not None and fabio.cbfimage.CbfImage.STARTER not in content:
+    if fabio.cbfimage.CbfImage.STARTER not in content:
         if not content.startswith(b"###CBF"):
             raise InputError("not a CBF file (neither a CBF header nor a binary section)", path)
         raise InputError("truncated CBF: the binary data section never starts", path)
 
 
-def _check_cbf_complete(header, path: Path) -> None:
+def _check_cbf_complete(header, content: bytes, path: Path) -> None:
     """Size and MD5 of the CBF binary section against its MIME header.
 
     fabio decodes what is there and only logs a checksum mismatch.
     """
-    content = _cbf_content(path)
     try:
         binary_size = int(header["X-Binary-Size"])
     except (KeyError, ValueError, TypeError):
@@ -270,9 +350,31 @@ def _check_cbf_complete(header, path: Path) -> None:
             raise InputError("damaged CBF: the binary data do not match their Content-MD5 checksum", path)
 
 
-def _read_fabio(ref: FileRef) -> np.ndarray:
+def _read_cbf(ref: FileRef, content: bytes) -> np.ndarray:
+    """A CBF frame from the file's (decompressed) bytes: checked, then decoded by fabio in memory."""
     path = ref.path
-    with _open_fabio(path) as img:
+    _check_cbf_binary(content, path)  # before fabio, which would loop forever
+    _choose_frame(1, ref, "CBF file has 1 frames")  # fabio reads one image per CBF file
+    img = fabio.cbfimage.CbfImage()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # check_MD5=False: fabio would only log a mismatch; it is checked below, once
+            img.read(io.BytesIO(content), check_MD5=False)
+    except Exception as exc:
+        raise InputError(f"truncated or damaged CBF file (fabio: {_describe(exc)})", path) from None
+    if img.data is None:
+        raise InputError("truncated CBF: fabio returned no data", path)
+    _check_cbf_complete(img.header, content, path)
+    return img.data
+
+
+def _read_fabio(ref: FileRef, raw: bytes | None = None) -> np.ndarray:
+    path = ref.path
+    content = _cbf_content(path, raw)
+    if content is not None:
+        return _read_cbf(ref, content)
+    with _fabio_open(path) as img:
         nframes = int(img.nframes)
         index = _choose_frame(nframes, ref, f"{_kind(img)} file has {nframes} frames")
         try:
@@ -337,8 +439,6 @@ def _check_complete_after_read(img, data, path: Path) -> None:
         if "TIFF" in kind and magic not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             raise InputError(f"not a {kind} file (no TIFF signature)", path)
         raise InputError(f"truncated {kind}: fabio returned no data", path)
-    if isinstance(img, fabio.cbfimage.CbfImage):
-        _check_cbf_complete(img.header, path)
     if type(img).__name__ == "SpeImage":
         try:
             header = img.header

@@ -23,20 +23,43 @@ Conventions
 ``"dioptas-legacy"``
     The PONI file was written by Dioptas before 0.7, which flipped every image
     upside down when it loaded it; the file refers to that flipped image.
-    :meth:`Geometry.orient` applies the same flip before integration. (Dioptas
-    0.7 converts such files by setting pyFAI detector orientation 2, which is
-    exactly equivalent; a file that already sets an orientation is refused
-    under this convention, as the flip would then be applied twice.)
+    Two ways to honour it (``legacy_method``):
+
+    ``"orientation"`` (default)
+        What Dioptas 0.7 does when it converts such a file: the detector gets
+        pyFAI orientation 2 (row 0 at the bottom), and pyFAI integrates the
+        raw frames as the detector wrote them. Raw-frame arrays (dark, flat,
+        the detector's own gap mask, masks computed from a frame) stay as
+        they are; only a mask *drawn* in Dioptas < 0.7, on the flipped image,
+        is flipped, once (:meth:`Geometry.orient_user_mask`).
+    ``"flip"``
+        The way Dioptas < 0.7 itself worked: pyFAI keeps orientation 3 and
+        every image is flipped before integration (:meth:`Geometry.orient`
+        makes a flipped copy), the detector's gap mask with them.
+
+    Both give every pixel the same 2theta and chi. They differ only in the
+    order in which pyFAI visits the pixels of a bin (orientation 2 lists the
+    rows of a bin bottom to top), which is invisible in plain sums (bit-
+    identical patterns with ``no`` or ``bbox`` splitting and Poisson errors)
+    but not in pyFAI's single-pass per-bin variance, which depends on that
+    order: sigma clipping, the median filter and the azimuthal error model
+    then give (slightly) different results. The integration stage chooses;
+    see :mod:`dacpipe.integration.integrator`.
+
+    A file that already sets an orientation is refused under this
+    convention, as the flip would then be applied twice.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyFAI.detectors
@@ -46,6 +69,7 @@ from pyFAI.io.ponifile import PoniFile
 from ..core.errors import InputError
 
 CONVENTIONS = ("pyfai", "dioptas-legacy")
+LEGACY_METHODS = ("orientation", "flip")
 
 # PoniFile attribute -> the key as pyFAI writes it, for messages.
 _REQUIRED_KEYS = {"dist": "Distance", "poni1": "Poni1", "poni2": "Poni2",
@@ -56,6 +80,7 @@ _WAVELENGTH_RANGE_A = (0.01, 100.0)
 _PIXEL_RTOL = 1e-3  # relative disagreement tolerated between two pixel sizes
 _MAX_MESSAGE = 160
 _DEFAULT_ORIENTATION = 3  # pyFAI's native orientation; the only one pre-0.7 Dioptas knew
+_LEGACY_ORIENTATION = 2  # row 0 at the bottom: the image Dioptas < 0.7 showed, as pyFAI describes it
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: integrators do not compare by value
@@ -66,7 +91,8 @@ class Geometry:
     ----------
     integrator : pyFAI.integrator.azimuthal.AzimuthalIntegrator
         Geometry, detector and wavelength set. Feed it images that went
-        through :meth:`orient`.
+        through :meth:`orient` (a no-op, without a copy, unless
+        :attr:`flips_images`).
     convention : str
         One of :data:`CONVENTIONS`.
     wavelength_A : float
@@ -79,6 +105,9 @@ class Geometry:
         every image checked.
     source : str
         The PONI file read.
+    flips_images : bool
+        True for ``"dioptas-legacy"`` with ``legacy_method="flip"``: every
+        image must be flipped (:meth:`orient`) before pyFAI sees it.
     """
 
     integrator: AzimuthalIntegrator
@@ -86,9 +115,10 @@ class Geometry:
     wavelength_A: float
     detector_shape: tuple[int, int] | None
     source: str
+    flips_images: bool = False
 
     def orient(self, image: np.ndarray) -> np.ndarray:
-        """Bring a raw image (or mask) into the frame the PONI file refers to.
+        """Bring a raw image (or a mask computed from one) into the frame pyFAI integrates.
 
         Parameters
         ----------
@@ -98,8 +128,9 @@ class Geometry:
         Returns
         -------
         ndarray
-            ``np.flipud(image)`` (contiguous) under ``"dioptas-legacy"``,
-            ``image`` itself under ``"pyfai"``.
+            ``np.flipud(image)`` (contiguous) when :attr:`flips_images`,
+            ``image`` itself otherwise (pyFAI's detector orientation, if any,
+            describes the raw frame).
 
         Raises
         ------
@@ -110,25 +141,47 @@ class Geometry:
         Notes
         -----
         Masks made on the raw image (``image < 0``, detector gap masks, masks
-        from pyFAI-calib) must go through here too. A mask drawn in Dioptas
-        before 0.7 was drawn on the flipped image and is already in the PONI
-        frame: do not orient it again.
+        from pyFAI-calib) go through here. A mask drawn in Dioptas before
+        0.7 was drawn on the flipped image: use :meth:`orient_user_mask`.
         """
-        shape = np.shape(image)
-        if len(shape) != 2:
-            raise InputError(f"image has shape {_fmt(shape)}, not 2D")
-        if self.detector_shape is not None and tuple(shape) != tuple(self.detector_shape):
-            raise InputError(f"image is {_fmt(shape)} but the detector is {_fmt(self.detector_shape)}")
-        if self.convention == "dioptas-legacy":
+        self._check_shape(image, "image")
+        if self.flips_images:
             return np.ascontiguousarray(np.flipud(image))
         return image
+
+    def orient_user_mask(self, mask: np.ndarray) -> np.ndarray:
+        """Bring a mask drawn on the image as the PONI file sees it into the frame pyFAI integrates.
+
+        Under ``"dioptas-legacy"`` that is the flipped image Dioptas < 0.7
+        showed: with pyFAI orientation 2 the mask is flipped back to the raw
+        frame (once, when it is read); when the images are flipped instead
+        (:attr:`flips_images`) it is already in their frame. Under
+        ``"pyfai"`` it is the raw image: unchanged.
+
+        Raises
+        ------
+        InputError
+            As :meth:`orient`.
+        """
+        self._check_shape(mask, "mask")
+        if self.convention == "dioptas-legacy" and not self.flips_images:
+            return np.ascontiguousarray(np.flipud(mask))
+        return mask
+
+    def _check_shape(self, image, what: str) -> None:
+        shape = np.shape(image)
+        if len(shape) != 2:
+            raise InputError(f"{what} has shape {_fmt(shape)}, not 2D")
+        if self.detector_shape is not None and tuple(shape) != tuple(self.detector_shape):
+            raise InputError(f"{what} is {_fmt(shape)} but the detector is {_fmt(self.detector_shape)}")
 
 
 def load_geometry(poni_path: str | os.PathLike, *, convention: str = "pyfai",
                   wavelength_A: float | None = None,
                   detector: str | pyFAI.detectors.Detector | None = None,
                   pixel_size_um: float | tuple[float, float] | None = None,
-                  shape: tuple[int, int] | None = None) -> Geometry:
+                  shape: tuple[int, int] | Callable[[], tuple[int, int] | None] | None = None,
+                  legacy_method: str = "orientation") -> Geometry:
     """Read a PONI file into a :class:`Geometry`.
 
     Parameters
@@ -148,10 +201,15 @@ def load_geometry(poni_path: str | os.PathLike, *, convention: str = "pyfai",
     pixel_size_um : float or (float, float), optional
         Pixel size (rows, columns) for old files that give none; must agree
         with the file when it gives one.
-    shape : (int, int), optional
+    shape : (int, int) or callable, optional
         (rows, columns) of the raw images, for detectors whose file gives no
         shape (version 1, or ``"max_shape": null``); checked against it
-        otherwise.
+        otherwise. A callable returning it (or None) is called only when
+        the file and detector give no shape, so that a caller reads an
+        image for it only then.
+    legacy_method : {"orientation", "flip"}
+        How ``"dioptas-legacy"`` is honoured; see the module notes. Ignored
+        under ``"pyfai"``.
 
     Returns
     -------
@@ -162,11 +220,15 @@ def load_geometry(poni_path: str | os.PathLike, *, convention: str = "pyfai",
     InputError
         Missing or unreadable file, a missing key, no usable wavelength or
         pixel size, an unknown detector, disagreeing detector information, an
-        unknown convention.
+        unknown convention; under ``"dioptas-legacy"`` with pyFAI
+        orientation 2, no detector shape (pyFAI needs it to number the rows
+        from the bottom and, without it, silently does not).
     """
     path = Path(poni_path)
     if convention not in CONVENTIONS:
         raise InputError(f"unknown PONI convention {convention!r}; use one of {', '.join(CONVENTIONS)}", path)
+    if legacy_method not in LEGACY_METHODS:
+        raise InputError(f"unknown legacy_method {legacy_method!r}; use one of {', '.join(LEGACY_METHODS)}", path)
     poni = _read_poni(path)
 
     det = poni.detector if poni.detector is not None else pyFAI.detectors.Detector()
@@ -181,11 +243,17 @@ def load_geometry(poni_path: str | os.PathLike, *, convention: str = "pyfai",
     if not (_positive(det.pixel1) and _positive(det.pixel2)):
         raise InputError("PONI file gives no pixel size (no PixelSize1/PixelSize2 or Detector_config); "
                          "pass pixel_size_um or a detector name", path)
+    if callable(shape):
+        shape = shape() if det.shape is None else None
     _apply_shape(det, shape, path)
-    if convention == "dioptas-legacy" and det.mask is not None:
-        # The detector's own mask (module gaps) is in the raw frame, the
-        # images pyFAI will see are flipped: flip the mask with them.
-        det.mask = np.ascontiguousarray(np.flipud(det.mask))
+    flips_images = convention == "dioptas-legacy" and legacy_method == "flip"
+    if flips_images:
+        if det.mask is not None:
+            # The detector's own mask (module gaps) is in the raw frame, the
+            # images pyFAI will see are flipped: flip the mask with them.
+            det.mask = np.ascontiguousarray(np.flipud(det.mask))
+    elif convention == "dioptas-legacy":
+        det = _legacy_orientation(det, path)
 
     wavelength_m = _wavelength_m(poni, wavelength_A, path)
     integrator = AzimuthalIntegrator(dist=poni.dist, poni1=poni.poni1, poni2=poni.poni2,
@@ -201,7 +269,7 @@ def load_geometry(poni_path: str | os.PathLike, *, convention: str = "pyfai",
     det_shape = tuple(int(n) for n in det.shape) if det.shape is not None else None
     return Geometry(integrator=integrator, convention=convention,
                     wavelength_A=wavelength_m * 1e10, detector_shape=det_shape,
-                    source=str(path))
+                    source=str(path), flips_images=flips_images)
 
 
 def _read_poni(path: Path) -> PoniFile:
@@ -282,6 +350,34 @@ def _catalogue_detector(detector, poni_det, orientation: int, path: Path):
     if poni_det.shape is not None and new.shape is not None and tuple(poni_det.shape) != tuple(new.shape):
         raise InputError(f"PONI file gives detector shape {_fmt(poni_det.shape)}, "
                          f"{type(new).__name__} is {_fmt(new.shape)}", path)
+    return new
+
+
+def _legacy_orientation(det, path: Path):
+    """``det`` with pyFAI orientation 2, built the way pyFAI builds the detector
+    of a PONI file that sets it (Dioptas 0.7's conversion of a legacy file)."""
+    if det.shape is None:
+        raise InputError("PONI file gives no detector shape, which 'dioptas-legacy' needs (pyFAI numbers "
+                         "the rows from the bottom by it); pass the image shape", path)
+    # The keys pyFAI's factory passes on to the class (it drops the others
+    # with an ERROR log: a NexusDetector's own get_config has three of them).
+    accepted = {name.lower() for name in inspect.getfullargspec(type(det)).args} | {"binning"}
+    config = {key: value for key, value in det.get_config().items() if key.lower() in accepted}
+    config["orientation"] = _LEGACY_ORIENTATION
+    try:
+        new = pyFAI.detectors.detector_factory(type(det).__name__, config)
+    except Exception as exc:
+        raise InputError(f"pyFAI cannot set orientation {_LEGACY_ORIENTATION} on detector "
+                         f"{type(det).__name__} ({_describe(exc)})", path) from None
+    # _apply_shape set max_shape, which get_config carries; binning it does not
+    if new.shape is None or tuple(new.shape) != tuple(det.shape) or not _same_pixels((new.pixel1, new.pixel2), (det.pixel1, det.pixel2)):
+        raise InputError(f"pyFAI rebuilt detector {type(det).__name__} with orientation {_LEGACY_ORIENTATION} "
+                         f"as {_fmt(new.shape or ())}, {_fmt_um(new.pixel1, new.pixel2)}, not {_fmt(det.shape)}, "
+                         f"{_fmt_um(det.pixel1, det.pixel2)}", path)
+    if det.mask is not None:
+        # The gap mask is in the raw frame, as are the images pyFAI will see:
+        # carried over as it is (get_config does not hold a mask set by hand).
+        new.mask = np.array(det.mask)
     return new
 
 
