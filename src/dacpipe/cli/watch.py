@@ -41,7 +41,7 @@ from ..core.errors import ConfigError, DacpipeError
 from ..io.refs import file_part, file_record, resolve
 from ..io.sheet import FILE_COLUMNS, make_sheet, read_sheet, tsv_rows
 from ..run.config import run_config
-from ..run.incremental import RunState, StageUpdate, settings_key, update_run
+from ..run.incremental import RunState, StageUpdate, point_files, settings_key, update_run
 from ..run.layout import store_path
 from .options import add_config_options, config_from_args
 
@@ -252,25 +252,24 @@ class Watcher:
         _write_if_changed(self.points_file, limited_text)
         config = copy.deepcopy(self.config)
         config["runs"][self.run_id]["sheet"] = str(self.points_file)
+        sheet = read_sheet(self.points_file)
         state, self.run_state = self.run_state, None   # a failed update leaves parts half updated
-        state, self.last_update, out = update_run(config, self.run_id, state, self.work,
-                                                  checksums=self.file_checksums(read_sheet(self.points_file)))
+        state, self.last_update, out = update_run(config, self.run_id, state, self.work, sheet=sheet,
+                                                  checksums=self.file_checksums(point_files(sheet).values()))
         self.run_state = state
         return None if out is None else summary(out, self.run_id, latest)
 
-    def file_checksums(self, sheet) -> dict[str, str]:
-        """SHA-256 of the sheet's files, each read once per change of its size or mtime."""
+    def file_checksums(self, files: Iterable[Iterable[str]]) -> dict[str, str]:
+        """SHA-256 of the points' files, each read once per change of its size or mtime."""
         out = {}
-        for point in sheet.points:
-            for ref in point.files.values():
-                path = file_part(ref)
-                seen = self.states.get(os.path.abspath(path))
-                known = self.checksums.get(path)
-                if seen is None or known is None or known[:2] != (seen.size, seen.mtime_ns):
-                    size, mtime = (seen.size, seen.mtime_ns) if seen else (-1, -1)
-                    known = (size, mtime, file_record(path).sha256)
-                    self.checksums[path] = known
-                out[path] = known[2]
+        for path in {f for paths in files for f in paths}:
+            seen = self.states.get(os.path.abspath(path))
+            known = self.checksums.get(path)
+            if seen is None or known is None or known[:2] != (seen.size, seen.mtime_ns):
+                size, mtime = (seen.size, seen.mtime_ns) if seen else (-1, -1)
+                known = (size, mtime, file_record(path).sha256)
+                self.checksums[path] = known
+            out[path] = known[2]
         return out
 
 

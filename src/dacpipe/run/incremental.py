@@ -129,26 +129,29 @@ def _strings(value) -> Iterable[str]:
             yield from _strings(item)
 
 
-def point_key(point, checksums: Mapping[str, str]) -> tuple:
-    """A point's row (every cell, as read) and the checksums of its files:
+def point_files(sheet: Sheet) -> dict[str, tuple[str, ...]]:
+    """Point id -> the files its row names (without ``::/dataset`` or ``@N``), sorted."""
+    return {p.point: tuple(sorted({file_part(ref) for ref in p.files.values()})) for p in sheet.points}
+
+
+def point_key(point, files: Iterable[str], checksums: Mapping[str, str]) -> tuple:
+    """A point's row (every cell, as read) and the checksums of its ``files``:
     equal keys, equal results. ``repr``, because a row's NaN never equals itself."""
-    files = sorted({file_part(ref) for ref in point.files.values()})
     return repr(point), tuple((path, checksums[path]) for path in files)
 
 
-def file_checksums(sheet: Sheet, known: Mapping[str, str] | None = None) -> dict[str, str]:
-    """SHA-256 of every file the sheet names; those in ``known`` are not read again."""
+def file_checksums(files: Iterable[str], known: Mapping[str, str] | None = None) -> dict[str, str]:
+    """SHA-256 of ``files``; those in ``known`` are not read again."""
     known = dict(known or {})
-    for point in sheet.points:
-        for ref in point.files.values():
-            path = file_part(ref)
-            if path not in known:
-                known[path] = file_record(path).sha256
+    for path in files:
+        if path not in known:
+            known[path] = file_record(path).sha256
     return known
 
 
 def update_run(config: dict, run_id: str, state: RunState | None, work: str | Path,
-               checksums: Mapping[str, str] | None = None) -> tuple[RunState, dict[str, StageUpdate], Path | None]:
+               checksums: Mapping[str, str] | None = None, sheet: Sheet | None = None
+               ) -> tuple[RunState, dict[str, StageUpdate], Path | None]:
     """Bring a run's parts and store up to date with its sheet, computing
     only what changed since ``state`` (module docstring).
 
@@ -167,6 +170,8 @@ def update_run(config: dict, run_id: str, state: RunState | None, work: str | Pa
         SHA-256 by path of the files the sheet names, as the caller knows
         them (``dacpipe watch`` hashes a file once per change); the others
         are read.
+    sheet : Sheet, optional
+        The run's sheet, when the caller has just read it.
 
     Returns
     -------
@@ -178,11 +183,12 @@ def update_run(config: dict, run_id: str, state: RunState | None, work: str | Pa
         The store, rewritten; None when nothing changed and it was left alone.
     """
     run = run_config(config, run_id)
-    sheet = read_sheet(run["sheet"])
+    sheet = read_sheet(run["sheet"]) if sheet is None else sheet
     ids = sheet.point_ids
-    sums = file_checksums(sheet, checksums)
-    keys = {p.point: point_key(p, sums) for p in sheet.points}
-    files = {p.point: frozenset(file_part(ref) for ref in p.files.values()) for p in sheet.points}
+    named = point_files(sheet)
+    sums = file_checksums((f for files in named.values() for f in files), checksums)
+    keys = {p.point: point_key(p, named[p.point], sums) for p in sheet.points}
+    files = {point: frozenset(paths) for point, paths in named.items()}
     settings = settings_key(run, sheet.columns)
     fresh = state is None or state.settings != settings
     old_ids = [] if fresh else list(state.points)
