@@ -1,4 +1,4 @@
-"""The EOS stage: one fit per phase over the points where its volume was refined."""
+"""The EOS stage: one fit per phase over the points where its volume was refined, outliers excluded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from .ff import f_F
-from .fit import _model_parameters, fit_eos
+from .fit import OUTLIER_LIMIT_SIGMA, EosFit, _model_parameters, fit_eos_excluding_outliers, fit_warnings
+
+# Store names of the parameters and their errors.
+_STORE_NAMES = {"V0_A3": ("V0_fu_A3", "V0_fu_err_A3"), "K0_GPa": ("K0_GPa", "K0_err_GPa"), "Kp": ("Kp", "Kp_err"),
+                "K0pp_per_GPa": ("K0pp_per_GPa", "K0pp_err_per_GPa")}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -21,9 +25,34 @@ def run(ctx: StageContext) -> StageResult:
                              ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"))
 
 
+def _fit_datasets(base: str, fit: EosFit, model: str, point_ids) -> dict[str, np.ndarray]:
+    """The parameters of one fit with their errors, covariance, chi^2, points fitted and pressure range."""
+    out = {}
+    names = ("V0_A3", "K0_GPa", "Kp") + (("K0pp_per_GPa",) if model == "bm4" else ())
+    for name in names:
+        value_name, err_name = _STORE_NAMES[name]
+        out[f"{base}/{value_name}"] = np.array(getattr(fit.params, name), dtype=float)
+        out[f"{base}/{err_name}"] = np.array(fit.errors.get(name, np.nan), dtype=float)
+    out[f"{base}/covariance"] = np.asarray(fit.covariance, dtype=float)
+    out[f"{base}/parameter_names"] = np.array(fit.parameter_names, dtype=object)
+    out[f"{base}/reduced_chi2"] = np.array(fit.reduced_chi2)
+    out[f"{base}/n_points"] = np.array(fit.n_points)
+    out[f"{base}/pressure_min_GPa"] = np.array(fit.pressure_range_GPa[0])
+    out[f"{base}/pressure_max_GPa"] = np.array(fit.pressure_range_GPa[1])
+    out[f"{base}/points"] = np.array(list(point_ids), dtype=object)
+    return out
+
+
 def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: dict[str, tuple], section: dict,
-                      warn=lambda message: None) -> StageResult:
-    """Fit each phase's volume per formula unit against pressure.
+                      warn=lambda message: None, *, limit_sigma: float = OUTLIER_LIMIT_SIGMA) -> StageResult:
+    """Fit each phase's volume per formula unit against pressure, excluding outliers.
+
+    Per phase, :func:`~dacpipe.eos.fit.fit_eos_excluding_outliers`: the
+    points more than ``limit_sigma`` studentized residuals off the fit (a
+    phantom volume of a phase that is absent, a misindexed line) are
+    excluded one by one and listed with the reason; the fit of all points
+    is kept beside it. A fit with chi2_w above 3, a K' outside [2, 12] or an
+    undetermined error gets a warning, in the store and through ``warn``.
 
     Parameters
     ----------
@@ -37,24 +66,39 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         The run's ``eos`` config: ``model``, and ``phases: {name: {model,
         V0_fu_A3, Kp}}`` to choose another model for one phase or fix its V0
         or K' (each optional).
+    warn : callable
+        Takes one line per problem.
+    limit_sigma : float
+        :data:`~dacpipe.eos.fit.OUTLIER_LIMIT_SIGMA`.
 
     Returns
     -------
     StageResult
         Group ``eos`` with one subgroup per phase fitted (``extra``):
-        parameters with ``_err``, covariance, reduced chi^2, pressure range and
-        the F-f points with their line. A phase with too few points is left
-        out with a message.
+        parameters with ``_err``, covariance, reduced chi^2, pressure range,
+        ``points`` (the ids fitted), the F-f points of those with their
+        line (``ff/``); ``excluded_points`` and ``excluded_reasons`` (the
+        outliers, and points with a volume but no pressure or no volume
+        error); ``warnings`` (one string, "" when none); ``all_points/``:
+        the same parameters and ``warnings`` for the fit of every point. The group's
+        ``@warnings`` lists every phase's warnings, ``@outlier_limit_sigma``
+        the limit. A phase with too few points is left out with a message.
     """
     P, sP = np.asarray(pressure_GPa, float), np.asarray(pressure_err_GPa, float)
+    ids = np.array(list(point_ids), dtype=object)
     extra: dict[str, np.ndarray] = {}
-    fitted = []
+    fitted, all_warnings = [], []
     for name, (V, sV) in phase_volumes.items():
+        V, sV = np.asarray(V, float), np.asarray(sV, float)
         own = section.get("phases", {}).get(name, {})
         model = own.get("model", section["model"])
         V0_fixed, Kp_fixed = own.get("V0_fu_A3"), own.get("Kp")
         fix = ("V0_A3",) if V0_fixed is not None else ()
         use = np.isfinite(P) & np.isfinite(V) & np.isfinite(sV) & (sV > 0)
+        # A volume that cannot enter the fit is an excluded point too, with its reason.
+        unusable = [(str(ids[i]), "no pressure" if not np.isfinite(P[i]) else
+                     f"volume without an error (volume_fu_err_A3 = {sV[i]:g})")
+                    for i in np.flatnonzero(np.isfinite(V) & ~use)]
         n_free = len(_model_parameters(model)) - len(fix) - (Kp_fixed is not None)
         if use.sum() < n_free + 1:
             warn(f"eos {name}: {use.sum()} points with a pressure and a volume, a {model} fit needs {n_free + 1}")
@@ -62,38 +106,40 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         # A point without a pressure error still carries its volume error.
         sigma_P = np.where(np.isfinite(sP[use]) & (sP[use] > 0), sP[use], 1e-6)
         try:
-            fit = fit_eos(P[use], V[use], sigma_P_GPa=sigma_P, sigma_V_A3=sV[use], model=model, V0_A3=V0_fixed,
-                          fix=fix, Kp=Kp_fixed)
+            robust = fit_eos_excluding_outliers(P[use], V[use], sigma_P_GPa=sigma_P, sigma_V_A3=sV[use], model=model,
+                                                V0_A3=V0_fixed, fix=fix, Kp=Kp_fixed, limit_sigma=limit_sigma)
         except (ValueError, InputError) as err:
             warn(f"eos {name}: {model} fit failed: {err}")
             continue
+        fit, kept = robust.fit, robust.kept
+        used_ids = ids[use]
         base = f"eos/{name}"
         extra[f"{base}/model"] = np.array(model, dtype=object)
-        params = {"V0_fu_A3": fit.params.V0_A3, "K0_GPa": fit.params.K0_GPa, "Kp": fit.params.Kp}
-        errors = {"V0_fu_A3": fit.errors.get("V0_A3", np.nan), "K0_GPa": fit.errors.get("K0_GPa", np.nan),
-                  "Kp": fit.errors.get("Kp", np.nan)}
-        if model == "bm4":
-            params["K0pp_per_GPa"] = fit.params.K0pp_per_GPa
-            errors["K0pp_per_GPa"] = fit.errors.get("K0pp_per_GPa", np.nan)
-        err_names = {"V0_fu_A3": "V0_fu_err_A3", "K0_GPa": "K0_err_GPa", "Kp": "Kp_err",
-                     "K0pp_per_GPa": "K0pp_err_per_GPa"}
-        for key, value in params.items():
-            extra[f"{base}/{key}"] = np.array(value, dtype=float)
-            extra[f"{base}/{err_names[key]}"] = np.array(errors[key], dtype=float)
-        extra[f"{base}/covariance"] = np.asarray(fit.covariance, dtype=float)
-        extra[f"{base}/parameter_names"] = np.array(fit.parameter_names, dtype=object)
-        extra[f"{base}/reduced_chi2"] = np.array(fit.reduced_chi2)
-        extra[f"{base}/n_points"] = np.array(fit.n_points)
-        extra[f"{base}/pressure_min_GPa"] = np.array(fit.pressure_range_GPa[0])
-        extra[f"{base}/pressure_max_GPa"] = np.array(fit.pressure_range_GPa[1])
-        extra[f"{base}/points"] = np.array([pid for pid, u in zip(point_ids, use) if u], dtype=object)
-        ff = f_F(P[use], V[use], fit.params.V0_A3, sigma_P, sV[use])
+        extra.update(_fit_datasets(base, fit, model, used_ids[kept]))
+        extra.update(_fit_datasets(f"{base}/all_points", robust.fit_all, model, used_ids))
+        extra[f"{base}/all_points/warnings"] = np.array("; ".join(fit_warnings(robust.fit_all)), dtype=object)
+        outliers = [(str(used_ids[i]), reason) for i, reason in zip(robust.excluded, robust.reasons)]
+        excluded = outliers + unusable
+        extra[f"{base}/excluded_points"] = np.array([pid for pid, _ in excluded], dtype=object)
+        extra[f"{base}/excluded_reasons"] = np.array([reason for _, reason in excluded], dtype=object)
+        extra[f"{base}/warnings"] = np.array("; ".join(robust.warnings), dtype=object)
+        if outliers:
+            warn(f"eos {name}: excluded " + "; ".join(f"{pid} ({reason})" for pid, reason in outliers))
+        for message in robust.warnings:
+            warn(f"eos {name}: {message}")
+            all_warnings.append(f"{name}: {message}")
+        fitted.append(name)
+        try:
+            ff = f_F(P[use][kept], V[use][kept], fit.params.V0_A3, sigma_P[kept], sV[use][kept])
+        except ValueError as err:  # fewer than 2 points strained enough for F
+            warn(f"eos {name}: no F-f plot: {err}")
+            continue
         extra[f"{base}/ff/f"] = ff.f
         extra[f"{base}/ff/F_GPa"] = ff.F_GPa
         extra[f"{base}/ff/f_err"] = ff.sigma_f
         extra[f"{base}/ff/F_err_GPa"] = ff.sigma_F_GPa
         extra[f"{base}/ff/intercept_GPa"] = np.array(ff.intercept_GPa)
         extra[f"{base}/ff/slope_GPa"] = np.array(ff.slope_GPa)
-        fitted.append(name)
     return StageResult(stage="eos", point_ids=list(point_ids), status=["ok"] * len(point_ids),
-                       attrs={"phases_fitted": fitted, "model": section["model"]}, extra=extra)
+                       attrs={"phases_fitted": fitted, "model": section["model"], "warnings": all_warnings,
+                              "outlier_limit_sigma": float(limit_sigma)}, extra=extra)
