@@ -19,7 +19,10 @@ Cases:
   400 points, Poisson noise, the wavelength-to-energy Jacobian as the
   background scale) at 0.5, 4.0 and 8.6 GPa, Gaussian; a noisy Lorentzian
   band fitted with a pseudo-Voigt.
-* E(P): a 10-point quadratic with energy and pressure errors.
+* E(P): a 10-point quadratic with energy and pressure errors, and a 3-point line.
+* The EOS stage's fit with outliers excluded
+  (``fit_eos_excluding_outliers``, after only: it is new): a 12-point BM3
+  series without and with a phantom point (volume 5 % low).
 
 One core: OMP/BLAS threads are set to 1 before numpy is imported; run under
 ``taskset -c 0`` to pin the process too::
@@ -73,13 +76,22 @@ def module_at(rev: str, relpath: str, package: str):
 
 def median_time(fn, repeat: int) -> float:
     """Median wall time of one call, in ms (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+    return median_times([fn], repeat)[0]
+
+
+def median_times(fns, repeat: int) -> list[float]:
+    """Median wall time of one call of each function, in ms, the calls
+    interleaved (a, b, a, b, ...) so that other load on the machine weighs
+    on each alike; one warm-up call each first."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    times = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def _quartz():
@@ -151,8 +163,8 @@ def compare(title, cases, before_fn, after_fn, values, repeat):
     print(f"  {'case':34s} {'before ms':>10s} {'after ms':>10s} {'after/before':>13s} "
           f"{'max |dvalue|/esd':>17s} {'max |desd|/esd':>15s}")
     for label, args, kwargs in cases:
-        t_before = median_time(lambda: before_fn(*args, **kwargs), repeat)
-        t_after = median_time(lambda: after_fn(*args, **kwargs), repeat)
+        t_before, t_after = median_times([lambda: before_fn(*args, **kwargs), lambda: after_fn(*args, **kwargs)],
+                                         repeat)
         (vb, eb), (va, ea) = values(before_fn(*args, **kwargs)), values(after_fn(*args, **kwargs))
         dv = float(np.nanmax(np.abs(va - vb) / ea))
         de = float(np.nanmax(np.abs(ea - eb) / ea))
@@ -178,7 +190,24 @@ def main(argv=None):
           ("linear, 3 pts", (p[:3], e[:3], np.full(3, 0.004)), {})]
     compare("fit_energy_vs_pressure", ep, pfit_before.fit_energy_vs_pressure, pfit_after.fit_energy_vs_pressure,
             ep_values, args.repeat)
+    robust_timings(args.repeat)
     return 0
+
+
+def robust_timings(repeat: int):
+    from dacpipe.eos.fit import fit_eos_excluding_outliers
+
+    print("\nfit_eos_excluding_outliers (new; after only)")
+    rng = np.random.default_rng(4)
+    true = EosParams("bm3", 67.4, 42.3, 5.0)
+    P_true = np.linspace(0.3, 8.0, 12)
+    V = volume_A3(true, P_true) + rng.normal(0, 0.03, 12)
+    P = P_true + rng.normal(0, 0.05, 12)
+    phantom = V.copy()
+    phantom[5] *= 0.95
+    for label, volumes in (("12 pts, clean", V), ("12 pts, one phantom (-5 % V)", phantom)):
+        fn = lambda: fit_eos_excluding_outliers(P, volumes, sigma_P_GPa=0.05, sigma_V_A3=0.03)  # noqa: E731
+        print(f"  {label:34s} {median_time(fn, repeat):10.2f} ms   excluded {fn().excluded}")
 
 
 if __name__ == "__main__":

@@ -670,7 +670,7 @@ def fit_eos_excluding_outliers(pressure_GPa, volume_A3, *, sigma_P_GPa, sigma_V_
     kept[excluded] = False
 
     # 2. Least squares on the rest; points out or back in one at a time.
-    fit = fit_on(kept)
+    fit = fit_all if kept.all() else fit_on(kept)
     for _ in range(2 * n):
         z_in = np.abs(fit.normalised_residuals)
         spread = _noise_scale(z_in, weighted=True)
@@ -694,7 +694,7 @@ def fit_eos_excluding_outliers(pressure_GPa, volume_A3, *, sigma_P_GPa, sigma_V_
             excluded.append(worst)
         else:
             break
-        fit = fit_on(kept)
+        fit = fit_all if kept.all() else fit_on(kept)
     if len(excluded) > MAX_QUIET_EXCLUSIONS:
         notes.append(f"{len(excluded)} of {n} points excluded: more than {MAX_QUIET_EXCLUSIONS} look like a "
                      f"systematic disagreement within the series rather than stray points; compare with the fit "
