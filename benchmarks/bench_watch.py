@@ -10,9 +10,10 @@ are appended one at a time; prints, for each N:
   stage did in it;
 * of that, the pressure and integration stages run by hand on that one
   point (their fixed costs: the integrator's set-up, pyFAI's sparse matrix
-  for a 1M detector, is built at each update), and the store rewrite
-  alone (``assemble_run``, which copies every pattern: it grows with N, as
-  the rewrite of the XRD part does);
+  for a 1M detector, is built at each update), the rewrite of their parts
+  with the point spliced in (read back and written again: every pattern is
+  copied, so it grows with N) and the store rewrite (``assemble_run``,
+  which copies every pattern too);
 * a full recompute of the N + appends points, for comparison.
 
 Goal (issue 10): the incremental update does not grow with N beyond the
@@ -46,7 +47,9 @@ from dacpipe.io.config import load_config  # noqa: E402
 from dacpipe.io.sheet import read_sheet  # noqa: E402
 from dacpipe.run.config import run_config  # noqa: E402
 from dacpipe.run.runner import assemble_run, stage_context  # noqa: E402
+from dacpipe.run.layout import part_path  # noqa: E402
 from dacpipe.run.stages import stage_function  # noqa: E402
+from dacpipe.run.store import read_result, splice_results, write_part  # noqa: E402
 
 
 def watcher_for(folder: Path, n_points: int, appends: int) -> tuple[Watcher, list[str]]:
@@ -94,6 +97,12 @@ def measure(n_points: int, appends: int) -> dict:
         out["one point"] = sum(timed(lambda: stage_function(stage, run)(stage_context(config, "scale", stage, last,
                                                                                       points=last.point_ids)))
                                for stage in ("pressure", "xrd"))
+
+        def rewrite(stage):
+            part = part_path(config, "scale", stage)
+            write_part(folder / "rewritten.h5", "scale",
+                       splice_results(read_result(part, "scale"), None, sheet.point_ids))
+        out["parts"] = sum(timed(lambda: rewrite(stage)) for stage in ("pressure", "xrd"))
         watcher.run_state, watcher.last_signature = None, None
         out["full"] = timed(lambda: _cycle(watcher))
         return out
@@ -114,11 +123,13 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; Pilatus 1M frames (CBF), npt 3000, a ruby spectrum before and after each; "
           f"stages pressure, xrd; seconds")
     print(f"{'N':>5} {'first update (N)':>17} {'add one point':>14} {'of which: stages on it':>23} "
-          f"{'store':>6} {'full recompute (N+' + str(args.appends) + ')':>22}   stages in the one-point update")
+          f"{'parts':>6} {'store':>6} {'full recompute (N+' + str(args.appends) + ')':>22}   "
+          "stages in the one-point update")
     for n in args.points:
         r = measure(n, args.appends)
         stages = ", ".join(f"{stage} {what}" for stage, what in r["actions"].items())
-        print(f"{n:5d} {r['first']:17.2f} {r['append']:14.2f} {r['one point']:23.2f} {r['store']:6.2f} "
+        print(f"{n:5d} {r['first']:17.2f} {r['append']:14.2f} {r['one point']:23.2f} {r['parts']:6.2f} "
+              f"{r['store']:6.2f} "
               f"{r['full']:22.2f}   {stages}", flush=True)
 
 
