@@ -1,19 +1,30 @@
-"""SAXS superlattice analysis: data-sample truth, synthetic lattices, the formulas by hand."""
+"""SAXS superlattice analysis: data-sample truth, synthetic lattices, the formulas by hand.
+
+The hard cases (a steep form factor, a series, bcc and hexagonal lattices, a
+missing first order) are in tests/test_superlattice_series.py."""
 
 import math
 from pathlib import Path
-
-import h5py
 from types import SimpleNamespace
 
+import h5py
 import numpy as np
 import pytest
+from conftest import stage_context
 
 from dacpipe.core.errors import ConfigError, InputError
 from dacpipe.run.store import write_part
-from dacpipe.saxs.superlattice import LATTICES, SuperlatticeSettings, analyse_pattern, classify_order, find_superlattice_peaks, lattice_constants_nm, scherrer_length_nm
-from conftest import stage_context
 from dacpipe.saxs.stage import run as superlattice_stage
+from dacpipe.saxs.superlattice import (
+    LATTICES,
+    NO_MODEL_NOTE,
+    SuperlatticeSettings,
+    analyse_pattern,
+    find_superlattice_peaks,
+    index_peaks,
+    lattice_constants_nm,
+    scherrer_length_nm,
+)
 from dacpipe.synth import read_truth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,36 +59,44 @@ def results(saxs):
 
 
 def test_spacing_within_one_percent_of_truth(results, truth):
-    """d = 2 pi / q1 against d111: the issue asks for 1 %; measured 0.10 % at
-    most (6.0 GPa, 10.4 nm lattice), 0.01 % below 4 GPa."""
+    """d = 2 pi / q1 against d111: the issue asks for 1 %; measured -0.10 % to
+    -0.01 %, within 1.3 standard errors. The errors (0.03-0.08 %) are mostly
+    the Debye-Waller factor's: these patterns have no correlation hole, so
+    only the lines' heights pin sigma_u (the Wilson tie), and the peaks'
+    carrier tilts with it. (The generator of data-sample draws its lines
+    symmetric and on P without the Debye-Waller factor; the fitted powder
+    exponent goes to 0 and the Wilson tie puts the factor back, which the
+    errors cover.)"""
     d_nm = np.array([r.d_A / 10 for r in results])
     deviation = np.abs(d_nm / truth["d111_nm"] - 1)
     assert deviation.max() < 0.01
     assert deviation.max() < 0.003  # what it does today; a regression shows here first
     d_err_nm = np.array([r.d_err_A / 10 for r in results])
     assert np.all((d_err_nm > 0) & (d_err_nm < 1e-3 * d_nm))
+    assert np.all(np.abs(d_nm - truth["d111_nm"]) < 3 * d_err_nm)
+    assert all(r.notes == () for r in results)
 
 
 def test_fcc_on_every_point_with_its_lattice(results, truth):
-    assert [r.order.order for r in results] == ["fcc"] * len(results)
+    assert [r.order for r in results] == ["fcc"] * len(results)
     a = np.array([r.lattice_constant_nm for r in results])
     nn = np.array([r.nn_distance_nm for r in results])
     np.testing.assert_array_less(np.abs(a / truth["a_nm"] - 1), 0.003)
     np.testing.assert_array_less(np.abs(nn / truth["nn_distance_nm"] - 1), 0.003)
     for r in results:
         # 111 and 200 (at 1.155 q111, 2.2 FWHM away) are resolved, 220 and 311 found.
-        labels = dict(zip(r.order.hkl, (p.q_A / r.first.q_A for p in r.peaks)))
+        labels = dict(zip(r.hkl, (p.q_A / r.first.q_A for p in r.peaks)))
         assert {"111", "200", "220", "311"} <= set(labels)
         assert labels["200"] == pytest.approx(math.sqrt(4 / 3), rel=0.003)
         assert labels["220"] == pytest.approx(math.sqrt(8 / 3), rel=0.01)
 
 
 def test_scherrer_length_against_truth(results, truth):
-    """Within 3 % of the domain size (K = 0.94 as drawn). The peaks come out
-    broader, never narrower: each pyFAI bin (1.53e-3 1/A) averages the
-    profile over its width, a box of rms 4.4e-4 1/A added in quadrature to
-    the Gaussian's sigma (2.8e-3 1/A at 0.2 GPa: +1.2 % in FWHM, +0.5 % at
-    6 GPa); the statistical error is 0.3-0.6 %. Measured: -1.6 % to +0.04 %."""
+    """Within 3 % of the domain size (K = 0.94 as drawn). The model averages
+    each line over its pyFAI bin (1.53e-3 1/A, a box of rms 4.4e-4 1/A against
+    the Gaussian's sigma of 2.8e-3 1/A at 0.2 GPa), which before it made the
+    peaks 0.5-1.2 % broader; the statistical error is 0.3-0.6 %. Measured:
+    -0.6 % to +0.5 %."""
     size = np.array([r.scherrer_nm for r in results])
     err = np.array([r.scherrer_err_nm for r in results])
     ratio = size / truth["domain_nm"]
@@ -91,7 +110,7 @@ def test_scherrer_length_against_truth(results, truth):
 def test_without_sigma_the_noise_is_estimated(saxs, truth):
     result = analyse_pattern(saxs["q"], saxs["I"][0], None, saxs["wavelength_A"])
     assert result.d_A / 10 == pytest.approx(truth["d111_nm"][0], rel=0.003)
-    assert result.order.order == "fcc"
+    assert result.order == "fcc"
 
 
 def test_stage_on_data_sample_with_a_flat_pattern_and_a_missing_one(saxs, truth, tmp_path):
@@ -115,7 +134,7 @@ def test_stage_on_data_sample_with_a_flat_pattern_and_a_missing_one(saxs, truth,
     assert result.status[1] == "superlattice: no superlattice peak above the noise"
     assert result.status[3] == "superlattice: no SAXS pattern"
     assert warnings == ["test/flat: superlattice: no superlattice peak above the noise"]
-    assert done[-1] == (4, 4)
+    assert done[-1] == (8, 8)  # each point surveyed, then measured
     data = result.datasets
     assert list(data["order"]) == ["fcc", "", "fcc", ""]
     assert data["d_A"][0] / 10 == pytest.approx(truth["d111_nm"][0], rel=0.003)
@@ -128,7 +147,8 @@ def test_stage_on_data_sample_with_a_flat_pattern_and_a_missing_one(saxs, truth,
     assert peaks_q.shape == (4, int(data["n_peaks"].max()))
     assert np.isnan(peaks_q[1]).all()
     np.testing.assert_allclose(result.extra["saxs/peaks/d_spacing_A"], 2 * np.pi / peaks_q)
-    assert data["q1_A"][0] in peaks_q[0]
+    # q1 is the lattice's, fitted with all its lines: next to the observed 111, not equal to it.
+    assert data["q1_A"][0] == pytest.approx(peaks_q[0][0], rel=0.003)
     assert list(result.extra["saxs/peaks/hkl"][0][:2]) == ["111", "200"]
     # The store writes it (strings, NaN padding, units from the names).
     write_part(tmp_path / "superlattice.h5", RUN, result)
@@ -143,7 +163,9 @@ def test_stage_on_data_sample_with_a_flat_pattern_and_a_missing_one(saxs, truth,
 
 def _pattern(ratios, q1=0.08, fwhm=0.004, seed=0):
     """A SAXS pattern of a lattice with lines at q1 * ratios: a q^-4 envelope
-    times 1 + Gaussian peaks (weaker with order), Poisson noise."""
+    times 1 + Gaussian peaks (weaker with order), Poisson noise. No sphere's
+    form factor: the model cannot describe it and the analysis falls back on
+    the window fits, whose multiplicative model is exact here."""
     q = np.linspace(0.02, 0.35, 450)
     amplitudes = 3.0 / np.arange(1, len(ratios) + 1) ** 0.7
     s = 1 + sum(a * np.exp(-4 * math.log(2) * ((q - q1 * r) / fwhm) ** 2) for a, r in zip(amplitudes, ratios))
@@ -161,20 +183,24 @@ def _pattern(ratios, q1=0.08, fwhm=0.004, seed=0):
 def test_synthetic_patterns_classified(order, ratios):
     q, counts, sigma = _pattern(ratios)
     result = analyse_pattern(q, counts, sigma, 1.0)
-    assert result.order.order == order
+    assert result.order == order
+    assert result.q1_A == pytest.approx(0.08, rel=1e-3)
     assert result.first.q_A == pytest.approx(0.08, rel=1e-3)
-    assert result.first.fwhm_q_A == pytest.approx(0.004, rel=0.05)
+    assert result.fwhm_q_A == pytest.approx(0.004, rel=0.05)
     assert len(result.peaks) == len(ratios)
-    assert result.order.n_explained == len(ratios)
+    assert result.hypothesis.n_explained == len(ratios)
+    # A power law is no sphere's form factor: the fallback says so in the status.
+    assert result.model is None and NO_MODEL_NOTE in result.notes
 
 
 def test_single_peak_has_no_order():
+    """One peak fits every lattice: no order, no spacing, and the reason."""
     q, counts, sigma = _pattern([1])
     result = analyse_pattern(q, counts, sigma, 1.0)
     assert len(result.peaks) == 1
-    assert result.order.order == "unknown"
-    assert math.isnan(result.lattice_constant_nm) and math.isnan(result.nn_distance_nm)
-    assert result.scherrer_nm == pytest.approx(2 * math.pi * 0.89 / 0.004 / 10, rel=0.05)
+    assert result.order == "unknown" and result.hypothesis is None
+    assert all(math.isnan(v) for v in (result.d_A, result.q1_A, result.lattice_constant_nm, result.nn_distance_nm))
+    assert any(note.startswith("one peak, no lattice to index it by") for note in result.notes)
 
 
 def test_too_few_points():
@@ -183,33 +209,35 @@ def test_too_few_points():
 
 
 @pytest.mark.parametrize("name", ["lamellar", "hexagonal", "bcc", "fcc"])
-def test_classify_exact_and_noisy_ratios(name):
+def test_index_exact_and_noisy_ratios(name):
     ratios = np.array([r for _, r in LATTICES[name][:5]])
-    assert classify_order(0.05 * ratios, 0.05).order == name
-    noisy = ratios * (1 + 0.01 * np.random.default_rng(1).standard_normal(ratios.size))
-    noisy[0] = 1.0
-    match = classify_order(0.05 * noisy, 0.05)
-    assert match.order == name
-    assert match.hkl == tuple(label for label, _ in LATTICES[name][:5])
+    best = index_peaks(0.05 * ratios, lattices=["lamellar", "hexagonal", "bcc", "fcc"])[0]
+    assert best.lattice == name and best.q1_A == pytest.approx(0.05, rel=1e-9)
+    # 0.1 % scatter, as much as the position errors say (0.2 % floor): still that lattice and those lines.
+    noisy = ratios * (1 + 0.001 * np.random.default_rng(1).standard_normal(ratios.size))
+    best = index_peaks(0.05 * noisy, 5e-5 * noisy)[0]
+    assert best.lattice == name
+    assert best.hkl == tuple(label for label, _ in LATTICES[name][:5])
+    assert best.q1_A == pytest.approx(0.05, rel=2e-3)
 
 
-def test_classify_edge_cases():
+def test_index_edge_cases():
     # 1 : 2 is lamellar (bcc and hexagonal predict lines between that are not seen) ...
-    assert classify_order([0.1, 0.2], 0.1).order == "lamellar"
+    assert index_peaks([0.1, 0.2])[0].lattice == "lamellar"
     # ... 1 : 1.155 only fcc explains, also without its higher lines.
-    assert classify_order([0.1, 0.11547], 0.1).order == "fcc"
-    # fcc with 220 lost at a zero of the form factor, 222 merged into 311.
-    match = classify_order([0.1, 0.11547, 0.1915], 0.1)
-    assert match.order == "fcc" and match.n_missing == 1 and match.hkl == ("111", "200", "311")
-    assert classify_order([0.1], 0.1).order == "unknown"
-    assert classify_order([0.1, 0.1234, 0.1377, 0.1711], 0.1).order == "unknown"  # nothing fits
+    assert index_peaks([0.1, 0.11547])[0].lattice == "fcc"
+    # fcc with 220 lost at a zero of the form factor, 222 merged into 311: one line missing.
+    best = index_peaks([0.1, 0.11547, 0.1915])[0]
+    assert best.lattice == "fcc" and best.missing == 1 and best.hkl == ("111", "200", "311")
+    assert not index_peaks([0.1])[0].consistent
+    assert not index_peaks([0.1, 0.1234, 0.1377, 0.1711])[0].consistent  # nothing fits
     # A stray peak costs one point; the lattice still wins.
-    assert classify_order([0.1, 0.1414, 0.1732, 0.2, 0.1275], 0.1).order == "bcc"
+    assert index_peaks([0.1, 0.1414, 0.1732, 0.2, 0.1275])[0].lattice == "bcc"
     # sc and bcc share 1 : sqrt 2 : sqrt 3 : 2 : sqrt 5 : sqrt 6; sqrt 7 tells them apart.
     six = 0.1 * np.sqrt([1, 2, 3, 4, 5, 6])
-    assert classify_order(six, 0.1, lattices=["sc", "bcc"]).order == "sc"
-    assert classify_order(six, 0.1, lattices=["bcc", "sc"]).order == "bcc"
-    assert classify_order(np.append(six, 0.1 * math.sqrt(7)), 0.1, lattices=["sc", "bcc"]).order == "bcc"
+    assert index_peaks(six, lattices=["sc", "bcc"])[0].lattice == "sc"
+    assert index_peaks(six, lattices=["bcc", "sc"])[0].lattice == "bcc"
+    assert index_peaks(np.append(six, 0.1 * math.sqrt(7)), lattices=["sc", "bcc"])[0].lattice == "bcc"
 
 
 # ------------------------------------------------------------------ the formulas
