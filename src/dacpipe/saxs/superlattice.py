@@ -95,6 +95,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy.linalg import lstsq as scipy_lstsq
 from scipy.optimize import least_squares, lsq_linear, nnls
 from scipy.signal import find_peaks as _scipy_find_peaks
 from scipy.signal import peak_widths, savgol_coeffs, savgol_filter
@@ -1505,7 +1506,9 @@ def _radius_grid_start(pattern: _Pattern, centres, widths, exponent: float, eta:
             f, dw = GRID_DISPLACEMENTS[k], waller[k]
             design = np.column_stack((form, -dw * coherent, -dw * form, np.ones_like(q), (dw * coherent * shapes).T,
                                       (dw * form * shapes[:len(centres)]).T)) / s[:, None]
-            coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+            # QR with column pivoting (gelsy): the same solution as the SVD, several times faster on
+            # these tall, narrow designs, and the grid solves hundreds of them.
+            coef = scipy_lstsq(design, target, lapack_driver="gelsy", check_finite=False)[0]
             if not coef[0] > 0:
                 continue
             chi2 = float(np.sum((design @ coef - target) ** 2))
