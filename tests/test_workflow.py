@@ -47,18 +47,20 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     out = snakemake(project, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr
     counts = job_counts(out)
-    # Two runs in the default config: hgte_thz (ruby + XRD + indexing + EOS) and
-    # nc_saxs (ruby + SAXS + superlattice). One job per run and stage, never
-    # one per spectrum or frame; one per figure.
-    assert counts == {"all": "1", "pressure": "2", "integrate": "2", "index": "1", "eos": "1", "superlattice": "1",
-                      "optical": "1", "store": "2", **HGTE_FIGURES, "figure_ruby_gallery": "2",
-                      "figure_saxs_distance": "1", "merge": "4", "total": "23"}
+    # Three runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
+    # nc_saxs (ruby + SAXS + superlattice) and cdse_nc (gold marker pressure +
+    # XRD + indexing + EOS, no ruby, no optics). One job per run and stage,
+    # never one per spectrum or frame; one per figure.
+    structural = {name: "2" for name in HGTE_FIGURES if name != "figure_band_gap"}
+    assert counts == {"all": "1", "pressure": "3", "integrate": "3", "index": "2", "eos": "2", "superlattice": "1",
+                      "optical": "1", "store": "3", **HGTE_FIGURES, **structural, "figure_ruby_gallery": "2",
+                      "figure_saxs_distance": "1", "merge": "6", "total": "34"}
 
 
 def test_full_run_then_noop_rerun(project):
     out = snakemake(project)
     assert out.returncode == 0, out.stderr[-3000:]
-    for run in ("hgte_thz", "nc_saxs"):
+    for run in ("hgte_thz", "nc_saxs", "cdse_nc"):
         points = read_points(project / "results" / f"{run}.h5", run)
         assert np.all(np.isfinite(points["pressure_GPa"]))
         # Only the metallic rock-salt points have something to say: no band gap.

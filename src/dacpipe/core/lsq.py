@@ -34,21 +34,53 @@ from .errors import InputError
 ESD_SCALINGS = ("inflate", "always", "never")
 
 
-def covariance_scale(reduced_chi2: float, sigma_given: bool, rule: str = "inflate") -> float:
+def covariance_scale(reduced_chi2: float, sigma_given: bool, rule: str = "inflate",
+                     serial_correlation: float = 1.0) -> float:
     """The factor on ``(J^T W J)^-1`` (see the module docstring).
 
     ``rule`` may override the default for a caller that must reproduce
     another program: ``"always"`` multiplies by the reduced chi-square
     whatever it is, ``"never"`` keeps the given errors as they are. Without
     given errors the reduced chi-square is always applied.
+    ``serial_correlation`` (>= 1, :func:`serial_correlation_factor`) multiplies
+    it when the residuals of a densely sampled curve are correlated from
+    point to point.
     """
     if rule not in ESD_SCALINGS:
         raise ValueError(f"unknown error scaling {rule!r}; expected one of {ESD_SCALINGS}")
+    correlation = max(1.0, float(serial_correlation)) if math.isfinite(serial_correlation) else 1.0
     if not sigma_given or rule == "always":
-        return float(reduced_chi2)
+        return float(reduced_chi2) * correlation
     if rule == "never" or not math.isfinite(reduced_chi2):
+        return correlation
+    return max(1.0, float(reduced_chi2)) * correlation
+
+
+def serial_correlation_factor(weighted_residual: np.ndarray, max_lag: int = 200) -> float:
+    """How much point-to-point correlation of the residuals inflates parameter variances.
+
+    The residuals of a profile fit are not independent when the model misses
+    something that spans many points (a line shape slightly off, a background
+    bump): each point then says less than chi^2 counts it for, and the errors
+    are too small (Berar & Lelann, J. Appl. Cryst. 24, 1 (1991)). The factor
+    is the integrated autocorrelation time of the residuals,
+    tau = 1 + 2 sum_k rho_k, the sum stopped at the first lag whose rho is
+    not positive (Geyer's initial positive sequence, Stat. Sci. 7, 473 (1992));
+    1 for white noise. It multiplies the covariance, and divides the
+    evidence of a nested-model F-test.
+    """
+    r = np.asarray(weighted_residual, dtype=float)
+    r = r - r.mean()
+    variance = float(r @ r)
+    if len(r) < 10 or variance <= 0:
         return 1.0
-    return max(1.0, float(reduced_chi2))
+    tau = 1.0
+    for lag in range(1, min(max_lag, len(r) // 4)):
+        rho = float(r[:-lag] @ r[lag:]) / variance
+        if rho <= 0:
+            break
+        tau += 2.0 * rho
+    return tau
 
 
 def covariance(weighted_jacobian: np.ndarray, rcond: float = 1e-12) -> np.ndarray | None:

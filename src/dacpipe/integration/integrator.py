@@ -180,6 +180,48 @@ class FrameIntegrator:
         self.static_mask = static
         self._reported_fallback = False
 
+    def split(self) -> str:
+        """The pixel splitting the frames are integrated with (sigma clipping
+        works pixel by pixel, the median filter on fully split pixels)."""
+        s = self.settings
+        return {"sigma-clip": "no", "median": "full"}.get(s.rejection, str(s.method[0]).lower())
+
+    def pixel_mean_radial(self, raw_image: np.ndarray | None = None) -> np.ndarray:
+        """Where each bin's value is measured: the mean radial position (settings' unit)
+        of the unmasked pixel centres that fall in it, NaN for an empty bin; the
+        pixels a frame ``raw_image`` flags (detector gaps written as negative
+        values, NaN) left out as its integration leaves them out.
+
+        Without pixel splitting a bin holds the mean of its pixels, each taken
+        at its centre, so the pattern samples the profile at the mean of those
+        centres, not at the bin's centre. When pixels are not much smaller than
+        bins (0.1 deg pixels, 0.075 deg bins on a small detector) the two differ
+        by up to half a bin from bin to bin, irregularly; a lattice refined at
+        the bin centres is then off by several of its standard errors (measured
+        on noise-free cinnabar: -2 sigma in a; at the pixel means: none).
+        With splitting each pixel is spread over the bins it covers, and the
+        bin centres are right: they are returned.
+        """
+        s = self.settings
+        ai = self.geometry.integrator
+        split = self.split()
+        shape = self.geometry.detector_shape
+        empty = np.zeros(shape, np.float32)
+        if split != "no":
+            return np.asarray(ai.integrate1d(empty, s.npt, unit=s.unit, method=(split, s.method[1], s.method[2]),
+                                             mask=self.static_mask).radial)
+        # pyFAI's own pixel positions, in the frame's orientation, as the signal:
+        # the bin's mean of it is the mean position of its pixels.
+        positions = ai.center_array(shape, unit=s.unit, scale=True).astype(np.float64)
+        mask = self.static_mask
+        if raw_image is not None:
+            image = self.geometry.orient(raw_image)
+            mask = mask | ~np.isfinite(image) | (np.abs(image - DUMMY) <= DELTA_DUMMY)
+        result = ai.integrate1d(positions, s.npt, unit=s.unit, method=("no", s.method[1], s.method[2]),
+                                correctSolidAngle=False, polarization_factor=None, mask=mask)
+        count = np.asarray(getattr(result, "count", np.ones(s.npt)))
+        return np.where(count > 0, np.asarray(result.intensity, dtype=float), np.nan)
+
     def _calibration_frame(self, reference: str) -> np.ndarray:
         return self.geometry.orient(read_image(reference, self.geometry.detector_shape))
 

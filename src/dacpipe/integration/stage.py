@@ -80,7 +80,7 @@ def run(ctx: StageContext) -> StageResult:
     cake = None if not settings.cake_npt_azimuthal else \
         np.full((n, settings.cake_npt_azimuthal, settings.npt), np.nan, dtype=np.float32)
     chi = None
-    radial = None
+    radial = pixel_mean = None
     status = ["ok"] * n
     methods = set()
     inputs: list[str | FileRecord] = [settings.poni] + [r for r in (settings.mask, settings.dark, settings.flat) if r]
@@ -101,7 +101,10 @@ def run(ctx: StageContext) -> StageResult:
                 ctx.warn_point(point.point, str(err))
             else:
                 intensity[i], sigma[i] = pattern.intensity, pattern.sigma
-                radial = pattern.radial if radial is None else radial
+                if radial is None:
+                    radial = pattern.radial
+                    # The first frame's flagged pixels (module gaps) stand for every frame's.
+                    pixel_mean = integrator.pixel_mean_radial(frame)
                 if cake is not None:
                     cake[i], chi = pattern.cake, pattern.chi_deg
                 methods.add(pattern.method)
@@ -117,6 +120,12 @@ def run(ctx: StageContext) -> StageResult:
              else settings.polarization_factor, "mask": settings.mask or ""}
     datasets = {"I": intensity, "I_errors": sigma}
     axes = {"q": q_A, "two_theta": two_theta}
+    if pixel_mean is None and integrator.geometry.detector_shape is not None:
+        pixel_mean = integrator.pixel_mean_radial()
+    if pixel_mean is not None:
+        # Where each bin samples the pattern (the mean of its pixels' centres):
+        # the structural fits model the pattern there.
+        axes["pixel_mean_q_A"] = _axes(pixel_mean, settings.unit, integrator.wavelength_A)[0]
     if cake is not None:
         datasets["cake/I"] = cake
         axes["cake/chi_deg"] = chi if chi is not None else np.full(settings.cake_npt_azimuthal, np.nan)

@@ -37,9 +37,11 @@ CHUNKED = ("pressure", "xrd", "saxs")
 # What a stage reads of another's part: (stage, upstream) -> datasets of the
 # upstream group (None: its per-phase datasets, named by the run's phases).
 _PATTERN = ("q", "I", "I_errors", "status")
+# The structural fits model each bin where its pixels sample the pattern.
+_XRD_PATTERN = _PATTERN + ("pixel_mean_q_A",)
 _READS: dict[tuple[str, str], tuple[str, ...] | None] = {
-    ("pressure", "xrd"): _PATTERN,
-    ("phases", "xrd"): _PATTERN,
+    ("pressure", "xrd"): _XRD_PATTERN,
+    ("phases", "xrd"): _XRD_PATTERN,
     ("phases", "pressure"): ("pressure_GPa",),
     ("eos", "pressure"): ("pressure_GPa", "pressure_err_GPa"),
     ("eos", "phases"): None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import optical, saxs, xrd
+from . import optical, powder, saxs, xrd
 from .detector import write_cbf
 from .ruby import RubyPoint, write_ruby_series
 
@@ -23,6 +23,8 @@ RUBY_LAMBDA0_NM = 694.24
 
 # The HgTe nanocrystal series: compression in uneven steps, as at a beamline,
 # through zinc blende, cinnabar and rock salt (xrd.TRANSITIONS).
+# Counts per pixel of the strongest CdSe line at the first point of cdse_nc.
+CDSE_COUNTS_PER_PIXEL = 1500.0
 HGTE_PRESSURES_GPA = (0.15, 0.6, 1.1, 1.6, 2.1, 2.7, 3.4, 4.2, 5.1, 6.2, 7.4, 8.7, 10.1, 11.6)
 
 
@@ -106,6 +108,46 @@ def write_hgte_thz(folder: Path, seed: int) -> None:
                 "(2 sigma_px^2)) at pixel (i, j), before the Poisson noise",
                 "local_counts / ring_counts: powder pattern at the spot's 2theta / its maximum within 1 deg "
                 "(hgte_pattern units)"])
+
+
+def write_cdse_nc(folder: Path, seed: int) -> None:
+    """The ``cdse_nc`` run: CdSe nanocrystals (5 nm wurtzite, 4 nm rock salt)
+    compressed to 7 GPa and released, with 20 nm gold beside them read as the
+    pressure marker; one XRD frame per point, no ruby.
+
+    The frames are the 1D model of :mod:`dacpipe.synth.powder` (true Voigt
+    lines, a DAC background) spread over the small detector of ``hgte_thz``,
+    with its beamstop, module gap and Poisson noise.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "xrd").mkdir(exist_ok=True)
+    xrd.write_xrd_geometry(folder)
+    series = powder.cdse_round_trip_series(marker="Au")
+    scale = series.scale() * CDSE_COUNTS_PER_PIXEL / powder.PEAK_COUNTS
+    sheet, truth = [], []
+    columns = ["CdSe-wz/fraction", "CdSe-rs/fraction", "CdSe-wz/volume_fu_A3", "CdSe-rs/volume_fu_A3",
+               "Au/a_A", "CdSe-wz/crystallite_nm", "CdSe-rs/crystallite_nm"]
+    fractions = series.fractions()
+    volumes = {name: series.volume_fu_A3(name) for name in series.sample_phases}
+    for i, point in enumerate(series.points, start=1):
+        name = f"p{i:03d}"
+        counts = xrd.frame_from_pattern(lambda tth: powder.expected_pattern(
+            xrd.q_of_two_theta(tth), series.wavelength_A, point, scale=scale), _frame_rng(seed, 3, i))
+        image = f"xrd/cdse_{name}.cbf"
+        write_cbf(folder / image, counts)
+        direction = "compression" if i <= 10 else "release"
+        sheet.append([name, image, f"{TEMPERATURE_K:g}", direction])
+        values = [fractions["CdSe-wz"][i - 1], fractions["CdSe-rs"][i - 1], volumes["CdSe-wz"][i - 1],
+                  volumes["CdSe-rs"][i - 1], point.cell("Au")[0],
+                  point.crystallite_nm["CdSe-wz"] if fractions["CdSe-wz"][i - 1] > 0 else math.nan,
+                  point.crystallite_nm["CdSe-rs"] if fractions["CdSe-rs"][i - 1] > 0 else math.nan]
+        truth.append([name, _fmt(point.pressure_GPa), *[_fmt(v) for v in values]])
+    _write_tsv(folder / "points.tsv", ["point", "xrd", "temperature_K", "note"], sheet)
+    _write_tsv(folder / "truth.tsv", ["point", "pressure_GPa", *columns], truth,
+               ["truth of the synthetic run (dacpipe.synth.powder.cdse_round_trip_series): CdSe nanocrystals, "
+                "wurtzite -> rock salt 2.6-4.2 GPa up, back 1.6-0.4 GPa down; gold (Au) as pressure marker",
+                f"XRD: wavelength_A {series.wavelength_A}, geometry xrd.poni, mask xrd.mask; <phase>/fraction: share "
+                "of CdSe formula units; volumes per formula unit; Au/a_A the marker's cell (Fei 2007 EOS)"])
 
 
 def write_nc_saxs(folder: Path, seed: int) -> None:

@@ -407,6 +407,26 @@ def xrd_frame(pressure_GPa: float, rng: np.random.Generator, geometry: DetectorG
     return counts, spots, expected
 
 
+def q_of_two_theta(two_theta_deg, wavelength_A: float = XRD_GEOMETRY.wavelength_A):
+    """q (1/A) of 2theta (degrees)."""
+    return 4.0 * np.pi * np.sin(np.radians(np.asarray(two_theta_deg, dtype=float)) / 2.0) / wavelength_A
+
+
+def frame_from_pattern(pattern, rng: np.random.Generator, geometry: DetectorGeometry = XRD_GEOMETRY) -> np.ndarray:
+    """A detector frame of a powder pattern ``pattern(two_theta_deg) -> counts``: spread over
+    the detector with solid angle and polarization, the beamstop's shadow, Poisson noise,
+    the module gap at -1. No diamond spots."""
+    ai = cached_integrator(geometry)
+    tth_deg = ai.center_array(geometry.shape, unit="2th_deg", scale=True)
+    grid = np.arange(0.0, float(tth_deg.max()) + 0.5, _GRID_STEP_DEG)
+    expected = ai.calcfrom1d(grid, pattern(grid), shape=geometry.shape, dim1_unit="2th_deg",
+                             correctSolidAngle=True, polarization_factor=POLARIZATION_FACTOR)
+    expected[beamstop_shadow(geometry)] *= BEAMSTOP_TRANSMISSION
+    counts = rng.poisson(np.maximum(expected, 0.0)).astype(np.int32)
+    counts[gap_rows(geometry.shape)] = PILATUS_DUMMY
+    return counts
+
+
 def write_xrd_geometry(folder: Path, geometry: DetectorGeometry = XRD_GEOMETRY) -> dict[str, str]:
     """The PONI file and the beamstop mask of the run; returns their names (relative to ``folder``)."""
     write_poni(folder / "xrd.poni", geometry)

@@ -642,3 +642,66 @@ def refine_cell(peaks: Sequence[IndexedPeak], system: str, start_cell=None, z_fo
         residuals_two_theta_deg=resid_tth,
         setting=setting.label,
     )
+
+
+# --------------------------------------------------------------------------
+# The reciprocal-metric parametrisation, for fits of whole patterns
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ReciprocalCell:
+    """A cell as the few components ``p`` of its reciprocal metric G* that its
+    crystal system leaves free (the parametrisation of :func:`refine_cell`):
+    1/d^2 = x(hkl) . p with x linear in the indices, so q = 2 pi sqrt(x . p)
+    and dq/dp = 2 pi^2 x / q for any system, rhombohedral and monoclinic
+    included.
+
+    Attributes
+    ----------
+    system : str
+    setting : the parametrisation (hexagonal or rhombohedral axes, unique axis ...)
+    p : ndarray
+        The free components.
+    """
+
+    system: str
+    setting: _Setting
+    p: np.ndarray
+
+    @classmethod
+    def from_cell(cls, system: str, cell) -> "ReciprocalCell":
+        """The parametrisation of ``cell`` (its setting chosen as :func:`refine_cell` does)."""
+        setting = _setting(system, cell)
+        gstar = np.linalg.inv(metric_tensor(cell))
+        basis = np.array([e.ravel() for e in setting.basis]).T
+        p = np.linalg.lstsq(basis, gstar.ravel(), rcond=None)[0]
+        return cls(system, setting, p)
+
+    def with_p(self, p) -> "ReciprocalCell":
+        return ReciprocalCell(self.system, self.setting, np.asarray(p, dtype=float))
+
+    def design(self, hkl) -> np.ndarray:
+        """x[i, j] = h_i^T E_j h_i, so that 1/d_i^2 = x[i] . p."""
+        h = np.asarray(hkl, dtype=float)
+        return np.einsum("ni,jik,nk->nj", h, np.array(self.setting.basis), h)
+
+    @property
+    def free(self) -> tuple[str, ...]:
+        """Names of the free cell parameters (``a_A``, ``c_A``, ``alpha_deg`` ...)."""
+        return self.setting.free
+
+    def cell(self) -> tuple[float, ...]:
+        """a, b, c (A), alpha, beta, gamma (deg)."""
+        cell_full, _, _ = _direct_jacobian(_gstar(self.p, self.setting), self.setting)
+        return _assemble_cell(cell_full, self.setting)
+
+    def cell_and_jacobian(self) -> tuple[tuple[float, ...], np.ndarray, float, np.ndarray]:
+        """The cell, d(free parameters)/dp, the volume and dV/dp, for carrying a covariance of p."""
+        cell_full, jac, volume = _direct_jacobian(_gstar(self.p, self.setting), self.setting)
+        rows = [_PARAMETER_ROW[name] for name in self.setting.free]
+        return _assemble_cell(cell_full, self.setting), jac[rows], float(volume), jac[6]
+
+    def is_valid(self) -> bool:
+        """Whether p is a real cell (G* positive definite)."""
+        return _positive_definite(_gstar(self.p, self.setting))

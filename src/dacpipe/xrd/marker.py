@@ -48,8 +48,8 @@ from ..eos.models import pressure_GPa as eos_pressure_GPa
 from ..eos.models import volume_A3 as eos_volume_A3
 from . import cells as lattice
 from .cells import cell_volume_A3
-from .indexing import IndexingSettings, best_scale, match
-from .lines import predicted_lines
+from .indexing import IndexingSettings
+from .lines import PredictedLine, predicted_lines
 from .peaks import Peak
 from .structure import Phase
 
@@ -175,3 +175,47 @@ def read_marker(found: Sequence[Peak], q_max_A: float, wavelength_A: float, phas
                          fit.reduced_chi2, fit.hkl)
 
 
+def best_scale(peak_q: np.ndarray, peak_weight: np.ndarray, lines: Sequence[PredictedLine], search_rel: float,
+               tolerance_rel: float, *, factor_range: tuple[float, float] | None = None) -> float:
+    """The factor k on predicted q that puts the most observed intensity under predicted lines.
+
+    Scored by the predicted intensity of the lines that find a peak within
+    the tolerance, times that peak's weight (its area share): a scale that
+    lands weak lines on strong peaks, or strong lines on noise, scores low.
+    k runs over 1 +- ``search_rel``, or over ``factor_range`` when given, in
+    steps of a third of the tolerance; ties go to the k nearest 1.
+    """
+    if not len(peak_q) or not lines:
+        return 1.0
+    line_q = np.array([l.q_A for l in lines])
+    line_i = np.array([l.intensity for l in lines]) / max(l.intensity for l in lines)
+    lo, hi = factor_range if factor_range is not None else (1.0 - search_rel, 1.0 + search_rel)
+    half = (hi - lo) / 2
+    steps = int(np.ceil(half / (tolerance_rel / 3)))
+    factors = (lo + hi) / 2 + np.linspace(-half, half, 2 * steps + 1)
+    order = np.argsort(peak_q)
+    pq, pw = peak_q[order], peak_weight[order]
+    best, best_score = 1.0, -1.0
+    for k in factors:
+        target = k * line_q
+        j = np.clip(np.searchsorted(pq, target), 1, len(pq) - 1)
+        left, right = pq[j - 1], pq[j]
+        nearest = np.where(np.abs(left - target) < np.abs(right - target), j - 1, j)
+        close = np.abs(pq[nearest] - target) <= tolerance_rel * target
+        score = float(np.sum(line_i[close] * np.sqrt(pw[nearest[close]])))
+        if score > best_score + 1e-12 or (abs(score - best_score) <= 1e-12 and abs(k - 1) < abs(best - 1)):
+            best, best_score = float(k), score
+    return best
+
+
+def match(peak_q: np.ndarray, lines: Sequence[PredictedLine], factor: float, tolerance_rel: float) -> dict[int, list[int]]:
+    """Peak index -> indices of the lines (scaled by ``factor``) it lies under."""
+    out: dict[int, list[int]] = {}
+    if not len(peak_q):
+        return out
+    for i, line in enumerate(lines):
+        target = factor * line.q_A
+        j = int(np.argmin(np.abs(peak_q - target)))
+        if abs(peak_q[j] - target) <= tolerance_rel * target:
+            out.setdefault(j, []).append(i)
+    return out

@@ -1,153 +1,403 @@
-"""Whole-pattern refinement of the phases present at one point (fixed-structure Rietveld)."""
+"""Whole-pattern refinement: every phase's lines at once, on the whole pattern.
+
+The model of an integrated (solid-angle and polarization corrected) pattern
+in q is
+
+    y(q) = sum_p s_p sum_l A_pl PV(q; q_pl, W_pl, eta_p) + sum_k b_k B_k(q)
+
+* q_pl = 2 pi sqrt(x_l . p_p): the line positions of phase p from the free
+  components p_p of its reciprocal metric (:class:`dacpipe.xrd.cells.ReciprocalCell`),
+  so every crystal system, rhombohedral and monoclinic included, is one code;
+* A_pl = m |F|^2 (4 pi / lambda)^2 / q_pl^2: the fixed-structure (Rietveld)
+  intensity with the Lorentz factor of a powder ring, as an area in q
+  (Rietveld, J. Appl. Cryst. 2, 65 (1969); no atomic parameters refined);
+* PV: the area-normalised pseudo-Voigt of :mod:`dacpipe.core.profiles`, with
+  a FWHM linear in q per phase, W = w0 + w1 (q - q_ref) (Scherrer broadening
+  is constant in q, microstrain grows with it), and one Lorentzian fraction
+  eta per phase: the line widths are free per phase, so a 3-10 nm phase is
+  fitted as what it is;
+* B_k: cubic B-splines (knots far wider than any line) for the background
+  of a DAC pattern (anvil Compton, medium, air).
+
+The scales s_p and the background coefficients b_k enter linearly: for any
+set of nonlinear parameters (cells, widths, eta) they are solved exactly
+(variable projection, Golub & Pereyra, SIAM J. Numer. Anal. 10, 413
+(1973)), and the nonlinear parameters are refined by least squares on the
+projected residual with Kaufman's Jacobian (BIT 15, 49 (1975)), built from
+the analytic derivatives of the profiles. The parameter covariance is the
+inverse of J^T W J over all parameters, linear ones included, scaled by
+dacpipe's one rule (:func:`dacpipe.core.lsq.covariance_scale`).
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from scipy.interpolate import BSpline
+from scipy.optimize import least_squares
 
-from ..core.profiles import pseudo_voigt_area
-from .cells import cell_volume_A3, q_calc_A
-from .lines import predicted_lines
-from .structure import Phase
+from ..core.lsq import covariance_scale, serial_correlation_factor
+from ..core.profiles import GAUSS_HEIGHT_FWHM, LORENTZ_HEIGHT_FWHM, area_derivatives, unit_parts
+from .cells import ReciprocalCell
+from .lines import LineSet
 
-# Lines too weak to be found one by one still shift their neighbours: the
-# whole-pattern refinement draws every line above this share of the strongest.
-WHOLE_PATTERN_MIN_PERCENT = 0.05
-
-
-@dataclass(frozen=True)
-class PatternFit:
-    """A whole-pattern refinement of the phases found at one point."""
-
-    cells: dict[str, tuple]
-    cell_errors: dict[str, dict[str, float]]
-    volume_fu: dict[str, tuple[float, float]]   # (V/Z, its error) per phase
-    scales: dict[str, float]
-    reduced_chi2: float
-    fwhm_q: dict[str, tuple[float, float, float]]   # (q of the strongest line, FWHM there, its error)
+# Lines weaker than this share of a phase's strongest line are left out of the model.
+MODEL_MIN_SHARE = 1e-3
+# A line counts when its centre lies within this many FWHM of the data: its tails still fall inside.
+LINE_REACH_FWHM = 6.0
+# Bounds of a FWHM in q: a tenth of a bin (below, the line falls between bins) to 0.6 1/A (1 nm crystallites).
+MAX_FWHM_Q_A = 0.6
+# How far (relative) a cell may move in one refinement: further is another minimum, found by the scan.
+MAX_CELL_STEP_REL = 0.08
 
 
-_FREE_AXES = {"cubic": ("a",), "hexagonal": ("a", "c"), "trigonal": ("a", "c"), "tetragonal": ("a", "c"),
-              "orthorhombic": ("a", "b", "c")}
+@dataclass
+class PhaseState:
+    """One phase's parameters in a whole-pattern fit.
 
-
-def _cell_from(system: str, free: dict[str, float], angles) -> tuple:
-    a = free["a"]
-    b = free.get("b", a)
-    c = free.get("c", a if system == "cubic" else free.get("c"))
-    return (a, b, c, *angles)
-
-
-def refine_pattern(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, background: np.ndarray,
-                   wavelength_A: float, phases: dict[str, Phase], cells: dict[str, tuple],
-                   min_intensity_percent: float) -> PatternFit:
-    """Rietveld-type refinement of cells, scales and line widths on the whole pattern.
-
-    Peak by peak, the many overlapping lines of a low-symmetry phase (and
-    the lines two coexisting phases share) bias positions; fitting the
-    pattern as the sum of each phase's predicted lines removes that. Each
-    phase has a cell (its free axes), a scale s (line area = s m |F|^2 L cos
-    theta in q: the pattern is in q, dq/d2theta ~ cos theta), a pseudo-Voigt
-    width linear in q (Scherrer broadening is constant in q) and a mixing
-    eta; the background found with the peaks gets a free quadratic
-    correction. Structures are fixed (Rietveld, J. Appl. Cryst. 2, 65 (1969),
-    without atomic parameters). Errors from the Jacobian, scaled by the
-    reduced chi^2 when it is above 1.
+    ``base`` is m |F|^2 of each line at ``base_cell`` (the form factors change
+    with the cell by less than 1e-3 per per cent of compression; it is
+    recomputed when the cell moves by more than 0.5 %).
     """
-    from scipy.optimize import least_squares
 
-    ok = np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0) & np.isfinite(background)
-    q, y, s, bg = q_A[ok], intensity[ok], sigma[ok], background[ok]
-    q_mid = 0.5 * (q.min() + q.max())
-    names = list(phases)
-    layout, x0, lower, upper = [], [], [], []
+    name: str
+    lines: LineSet
+    rcell: ReciprocalCell
+    w0: float                   # FWHM at q_ref (1/A)
+    w1: float                   # dFWHM/dq
+    eta: float
+    base: np.ndarray = field(default=None)   # type: ignore[assignment]
+    base_cell: tuple = ()
+    design: np.ndarray = field(default=None, repr=False)   # type: ignore[assignment]
 
-    def add(key, value, lo, hi):
-        layout.append(key)
-        x0.append(value)
-        lower.append(lo)
-        upper.append(hi)
+    def __post_init__(self):
+        if self.design is None:
+            self.design = self.rcell.design(self.lines.hkl)
+        self.refresh_intensities()
 
-    for name in names:
-        phase, cell = phases[name], cells[name]
-        for axis, value in zip("abc", cell[:3]):
-            if axis in _FREE_AXES.get(phase.system, ()):
-                add((name, axis), value, value * 0.97, value * 1.03)
-        guess_lines = predicted_lines(phase, cell, wavelength_A, q.max() * 1.05, min_intensity_percent)
-        area_guess = max(float(np.trapezoid(np.clip(y - bg, 0, None), q)), 1e-9)
-        predicted = sum(l.f2m * (4 * np.pi / (l.q_A * wavelength_A)) ** 2 for l in guess_lines) or 1.0
-        add((name, "scale"), area_guess / predicted / len(names), 0.0, np.inf)
-        add((name, "w0"), 0.02, 1e-4, 0.5)
-        add((name, "w1"), 0.0, -0.1, 0.1)
-        add((name, "eta"), 0.5, 0.0, 1.0)
-    for k in range(3):
-        add(("bg", k), 0.0, -np.inf, np.inf)
-    x0 = np.array(x0)
+    def refresh_intensities(self, force: bool = False) -> None:
+        cell = self.rcell.cell()
+        if force or self.base is None or not self.base_cell or \
+                max(abs(a / b - 1.0) for a, b in zip(cell[:3], self.base_cell[:3])) > 5e-3:
+            self.base = self.lines.base_intensity(cell)
+            self.base_cell = cell
 
-    lines = {n: predicted_lines(phases[n], cells[n], wavelength_A, q.max() * 1.05, min_intensity_percent)
-             for n in names}
-    H = {n: np.array([l.hkl for l in lines[n]], dtype=float) for n in names}
-    base = {n: np.array([l.f2m for l in lines[n]]) for n in names}
+    @property
+    def n_theta(self) -> int:
+        return len(self.rcell.p) + 3
 
-    def unpack(x):
-        values = dict(zip(layout, x))
-        out = {}
-        for n in names:
-            free = {axis: values[(n, axis)] for axis in _FREE_AXES.get(phases[n].system, ()) if (n, axis) in values}
-            out[n] = (_cell_from(phases[n].system, free, cells[n][3:]), values[(n, "scale")], values[(n, "w0")],
-                      values[(n, "w1")], values[(n, "eta")])
-        return out, [values[("bg", k)] for k in range(3)]
+    def theta(self) -> np.ndarray:
+        return np.concatenate([self.rcell.p, [self.w0, self.w1, self.eta]])
 
-    def model(x):
-        parts, poly = unpack(x)
-        t = (q - q_mid) / (q.max() - q.min())
-        total = bg * (1 + poly[0] + poly[1] * t + poly[2] * t * t)
-        for n, (cell, scale, w0, w1, eta) in parts.items():
-            if not len(H[n]):
-                continue
-            line_q = q_calc_A(cell, H[n])
-            sin_theta = np.clip(line_q * wavelength_A / (4 * np.pi), 1e-9, 1 - 1e-12)
-            # m|F|^2 L in 2theta, times cos(theta) for the area in q: L cos = 1/sin^2.
-            area = scale * base[n] / sin_theta**2
-            fwhm = np.clip(w0 + w1 * (line_q - q_mid), 1e-4, None)
-            total = total + pseudo_voigt_area(q[:, None], line_q[None, :], fwhm[None, :], eta, area[None, :]).sum(axis=1)
-        return total
+    def set_theta(self, theta) -> None:
+        k = len(self.rcell.p)
+        self.rcell = self.rcell.with_p(theta[:k])
+        self.w0, self.w1, self.eta = (float(v) for v in theta[k:k + 3])
 
-    fit = least_squares(lambda x: (model(x) - y) / s, x0, bounds=(lower, upper), x_scale="jac", max_nfev=200)
-    dof = max(len(y) - len(x0), 1)
-    chi2 = float(np.sum(fit.fun**2) / dof)
-    J = fit.jac
-    try:
-        cov = np.linalg.pinv(J.T @ J) * max(chi2, 1.0)
-    except np.linalg.LinAlgError:
-        cov = np.full((len(x0), len(x0)), np.nan)
-    errors = dict(zip(layout, np.sqrt(np.clip(np.diag(cov), 0, None))))
-    parts, _ = unpack(fit.x)
-    index = {key: i for i, key in enumerate(layout)}
-    cells_out, cell_err, vols, scales, widths = {}, {}, {}, {}, {}
-    for n, (cell, scale, *_rest) in parts.items():
-        phase = phases[n]
-        cells_out[n], scales[n] = cell, scale
-        axes = [a for a in _FREE_AXES.get(phase.system, ()) if (n, a) in index]
-        cell_err[n] = {f"{a}_A": float(errors[(n, a)]) for a in axes}
-        # V/Z and its error through the axes' covariance (a-c correlation included).
-        v = cell_volume_A3(cell) / phase.z_formula_units if phase.z_formula_units else math.nan
-        grad = []
-        for a in axes:
-            h = 1e-6 * dict(zip("abc", cell[:3]))[a]
-            free = {b: dict(zip("abc", cell[:3]))[b] for b in axes}
-            free[a] += h
-            grad.append((cell_volume_A3(_cell_from(phase.system, free, cell[3:])) - cell_volume_A3(cell)) / h)
-        sub = cov[np.ix_([index[(n, a)] for a in axes], [index[(n, a)] for a in axes])]
-        v_err = math.sqrt(max(float(np.array(grad) @ sub @ np.array(grad)), 0.0))
-        vols[n] = (v, v_err / phase.z_formula_units if phase.z_formula_units else math.nan)
-        # The line width at the phase's strongest line, for its Scherrer size.
-        q_ref = lines[n][int(np.argmax([l.intensity for l in lines[n]]))].q_A if lines[n] else q_mid
-        _, _, w0, w1, _ = parts[n]
-        grad = np.array([1.0, q_ref - q_mid])
-        ids = [index[(n, "w0")], index[(n, "w1")]]
-        w_err = math.sqrt(max(float(grad @ cov[np.ix_(ids, ids)] @ grad), 0.0))
-        widths[n] = (float(q_ref), float(w0 + w1 * (q_ref - q_mid)), w_err)
-    return PatternFit(cells_out, cell_err, vols, scales, chi2, widths)
+    def copy(self) -> "PhaseState":
+        return replace(self, rcell=self.rcell.with_p(self.rcell.p.copy()))
+
+    def q_lines(self) -> np.ndarray:
+        return 2.0 * np.pi * np.sqrt(np.clip(self.design @ self.rcell.p, 1e-12, None))
+
+
+@dataclass(frozen=True, eq=False)
+class Pattern:
+    """The points of a pattern a fit uses: q (1/A), intensity, its standard error."""
+
+    q: np.ndarray
+    y: np.ndarray
+    sigma: np.ndarray
+    wavelength_A: float
+
+    @property
+    def two_theta(self) -> np.ndarray:
+        """2theta (radians) where the model is evaluated: (n,) at the bin centres, or
+        (n, 2) at the two Gauss-Legendre nodes of each bin (:meth:`bin_averaged`)."""
+        value = self.__dict__.get("_two_theta")
+        if value is None:
+            q = self.q
+            if self.__dict__.get("_nodes"):
+                # A bin's width from its nearer neighbour: beside bins left out
+                # (a masked peak) the farther one is a gap, not a bin.
+                step = np.diff(self.q)
+                half = 0.5 * np.minimum(np.r_[step[:1], step], np.r_[step, step[-1:]])
+                q = self.q[:, None] + np.array([-1.0, 1.0])[None, :] * half[:, None] / math.sqrt(3.0)
+            value = 2.0 * np.arcsin(np.clip(q * self.wavelength_A / (4.0 * np.pi), 0.0, 1.0))
+            object.__setattr__(self, "_two_theta", value)
+        return value
+
+    def bin_averaged(self) -> "Pattern":
+        """The same points, with the model averaged over each bin (2-point Gauss-Legendre,
+        exact for a cubic) instead of taken at its centre: for lines only a few bins wide,
+        whose curvature within a bin would otherwise bias their widths and areas."""
+        other = Pattern(self.q, self.y, self.sigma, self.wavelength_A)
+        object.__setattr__(other, "_nodes", True)
+        return _with_q_ref(other, self.q_ref)
+
+    @property
+    def q_ref(self) -> float:
+        """The q about which line widths vary linearly: the middle of the pattern."""
+        fixed = self.__dict__.get("_q_ref")
+        return float(0.5 * (self.q[0] + self.q[-1])) if fixed is None else fixed
+
+    def subset(self, keep: np.ndarray) -> "Pattern":
+        """The points where ``keep`` is true, with the same q_ref."""
+        return _with_q_ref(Pattern(self.q[keep], self.y[keep], self.sigma[keep], self.wavelength_A), self.q_ref)
+
+    def merged(self, factor: int) -> "Pattern":
+        """Every ``factor`` neighbouring bins as one (means; errors of the mean): a
+        line of N bins' FWHM is still sampled by N / factor points."""
+        if factor <= 1:
+            return self
+        n = (len(self.q) // factor) * factor
+        shape = (n // factor, factor)
+        q = self.q[:n].reshape(shape).mean(axis=1)
+        y = self.y[:n].reshape(shape).mean(axis=1)
+        sigma = np.sqrt((self.sigma[:n].reshape(shape) ** 2).sum(axis=1)) / factor
+        return _with_q_ref(Pattern(q, y, sigma, self.wavelength_A), self.q_ref)
+
+
+def _with_q_ref(pattern: Pattern, q_ref: float) -> Pattern:
+    object.__setattr__(pattern, "_q_ref", float(q_ref))
+    return pattern
+
+
+def usable_pattern(q_A, intensity, sigma, wavelength_A: float, q_range_A=None, q_ref_A: float | None = None) -> Pattern:
+    """The finite points with a positive error (within ``q_range_A`` when given), sorted by q;
+    ``q_ref_A`` fixes the q about which line widths vary (default: the middle of the points),
+    so that the widths of a series mean the same at every point."""
+    q_A, intensity, sigma = (np.asarray(a, dtype=float) for a in (q_A, intensity, sigma))
+    ok = np.isfinite(q_A) & np.isfinite(intensity) & np.isfinite(sigma) & (sigma > 0)
+    if q_range_A is not None:
+        lo, hi = q_range_A
+        ok &= (q_A >= (lo if lo is not None else -np.inf)) & (q_A <= (hi if hi is not None else np.inf))
+    order = np.argsort(q_A[ok])
+    pattern = Pattern(q_A[ok][order], intensity[ok][order], sigma[ok][order], float(wavelength_A))
+    return pattern if q_ref_A is None else _with_q_ref(pattern, q_ref_A)
+
+
+def background_basis(q: np.ndarray, spacing_A: float, span: tuple[float, float] | None = None) -> np.ndarray:
+    """Cubic B-splines on uniform knots about ``spacing_A`` apart over ``span`` (default
+    q's range), as columns (n, k); points outside the span take its end values."""
+    lo, hi = span if span is not None else (float(q[0]), float(q[-1]))
+    n_intervals = max(int(math.ceil((hi - lo) / spacing_A)), 1)
+    inner = np.linspace(lo, hi, n_intervals + 1)
+    knots = np.concatenate([[lo] * 3, inner, [hi] * 3])
+    return BSpline.design_matrix(np.clip(q, lo, hi), knots, 3).toarray()
+
+
+def phase_column(pattern: Pattern, phase: PhaseState, *, jacobian: bool = False):
+    """The phase's lines at unit scale on the pattern, and optionally their
+    derivatives with respect to the phase's nonlinear parameters (rows: p..., w0, w1, eta).
+
+    Each line is symmetric in 2theta (the convention of Rietveld codes: the
+    instrument broadens in angle), its FWHM in 2theta W_q dT/dq and its area
+    in 2theta A_q dT/dq, with T = 2theta (radians), dT/dq = lambda / (2 pi cos theta).
+    """
+    wavelength = pattern.wavelength_A
+    q = pattern.q
+    q_l = phase.q_lines()
+    q_ref = pattern.q_ref
+    width_q = np.clip(phase.w0 + phase.w1 * (q_l - q_ref), 1e-5, None)
+    area_q = phase.base * (4.0 * np.pi / wavelength) ** 2 / q_l**2
+    reach = LINE_REACH_FWHM * width_q
+    keep = (q_l + reach > q[0]) & (q_l - reach < q[-1]) & (area_q > 0) & (q_l * wavelength < 4.0 * np.pi * 0.999)
+    if keep.any():
+        keep &= area_q >= MODEL_MIN_SHARE * area_q[keep].max()
+    q_l, width_q, area_q = q_l[keep], width_q[keep], area_q[keep]
+    sin_theta = q_l * wavelength / (4.0 * np.pi)
+    cos_theta = np.sqrt(1.0 - sin_theta**2)
+    centre = 2.0 * np.arcsin(sin_theta)                      # T_l
+    dT_dq = wavelength / (2.0 * np.pi * cos_theta)           # J_l
+    width = width_q * dT_dq
+    area = area_q * dT_dq
+    two_theta = pattern.two_theta
+    nodes = two_theta.ndim == 2
+    expand = (slice(None), None, None) if nodes else (slice(None), None)
+    grid = two_theta[None, :, :] if nodes else two_theta[None, :]
+    u, lor, gau = unit_parts(grid, centre[expand], width[expand])
+    shape = phase.eta * LORENTZ_HEIGHT_FWHM * lor + (1.0 - phase.eta) * GAUSS_HEIGHT_FWHM * gau
+    column = ((area / width)[expand] * shape).sum(axis=0)
+    if nodes:
+        column = column.mean(axis=-1)
+    if not jacobian:
+        return column, None
+    d_center, d_width, d_eta, d_area = area_derivatives(u, lor, gau, phase.eta, width[expand], area[expand])
+    if nodes:
+        d_center, d_width, d_eta, d_area = (d.mean(axis=-1) for d in (d_center, d_width, d_eta, d_area))
+    # A line moves with q_l: its centre, its width (through w1 and dT/dq) and its area follow.
+    dJ_dq = dT_dq * sin_theta / cos_theta * dT_dq / 2.0
+    dwidth_dq = phase.w1 * dT_dq + width_q * dJ_dq
+    darea_dq = -2.0 * area_q / q_l * dT_dq + area_q * dJ_dq
+    per_q = d_center * dT_dq[:, None] + d_width * dwidth_dq[:, None] + d_area * darea_dq[:, None]
+    dq_dp = 2.0 * np.pi**2 * phase.design[keep] / q_l[:, None]          # (L, n_p)
+    d_width_w0 = d_width * dT_dq[:, None]
+    rows = [dq_dp.T @ per_q, d_width_w0.sum(axis=0)[None, :],
+            ((q_l - q_ref)[:, None] * d_width_w0).sum(axis=0)[None, :], d_eta.sum(axis=0)[None, :]]
+    return column, np.vstack(rows)
+
+
+@dataclass
+class FitResult:
+    """A whole-pattern fit at one point.
+
+    ``covariance`` is over ``[theta of each phase..., scales..., background...]``
+    in that order; ``phase_slices`` locates each phase's theta in it.
+    """
+
+    phases: list[PhaseState]
+    scales: np.ndarray
+    background: np.ndarray          # coefficients
+    chi2: float
+    dof: int
+    covariance: np.ndarray | None
+    phase_slices: list[slice]
+    pattern: Pattern
+    basis: np.ndarray
+    model: np.ndarray               # phases + background on pattern.q
+    phase_model: np.ndarray         # phases only
+    serial_correlation: float = 1.0  # Berar-Lelann factor of the residuals (core.lsq.serial_correlation_factor)
+    knot_spacing_A: float = math.nan  # of the background's B-splines
+
+    @property
+    def reduced_chi2(self) -> float:
+        return self.chi2 / self.dof if self.dof > 0 else math.nan
+
+    def evaluate(self, q_A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The fitted phases and background on another q grid (the unmerged pattern's),
+        the background rebuilt on the knots the fit used."""
+        other = Pattern(np.asarray(q_A, float), np.zeros(len(q_A)), np.ones(len(q_A)), self.pattern.wavelength_A)
+        # the same q_ref as the fit, so that the width law means the same
+        other = _with_q_ref(other, self.pattern.q_ref)
+        phases = sum((s * phase_column(other, p)[0] for s, p in zip(self.scales, self.phases)),
+                     np.zeros(len(q_A)))
+        span = (float(self.pattern.q[0]), float(self.pattern.q[-1]))
+        background = background_basis(other.q, self.knot_spacing_A, span) @ self.background
+        return phases, background
+
+    def scale_index(self, k: int) -> int:
+        return sum(p.n_theta for p in self.phases) + k
+
+
+class _Projected:
+    """Residual and Kaufman Jacobian of the variable-projection problem, for one set of phases."""
+
+    def __init__(self, pattern: Pattern, phases: list[PhaseState], basis: np.ndarray):
+        self.pattern, self.phases, self.basis = pattern, phases, basis
+        self.inv_sigma = 1.0 / pattern.sigma
+        self.yw = pattern.y * self.inv_sigma
+        self.bw = basis * self.inv_sigma[:, None]
+        self.sizes = [p.n_theta for p in phases]
+        self._key = None
+
+    def _evaluate(self, theta, jacobian: bool = False):
+        key = theta.tobytes()
+        if key == self._key and (self._cache[4] is not None or not jacobian):
+            return self._cache
+        offset = 0
+        columns, jacs = [], []
+        for phase, size in zip(self.phases, self.sizes):
+            phase.set_theta(theta[offset:offset + size])
+            offset += size
+            column, jac = phase_column(self.pattern, phase, jacobian=jacobian)
+            columns.append(column * self.inv_sigma)
+            jacs.append(None if jac is None else jac * self.inv_sigma[None, :])
+        design = np.column_stack(columns + [self.bw]) if columns else self.bw
+        q_mat, r_mat = np.linalg.qr(design)
+        coef = np.linalg.lstsq(r_mat, q_mat.T @ self.yw, rcond=None)[0]
+        resid = self.yw - design @ coef
+        self._key, self._cache = key, (design, q_mat, coef, resid, jacs if jacobian else None)
+        return self._cache
+
+    def residual(self, theta):
+        return self._evaluate(theta)[3]
+
+    def jacobian(self, theta):
+        design, q_mat, coef, resid, jacs = self._evaluate(theta, jacobian=True)
+        blocks = [(coef[k] * jac).T for k, jac in enumerate(jacs)]   # d(model)/d(theta) at fixed linear coefs
+        d_model = np.hstack(blocks) if blocks else np.zeros((len(resid), 0))
+        # Kaufman: the residual's derivative is minus the part of d(model) outside the span of the design.
+        return -(d_model - q_mat @ (q_mat.T @ d_model))
+
+
+def _bounds(phases: list[PhaseState], pattern: Pattern) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = [], []
+    bin_width = float(np.median(np.diff(pattern.q))) if len(pattern.q) > 1 else 1e-3
+    for phase in phases:
+        p = phase.rcell.p
+        span = MAX_CELL_STEP_REL * 2.0 * np.maximum(np.abs(p), 0.1 * np.max(np.abs(p)))
+        lo += list(p - span)
+        hi += list(p + span)
+        lo += [0.1 * bin_width, -0.2, 0.0]
+        hi += [MAX_FWHM_Q_A, 0.2, 1.0]
+    return np.array(lo), np.array(hi)
+
+
+def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *, refine: bool = True,
+               max_nfev: int = 60) -> FitResult:
+    """Refine ``phases`` (their cells, widths and eta) jointly with their scales and the background.
+
+    The ``phases`` states are updated in place to the refined values. With
+    ``refine=False`` only the linear parameters are solved (the nonlinear ones
+    held): the cheap fit that the identification's removal tests need.
+    """
+    for phase in phases:
+        phase.refresh_intensities()
+    problem = _Projected(pattern, phases, basis)
+    theta0 = np.concatenate([p.theta() for p in phases]) if phases else np.zeros(0)
+    if refine and len(theta0):
+        lo, hi = _bounds(phases, pattern)
+        theta0 = np.clip(theta0, lo + 1e-12 * np.abs(lo), hi - 1e-12 * np.abs(hi))
+        with np.errstate(all="ignore"):
+            solution = least_squares(problem.residual, theta0, jac=problem.jacobian, bounds=(lo, hi),
+                                     method="trf", x_scale="jac", max_nfev=max_nfev, xtol=1e-8, ftol=1e-8)
+        theta = solution.x
+        for phase in phases:
+            phase.refresh_intensities()
+        problem = _Projected(pattern, phases, basis)   # intensities may have been refreshed
+    else:
+        theta = theta0
+    design, q_mat, coef, resid, jacs = problem._evaluate(theta, jacobian=refine)
+    n_phase = len(phases)
+    chi2 = float(resid @ resid)
+    n_par = len(theta) + design.shape[1]
+    dof = len(resid) - n_par
+    correlation = serial_correlation_factor(resid)
+    covariance = None
+    if refine:
+        blocks = [(coef[k] * jac).T for k, jac in enumerate(jacs)]
+        full = np.hstack(blocks + [design])
+        try:
+            _, sv, vt = np.linalg.svd(full, full_matrices=False)
+            if sv[-1] > 1e-13 * sv[0]:
+                covariance = (vt.T / sv**2) @ vt * covariance_scale(chi2 / max(dof, 1), sigma_given=True,
+                                                                     serial_correlation=correlation)
+        except np.linalg.LinAlgError:
+            covariance = None
+    slices, offset = [], 0
+    for phase in phases:
+        slices.append(slice(offset, offset + phase.n_theta))
+        offset += phase.n_theta
+    scales = coef[:n_phase]
+    background = coef[n_phase:]
+    sigma = pattern.sigma
+    phase_model = (design[:, :n_phase] @ scales) * sigma if n_phase else np.zeros_like(pattern.y)
+    model = design @ coef * sigma
+    return FitResult(phases=phases, scales=scales, background=background, chi2=chi2, dof=dof,
+                     covariance=covariance, phase_slices=slices, pattern=pattern, basis=basis, model=model,
+                     phase_model=phase_model, serial_correlation=correlation)
+
+
+def chi2_without(fit: FitResult, k: int) -> float:
+    """chi^2 of the same fit with phase k left out, the others' nonlinear parameters held
+    and every linear parameter (scales, background) solved again."""
+    pattern, inv_sigma = fit.pattern, 1.0 / fit.pattern.sigma
+    columns = [phase_column(pattern, p)[0] * inv_sigma for i, p in enumerate(fit.phases) if i != k]
+    design = np.column_stack(columns + [fit.basis * inv_sigma[:, None]])
+    yw = pattern.y * inv_sigma
+    coef = np.linalg.lstsq(design, yw, rcond=None)[0]
+    resid = yw - design @ coef
+    return float(resid @ resid)

@@ -13,11 +13,14 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
-from .cells import cell_axes
-from .indexing import IndexingSettings, find_transitions, index_point, peak_table, scherrer_size_nm, seed_cell
+from .cells import ReciprocalCell, cell_axes
+from .indexing import IndexingSettings, SeriesState, index_series, scherrer_size_nm, series_q_ref
 from .library import get_phase, phase_key
+from .lines import line_set
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
+from .pattern import PhaseState
 from .peaks import fit_peaks
+from .transitions import find_transitions
 
 
 def hkl_array(hkl_lists, width: int | None = None) -> np.ndarray:
@@ -31,84 +34,182 @@ def hkl_array(hkl_lists, width: int | None = None) -> np.ndarray:
     return out
 
 
+def sampled_q(xrd) -> np.ndarray:
+    """Where each bin of the integrated patterns samples the pattern (1/A): the mean
+    of its pixels' centres where the integration stage stored it
+    (:meth:`dacpipe.integration.integrator.FrameIntegrator.pixel_mean_radial`),
+    else the bin centre."""
+    q_A = np.asarray(xrd["q"], dtype=float)
+    try:
+        pixel_mean = np.asarray(xrd["pixel_mean_q_A"], dtype=float)
+    except KeyError:
+        return q_A
+    return np.where(np.isfinite(pixel_mean), pixel_mean, q_A)
+
+
 def phases(ctx: StageContext) -> StageResult:
-    """Index every pattern of the run in measurement order (:mod:`dacpipe.xrd.indexing`)
-    and summarise it as the ``phases`` group, with ``transitions/``."""
+    """Identify and refine the phases of every pattern in measurement order
+    (:mod:`dacpipe.xrd.indexing`) as the ``phases`` group, with ``transitions/``.
+
+    A run gauged by an XRD marker has the marker fitted with the sample
+    (its lines are then explained, not taken for a phase's), stored beside
+    the phases but left out of the fractions of the sample.
+    """
     xrd = ctx.upstream["xrd"]
-    q_A, intensity, sigma = xrd["q"], xrd["I"], xrd["I_errors"]
+    q_A, intensity, sigma = sampled_q(xrd), xrd["I"], xrd["I_errors"]
     wavelength_A = float(xrd.attrs["wavelength_A"])
-    pressure_GPa = ctx.upstream["pressure"]["pressure_GPa"]
+    pressure_GPa = np.asarray(ctx.upstream["pressure"]["pressure_GPa"], dtype=float)
     settings = IndexingSettings.from_config(ctx.run)
-    point_ids = ctx.sheet.point_ids
-    phase_list = {name: get_phase(name) for name in settings.phases}
-    keys = {name: phase_key(name) for name in phase_list}
+    point_ids = list(ctx.sheet.point_ids)
+    names = list(settings.phases)
+    markers = []
+    marker = ctx.run["pressure"].get("marker") if ctx.run["pressure"]["gauge"] == "xrd-marker" else None
+    if marker and marker not in names:
+        names.append(marker)
+        markers.append(marker)
+    candidates = {name: get_phase(name) for name in names}
+    keys = {name: phase_key(name) for name in names}
+    usable = np.array([s == "ok" for s in xrd["status"]])
+    q_max = float(np.nanmax(q_A))
+    state = resume_state(ctx.previous, candidates, keys, q_max, wavelength_A) if ctx.previous is not None else None
+    results, reasons, _ = index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, candidates, settings,
+                                       usable=usable, state=state, markers=tuple(markers), progress=ctx.progress)
     n = len(point_ids)
-    seeds: dict[str, tuple] = {}
-    refined: dict[str, tuple[tuple, float]] = {}   # phase -> (last refined cell, its pressure)
-    table: dict[str, np.ndarray] = {}
-    used: dict[str, list] = {name: [()] * n for name in phase_list}
-    for name, phase in phase_list.items():
-        axes = cell_axes(phase.system)
-        for key in ("fraction", "volume_fu_A3", "volume_fu_err_A3", "reduced_chi2", "n_peaks", "crystallite_nm",
-                    "crystallite_err_nm", *[f"{p}_A" for p in axes], *[f"{p}_err_A" for p in axes]):
-            table[f"{keys[name]}/{key}"] = np.full(n, np.nan)
-        table[f"{keys[name]}/present"] = np.zeros(n, dtype=bool)
-    point_peaks, unexplained = [], []
-    status = ["ok"] * n
-    for i in range(n):
-        if xrd["status"][i] != "ok":
-            status[i] = "phases: no XRD pattern"
-            point_peaks.append(())
-            unexplained.append(())
-            ctx.progress(i + 1, n)
+    table = _phase_table(names, keys, candidates, results, settings, wavelength_A)
+    status = []
+    for i, (result, reason) in enumerate(zip(results, reasons)):
+        if result is None:
+            status.append(f"phases: {reason}")
+            if reason != "no XRD pattern":
+                ctx.warn_point(point_ids[i], f"phases: {reason}")
             continue
-        for name, phase in phase_list.items():
-            seeds[name] = seed_cell(phase, refined.get(name), pressure_GPa[i])
-        try:
-            result = index_point(q_A, intensity[i], sigma[i], wavelength_A, phase_list, seeds, settings)
-        except InputError as err:
-            status[i] = f"phases: {err}"
-            point_peaks.append(())
-            unexplained.append(())
-            ctx.progress(i + 1, n)
-            continue
-        point_peaks.append(result.peak_fit.peaks if result.peak_fit else ())
-        unexplained.append(result.unexplained_q_A)
+        status.append("ok")
         if result.unexplained_q_A:
             shown = ", ".join(f"{q:.4f}" for q in result.unexplained_q_A[:5])
             ctx.warn_point(point_ids[i], f"{len(result.unexplained_q_A)} peaks no configured phase explains, "
                                          f"q = {shown} 1/A")
-        for name, st in result.phases.items():
-            key = keys[name]
-            table[f"{key}/fraction"][i] = result.fractions.get(name, math.nan)
-            if not st.present or st.cell is None:
+    width = max([len(r.unexplained_q_A) for r in results if r is not None] + [1])
+    unexplained = {name: np.full((n, width), np.nan) for name in ("unexplained_q_A", "unexplained_snr")}
+    calc = np.full((n, len(q_A)), np.nan, dtype=np.float32)
+    background = np.full((n, len(q_A)), np.nan, dtype=np.float32)
+    for i, result in enumerate(results):
+        if result is None:
+            continue
+        k = len(result.unexplained_q_A)
+        unexplained["unexplained_q_A"][i, :k] = result.unexplained_q_A
+        unexplained["unexplained_snr"][i, :k] = result.unexplained_snr
+        finite = np.isfinite(q_A)
+        phase_part, background_part = result.fit.evaluate(np.asarray(q_A, float)[finite])
+        calc[i, finite] = phase_part + background_part
+        background[i, finite] = background_part
+    sample = [n_ for n_ in names if n_ not in markers]
+    present = {keys[n_]: table[f"{keys[n_]}/present"] for n_ in sample}
+    fraction = {keys[n_]: np.nan_to_num(table[f"{keys[n_]}/fraction"]) for n_ in sample}
+    transitions = find_transitions([keys[n_] for n_ in sample], present, fraction, pressure_GPa, point_ids,
+                                   usable=np.array([r is not None for r in results]))
+    datasets = {**table, **{f"peaks/{k}": v for k, v in unexplained.items()}, "calc": calc, "background": background,
+                "reduced_chi2": np.array([r.reduced_chi2 if r else np.nan for r in results]),
+                "serial_correlation": np.array([r.fit.serial_correlation if r else np.nan for r in results])}
+    attrs = {"phases": [keys[n_] for n_ in names], "phase_sources": names, "markers": [keys[m] for m in markers],
+             "q_ref_A": series_q_ref(q_A, settings), "significance": settings.significance,
+             "search_rel": settings.search_rel, "method": "whole-pattern fit (fixed-structure intensities, "
+             "pseudo-Voigt in 2theta, B-spline background), phases kept by an F-test"}
+    return StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs,
+                       extra={f"transitions/{k}": v for k, v in transitions.items()})
+
+
+def _phase_table(names, keys, candidates, results, settings: IndexingSettings, wavelength_A: float) -> dict:
+    """Per phase and point: presence, fraction, cell, volume, width, size, evidence; NaN where absent."""
+    n = len(results)
+    table: dict[str, np.ndarray] = {}
+    for name in names:
+        phase, key = candidates[name], keys[name]
+        axes = cell_axes(phase.system)
+        if phase.system == "trigonal" and abs(phase.cell[5] - 120.0) > 1e-6:
+            axes = ("a", "alpha")
+        columns = ["fraction", "fraction_err", "volume_fu_A3", "volume_fu_err_A3", "crystallite_nm",
+                   "crystallite_err_nm", "fwhm_q_A", "fwhm_q_err_A", "width_q_A", "width_slope", "eta", "evidence_F",
+                   "critical_F", "n_lines", *[f"{a}_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes],
+                   *[f"{a}_err_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes]]
+        for column in columns:
+            table[f"{key}/{column}"] = np.full(n, np.nan)
+        table[f"{key}/present"] = np.zeros(n, dtype=bool)
+        used: list = [()] * n
+        for i, result in enumerate(results):
+            if result is None:
                 continue
-            if math.isfinite(pressure_GPa[i]):
-                refined[name] = (st.cell, float(pressure_GPa[i]))
+            st = result.phases[name]
+            table[f"{key}/fraction"][i] = st.fraction if st.present else 0.0
+            if not st.present:
+                continue
             table[f"{key}/present"][i] = True
+            table[f"{key}/fraction_err"][i] = st.fraction_err
             for label, value in zip(("a", "b", "c"), st.cell[:3]):
                 if f"{key}/{label}_A" in table:
                     table[f"{key}/{label}_A"][i] = value
                     table[f"{key}/{label}_err_A"][i] = st.cell_errors.get(f"{label}_A", math.nan)
+            for label, value in zip(("alpha", "beta", "gamma"), st.cell[3:]):
+                if f"{key}/{label}_deg" in table:
+                    table[f"{key}/{label}_deg"][i] = value
+                    table[f"{key}/{label}_err_deg"][i] = st.cell_errors.get(f"{label}_deg", math.nan)
             table[f"{key}/volume_fu_A3"][i] = st.volume_fu_A3
             table[f"{key}/volume_fu_err_A3"][i] = st.volume_fu_err_A3
-            table[f"{key}/reduced_chi2"][i] = st.reduced_chi2
-            table[f"{key}/n_peaks"][i] = len(st.used_hkl)
-            size = scherrer_size_nm(*st.fwhm_q_A, wavelength_A, settings.scherrer_k, settings.instrument_fwhm_deg)
+            q_strong, fwhm, fwhm_err = st.fwhm_q_A
+            table[f"{key}/fwhm_q_A"][i], table[f"{key}/fwhm_q_err_A"][i] = fwhm, fwhm_err
+            size = scherrer_size_nm(q_strong, fwhm, fwhm_err, wavelength_A, settings.scherrer_k,
+                                    settings.instrument_fwhm_deg)
             table[f"{key}/crystallite_nm"][i], table[f"{key}/crystallite_err_nm"][i] = size
-            used[name][i] = st.used_hkl
-        ctx.progress(i + 1, n)
+            table[f"{key}/width_q_A"][i], table[f"{key}/width_slope"][i] = st.width_law
+            table[f"{key}/eta"][i] = st.eta
+            table[f"{key}/evidence_F"][i], table[f"{key}/critical_F"][i] = st.evidence_F, st.critical_F
+            table[f"{key}/n_lines"][i] = len(st.hkl)
+            used[i] = st.hkl
+        table[f"{key}/hkl_used"] = hkl_array(used)
+    return table
 
-    for name in phase_list:
-        table[f"{keys[name]}/hkl_used"] = hkl_array(used[name])
-    width = max((len(p) for p in point_peaks), default=0)
-    peaks = peak_table(point_peaks, unexplained, max(width, 1))
-    transitions = find_transitions([keys[n] for n in settings.phases], table, pressure_GPa,
-                                   settings.fraction_threshold)
-    return StageResult(stage="phases", point_ids=list(point_ids), datasets={**table, **peaks},
-                       status=status, attrs={"phases": [keys[n] for n in settings.phases],
-                                             "phase_sources": list(settings.phases)},
-                       extra={f"transitions/{k}": v for k, v in transitions.items()})
+
+def resume_state(previous, candidates: dict, keys: dict, q_max_A: float, wavelength_A: float) -> SeriesState:
+    """The series state after the points of ``previous`` (the phase stage's own result for
+    the points before this sheet's first, when ``dacpipe watch`` resumes it): each phase's
+    last refined cell, widths and eta, and the phases present at the last point. The cells
+    are not moved along the EOS from there (the pressure they were refined at is not kept):
+    the next point's fit and scan take up the few per cent between neighbours."""
+    state = SeriesState()
+    for name, phase in candidates.items():
+        key = keys[name]
+        if f"{key}/present" not in previous.datasets:
+            continue
+        present = np.asarray(previous[f"{key}/present"], bool)
+        rows = np.flatnonzero(present)
+        if not len(rows):
+            continue
+        i = int(rows[-1])
+        values = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), phase.cell))
+        for label in values:
+            unit = "deg" if label in ("alpha", "beta", "gamma") else "A"
+            if f"{key}/{label}_{unit}" in previous.datasets:
+                values[label] = float(previous[f"{key}/{label}_{unit}"][i])
+        cell = _complete(phase, values)
+        state.refined[name] = (PhaseState(name, line_set(phase, q_max_A, wavelength_A),
+                                          ReciprocalCell.from_cell(phase.system, cell),
+                                          float(previous[f"{key}/width_q_A"][i]),
+                                          float(previous[f"{key}/width_slope"][i]),
+                                          float(previous[f"{key}/eta"][i])), math.nan)
+        if present[-1]:
+            state.present += (name,)
+    return state
+
+
+def _complete(phase, values: dict) -> tuple:
+    """A full cell from the free parameters stored for a phase's system."""
+    a, b, c, al, be, ga = (values[k] for k in ("a", "b", "c", "alpha", "beta", "gamma"))
+    if phase.system == "cubic":
+        return (a, a, a, 90.0, 90.0, 90.0)
+    if phase.system in ("hexagonal", "trigonal", "tetragonal"):
+        if phase.system == "trigonal" and abs(phase.cell[5] - 120.0) > 1e-6:
+            return (a, a, a, al, al, al)     # rhombohedral axes
+        return (a, a, c, phase.cell[3], phase.cell[4], phase.cell[5])
+    return (a, b, c, al, be, ga)
 
 
 def marker_pressure(ctx: StageContext) -> StageResult:
@@ -117,7 +218,7 @@ def marker_pressure(ctx: StageContext) -> StageResult:
     Points without a pattern are skipped with the integration's reason.
     """
     xrd = ctx.upstream["xrd"]
-    q_A, intensity, sigma = xrd["q"], xrd["I"], xrd["I_errors"]
+    q_A, intensity, sigma = sampled_q(xrd), xrd["I"], xrd["I_errors"]
     wavelength_A = float(xrd.attrs["wavelength_A"])
     pressure_cfg = ctx.run["pressure"]
     settings = IndexingSettings.from_config(ctx.run)

@@ -266,8 +266,10 @@ def _orbits(hkl: np.ndarray, rotations: np.ndarray) -> tuple[np.ndarray, np.ndar
     return family, rep, multiplicity
 
 
+@functools.lru_cache(maxsize=128)
 def unit_cell_atoms(phase: Phase) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """All atoms of the cell: the asymmetric unit under every space-group operation.
+    """All atoms of the cell: the asymmetric unit under every space-group operation
+    (cached per phase: the whole-pattern fits ask for structure factors at every point).
 
     Images of one site that coincide (special positions) are kept once;
     different sites on one position (mixed occupancy) are all kept.
