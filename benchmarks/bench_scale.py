@@ -1,16 +1,32 @@
 """The pipeline at scale: a 1,000-frame Pilatus-1M run with ruby spectra, through Snakemake.
 
 Prints, for one run of K frames (Pilatus 1M, CBF) with a ruby spectrum
-before and after each frame:
+before and after each frame. With ``--phases`` (the default) the frames are
+the powder patterns of an HgTe nanocrystal series through zinc blende ->
+cinnabar -> rock salt (the recipe of
+:func:`dacpipe.synth.powder.hgte_coexistence_series`, K points from 0.3 to
+14 GPa at the ruby's exposure pressures), each spread over the Pilatus-1M
+geometry with pyFAI's ``calcfrom1d`` (solid angle, polarization 0.99),
+Poisson noise and the module gaps at -1, every frame distinct; the run names
+the three HgTe phases, so the ``index`` (phases) and ``eos`` jobs run too
+(issue 11 item 5). ``--no-phases`` gives the plain ring frames of
+bench_integrate (eight templates copied) and the integration-only workflow.
 
 * the DAG build time (``snakemake -n``) and the no-op rerun time (after the
   full run), goals under 3 s each;
 * the wall time of each stage run on its own through the CLI (pressure,
   integration, merge-free: one chunk of everything), for where time goes;
 * frames per second of the whole workflow (sheet to store and figures)
-  against a bare fabio + pyFAI loop on the same frames, goal >= 0.8;
+  against a bare fabio + pyFAI loop on the same frames, goal >= 0.8
+  without indexing, >= 0.5 with it (issue 11);
+* each workflow job's own wall time (Snakemake's metadata: start and end of
+  the job that made each output), the index job's per frame;
+* with ``--phases``, the phases found along the series against its truth:
+  presence per phase (missed / spurious points), fraction errors, the
+  transitions the stage reports;
 * the integration stage's peak memory at K/4, K/2 and K frames, each in a
-  fresh process, goal flat.
+  fresh process, goal flat (``--no-extras`` skips it and the by-hand stage
+  runs).
 
 Run it on purpose, not in the test suite::
 
@@ -20,6 +36,7 @@ Run it on purpose, not in the test suite::
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -28,31 +45,186 @@ import tempfile
 import time
 from pathlib import Path
 
+import fabio
+import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_integrate import (DETECTORS, METHOD, NPT, bare_loop, dacpipe_stage, make_frames,  # noqa: E402
-                             make_project)
+from bench_integrate import (
+    DETECTORS,
+    METHOD,
+    NPT,
+    bare_loop,
+    dacpipe_stage,
+    make_frames,
+    make_project,
+)
 
-from dacpipe.synth.ruby import write_ruby_series  # noqa: E402
+from dacpipe.synth.detector import (
+    PILATUS_DUMMY,
+    DetectorGeometry,
+    cached_integrator,
+    write_poni,
+)
+from dacpipe.synth.powder import PointTruth, Series, expected_pattern
+from dacpipe.synth.ruby import write_ruby_series
+from dacpipe.synth.xrd import q_of_two_theta
+
+HGTE = ("HgTe-zb", "HgTe-cinnabar", "HgTe-rs")
+# hgte_coexistence_series's recipe: sizes, zinc blende -> cinnabar between 2.4 and 3.6 GPa,
+# cinnabar -> rock salt between 8.0 and 12.5 GPa (long coexistence)
+SIZES_NM = {"HgTe-zb": 9.0, "HgTe-cinnabar": 7.0, "HgTe-rs": 6.0}
+# Pilatus 1M (1043 x 981, 172 um) 200 mm behind the sample at 30 keV, beam off centre as in bench_integrate
+PILATUS_1M = DetectorGeometry(shape=(1043, 981), pixel_m=172e-6, distance_m=0.2, poni1_m=1043 * 172e-6 / 2.1,
+                              poni2_m=981 * 172e-6 / 1.9, rot1_rad=0.0, rot2_rad=0.0, rot3_rad=0.0,
+                              wavelength_A=0.4133)
+POLARIZATION = 0.99
+GRID_STEP_DEG = 0.005   # calcfrom1d's interpolation grid: >= 50 steps across the narrowest line (0.25 deg)
 
 
+def _ramp(p: float, start: float, end: float) -> float:
+    return float(np.clip((p - start) / (end - start), 0.0, 1.0))
 
-def write_run(folder: Path, poni: Path, frames: list[Path], chunk_points: int) -> Path:
-    """Sheet (ruby before and after, one frame per point) and config of the run ``scale``."""
-    pressures = np.linspace(0.1, 30.0, len(frames))
-    ruby = write_ruby_series(folder, "scale", pressures, np.random.default_rng(1))
+
+def hgte_series(pressures_GPa) -> Series:
+    """hgte_coexistence_series's truth at the given pressures."""
+    points = []
+    for p in pressures_GPa:
+        zb = 1.0 - _ramp(p, 2.4, 3.6)
+        rs = _ramp(p, 8.0, 12.5)
+        points.append(PointTruth(float(p), {"HgTe-zb": zb, "HgTe-cinnabar": 1.0 - zb - rs, "HgTe-rs": rs},
+                                 SIZES_NM))
+    return Series("scale", HGTE, None, tuple(points), wavelength_A=PILATUS_1M.wavelength_A, npt=NPT)
+
+
+def gap_mask(shape: tuple[int, int]) -> np.ndarray:
+    """A Pilatus 1M's module gaps: 2 x 5 modules of 487 x 195 pixels, 7-pixel and 17-pixel gaps."""
+    gaps = np.zeros(shape, dtype=bool)
+    gaps[:, 487:494] = True
+    for k in range(1, 5):
+        gaps[k * 212 - 17:k * 212, :] = True
+    return gaps
+
+
+def make_powder_frames(folder: Path, series: Series) -> tuple[Path, list[Path], float]:
+    """A PONI file and one distinct CBF frame per point of ``series``; seconds taken."""
+    start = time.perf_counter()
+    geometry = PILATUS_1M
+    poni = folder / "xrd.poni"
+    write_poni(poni, geometry)
+    ai = cached_integrator(geometry)
+    tth_max = float(ai.center_array(geometry.shape, unit="2th_deg", scale=True).max())
+    grid = np.arange(0.0, tth_max + 0.5, GRID_STEP_DEG)
+    q_grid = q_of_two_theta(grid, geometry.wavelength_A)
+    gaps = gap_mask(geometry.shape)
+    scale = series.scale()
+    rng = np.random.default_rng(7)
+    frames = []
+    for i, truth in enumerate(series.points):
+        pattern = expected_pattern(q_grid, geometry.wavelength_A, truth, scale=scale)
+        expected = ai.calcfrom1d(grid, pattern, shape=geometry.shape, dim1_unit="2th_deg", correctSolidAngle=True,
+                                 polarization_factor=POLARIZATION)
+        counts = rng.poisson(np.maximum(expected, 0.0)).astype(np.int32)
+        counts[gaps] = PILATUS_DUMMY
+        path = folder / f"frame_{i:05d}.cbf"
+        fabio.cbfimage.CbfImage(data=counts).write(str(path))
+        frames.append(path)
+    return poni, frames, time.perf_counter() - start
+
+
+def write_run(folder: Path, poni: Path, frames: list[Path], chunk_points: int, ruby, phases: bool) -> Path:
+    """Sheet (ruby before and after, one frame per point) and config of the run ``scale``;
+    with ``phases`` the run names the HgTe phases (index and EOS jobs)."""
     rows = ["point\txrd\truby_before\truby_after"]
     for r, frame in zip(ruby, frames):
         rows.append(f"{r.point}\t{frame}\t{r.files['before']}\t{r.files.get('after', '')}")
     (folder / "points.tsv").write_text("\n".join(rows) + "\n")
     config = folder / "config.json"
-    config.write_text(json.dumps({"results_dir": "results", "runs": {"scale": {
-        "sheet": str(folder / "points.tsv"), "chunk_points": chunk_points,
-        "pressure": {"gauge": "ruby", "scale": "mao1986-hydrostatic"},
-        "xrd": {"poni": str(poni), "npt": NPT, "unit": "q_A^-1", "method": list(METHOD),
-                "rejection": {"method": "none"}}}}}))
+    run = {"sheet": str(folder / "points.tsv"), "chunk_points": chunk_points,
+           "pressure": {"gauge": "ruby", "scale": "mao1986-hydrostatic"},
+           "xrd": {"poni": str(poni), "npt": NPT, "unit": "q_A^-1", "method": list(METHOD),
+                   "polarization_factor": POLARIZATION, "rejection": {"method": "none"}}}
+    if phases:
+        run["phases"] = list(HGTE)
+        run["eos"] = {"model": "bm3"}
+    config.write_text(json.dumps({"results_dir": "results", "runs": {"scale": run}}))
     return config
+
+
+def job_times(project: Path) -> dict[str, float]:
+    """Wall seconds of each job of the last run, by output (Snakemake's metadata)."""
+    out = {}
+    for path in (project / ".snakemake" / "metadata").iterdir():
+        try:
+            meta = json.loads(path.read_text())
+        except (ValueError, OSError):
+            continue
+        start, end = meta.get("starttime"), meta.get("endtime")
+        if start is None or end is None:
+            continue
+        output = base64.b64decode(path.name.replace("@", "/")).decode() if not meta.get("output") else meta["output"]
+        out[str(output)] = float(end) - float(start)
+    return out
+
+
+def check_phases(store: Path, series: Series) -> None:
+    """The phases the stage found along the series against its truth."""
+    truth = series.fractions()
+    p_true = series.pressure_GPa
+    with h5py.File(store, "r") as h5:
+        group = _find_group(h5, "phases")
+        p_meas = np.asarray(h5[_find_dataset(h5, "pressure_GPa")])
+        status = [s.decode() if isinstance(s, bytes) else str(s) for s in group.get("status", [])] \
+            if "status" in group else []
+        print(f"pressure (ruby) vs truth: median |error| {np.nanmedian(np.abs(p_meas - p_true)):.3f} GPa")
+        if status:
+            failed = [s for s in status if s != "ok"]
+            print(f"phases status: {len(status) - len(failed)} ok, {len(failed)} not" +
+                  (f" (first: {failed[0]})" if failed else ""))
+        for name in series.sample_phases:
+            present = np.asarray(group[f"{name}/present"], bool)
+            fraction = np.nan_to_num(np.asarray(group[f"{name}/fraction"], float))
+            x = truth[name]
+            missed = (x >= 0.05) & ~present
+            spurious = (x == 0) & present
+            weak = (x > 0) & (x < 0.05)
+            err = fraction - x
+            where = np.flatnonzero(present)
+            span = f"{p_true[where[0]]:.2f}-{p_true[where[-1]]:.2f} GPa" if len(where) else "never"
+            true_where = np.flatnonzero(x > 0)
+            true_span = f"{p_true[true_where[0]]:.2f}-{p_true[true_where[-1]]:.2f} GPa"
+            print(f"  {name:<14} found {present.sum():4d} points ({span}), truth {len(true_where):4d} ({true_span}); "
+                  f"missed at x >= 5 %: {missed.sum()}, spurious at x = 0: {spurious.sum()}, "
+                  f"found of {weak.sum()} with 0 < x < 5 %: {(present & weak).sum()}; "
+                  f"fraction error RMS {np.sqrt(np.mean(err**2)):.3f}, max |err| {np.max(np.abs(err)):.3f}")
+        if "transitions" in group:
+            tr = group["transitions"]
+            columns = list(tr)
+            n = len(tr[columns[0]]) if columns else 0
+            print(f"  transitions reported: {n}")
+            for i in range(min(n, 12)):
+                row = []
+                for c in columns:
+                    v = tr[c][i]
+                    v = v.decode() if isinstance(v, bytes) else v
+                    row.append(f"{c}={v:.2f}" if isinstance(v, (float, np.floating)) else f"{c}={v}")
+                print("    " + ", ".join(row))
+
+
+def _find_group(h5, name: str):
+    found = []
+    h5.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Group) and key.split("/")[-1] == name
+                  else None)
+    if not found:
+        raise KeyError(f"no group {name!r} in the store")
+    return h5[min(found, key=len)]
+
+
+def _find_dataset(h5, name: str) -> str:
+    found = []
+    h5.visititems(lambda key, obj: found.append(key) if isinstance(obj, h5py.Dataset) and key.split("/")[-1] == name
+                  else None)
+    return min(found, key=len)
 
 
 def timed(command: list[str], cwd: Path) -> float:
@@ -66,33 +238,68 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--chunk-points", type=int, default=500)
+    parser.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
+                        help="frames of an HgTe series through its transitions, the run naming the three "
+                             "phases (index and EOS jobs); --no-phases: bench_integrate's ring frames")
+    parser.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the stages by hand and the integration stage's peak memory")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR (kept) instead of a temporary folder")
     args = parser.parse_args()
     k = args.frames
     snakemake = [sys.executable, "-m", "snakemake", "--cores", "2", "--quiet"]
-    dacpipe = [sys.executable, "-m", "dacpipe.cli"]
+    dacpipe = [sys.executable, "-m", "dacpipe"]
     with tempfile.TemporaryDirectory(prefix="dacpipe-scale-") as tmp:
-        folder = Path(tmp)
-        shape, suffix = DETECTORS["pilatus1m"]
-        poni, frames = make_frames(folder, shape, suffix, k)
-        config = write_run(folder, poni, frames, args.chunk_points)
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        # ruby first: the frames show the sample at the exposure pressure (before and after's mean)
+        ruby = write_ruby_series(folder, "scale", np.linspace(0.3, 14.0, k), np.random.default_rng(1))
+        series = None
+        if args.phases:
+            series = hgte_series([r.exposure_pressure_GPa for r in ruby])
+            poni, frames, made = make_powder_frames(folder, series)
+            what = "HgTe series frames (zb -> cinnabar -> rs, 0.3-14 GPa)"
+        else:
+            start = time.perf_counter()
+            shape, suffix = DETECTORS["pilatus1m"]
+            poni, frames = make_frames(folder, shape, suffix, k)
+            made = time.perf_counter() - start
+            what = "ring frames"
+        config = write_run(folder, poni, frames, args.chunk_points, ruby, args.phases)
         work = make_project(folder / "project", config)
-        print(f"{os.cpu_count()} cores, {k} Pilatus-1M frames, {2 * k} ruby spectra, npt {NPT}, "
-              f"method {METHOD}, chunk_points {args.chunk_points}")
+        print(f"{os.cpu_count()} cores, {k} Pilatus-1M {what}, {2 * k} ruby spectra, npt {NPT}, "
+              f"method {METHOD}, chunk_points {args.chunk_points}, phases {list(HGTE) if args.phases else None}")
+        print(f"load average at start {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
+              f"frames made in {made:.0f} s")
 
         bare = bare_loop(poni, frames)
         dag = timed([*snakemake, "-n"], work)
         whole = timed(snakemake, work)
+        jobs = job_times(work)
         noop = timed(snakemake, work)
+        goal = 0.5 if args.phases else 0.8
         print(f"DAG build (snakemake -n)      {dag:7.2f} s   goal < 3")
         print(f"whole workflow                {whole:7.2f} s   {k / whole:6.1f} frames/s")
         print(f"no-op rerun                   {noop:7.2f} s   goal < 3")
         print(f"bare fabio + pyFAI loop       {k / bare:7.2f} s   {bare:6.1f} frames/s")
-        print(f"workflow / bare               {k / whole / bare:7.2f}     goal >= 0.8")
+        print(f"workflow / bare (fps ratio)   {k / whole / bare:7.2f}     goal >= {goal}")
+        print("jobs (Snakemake metadata, wall s):")
+        for output, seconds in sorted(jobs.items(), key=lambda item: -item[1]):
+            extra = f"   {seconds / k:.3f} s per frame" if output.endswith("parts/phases.h5") else ""
+            print(f"  {seconds:8.2f}  {output}{extra}")
+        print(f"load average at end {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+        log = work / "results" / "scale" / "logs" / "phases.log"
+        if log.exists():
+            lines = log.read_text().splitlines()
+            print(f"phases.log ({len(lines)} lines), last: {lines[-3:] if lines else []}")
+        if series is not None:
+            check_phases(work / "results" / "scale.h5", series)
+        if not args.extras:
+            return
 
         by_hand = folder / "by_hand"
         by_hand.mkdir()
         cfg = ["--configfile", str(config)]
-        for stage in ("pressure", "xrd"):
+        for stage in ("pressure", "xrd", *(("phases", "eos") if args.phases else ())):
             seconds = timed([*dacpipe, "stage", stage, "--run", "scale", *cfg], by_hand)
             print(f"stage {stage:<23} {seconds:7.2f} s   (one process, all points)")
         seconds = timed([*dacpipe, "assemble", "--run", "scale", *cfg], by_hand)
@@ -103,7 +310,7 @@ def main() -> None:
 
         print("integration stage peak memory:", end="")
         for n in (k // 4, k // 2, k):
-            result = dacpipe_stage(_bench_config(config, folder), n)
+            result = dacpipe_stage(_bench_config(config, folder), max(n, 1))
             print(f"  {n} frames {result['peak_MB']:.0f} MB", end="", flush=True)
         print()
 
