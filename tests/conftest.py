@@ -31,6 +31,19 @@ def status_as_expected(truth, i, status: str) -> bool:
             and "no absorption edge in the spectrum" in reasons[0] and "no emission peak above noise" in reasons[1])
 
 
+# What puts a test in the full suite only: whole-pipeline fixtures (data-sample
+# through every stage, tens of seconds on two cores) and Snakemake runs.
+SLOW_FIXTURES = {"sample_results", "project", "marker_run", "cluster"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fast lane (``-m "not slow"``, under a minute) leaves out what runs the
+    whole pipeline: tests marked ``workflow`` and tests using :data:`SLOW_FIXTURES`."""
+    for item in items:
+        if item.get_closest_marker("workflow") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """``../shared/real-data``; tests that use it skip when it is absent."""

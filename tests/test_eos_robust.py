@@ -112,6 +112,7 @@ def _pull_spread(n_series: int, seed: int):
     return np.array(found), np.array(same), np.array(all_pulls)
 
 
+@pytest.mark.slow  # hundreds of EOS fits: 4 s
 def test_pulls_of_K0_and_Kp_over_many_series_with_a_phantom():
     # 40 series of 12 points, each with one phantom at a random place. The
     # errors follow core.lsq's rule (inflated by chi2_w when it exceeds 1),

@@ -517,6 +517,7 @@ def test_a_sequential_stage_resumes_after_appended_points(tmp_path, monkeypatch,
     assert_same_store(full_recompute(watcher, tmp_path), tmp_path / "results" / f"{RUN}.h5")
 
 
+@pytest.mark.slow  # the superlattice analysis of every SAXS pattern, twice: 10 s
 def test_saxs_patterns_and_their_peaks_are_spliced(tmp_path):
     """The superlattice stage's per-point peak table (``saxs/peaks/``, [N, most peaks]) spliced as one run sizes it."""
     saxs = ROOT / "data-sample" / "nc_saxs"

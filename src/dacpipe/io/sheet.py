@@ -7,7 +7,7 @@ are comments (``dacpipe sheet`` lists the files it could not pair there).
 Paths are relative to the sheet's own folder.
 
 Problems of the sheet as a whole (no ``point`` column, an unknown column, a
-repeated point id) raise :class:`~dacpipe.errors.SheetError`; problems of one
+repeated point id) raise :class:`~dacpipe.core.errors.SheetError`; problems of one
 cell (a number that is not a number) are kept on the point, so that the
 point is marked in the store and the others go on.
 """

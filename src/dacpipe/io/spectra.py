@@ -19,7 +19,7 @@ Four formats are recognised, from the content first and the extension second:
   descending order (usual for wavenumbers) is reversed: the file declares its
   own order through FIRSTX and LASTX, so that is not a guess either.
 
-Every problem with a file raises :class:`~dacpipe.errors.InputError` with a
+Every problem with a file raises :class:`~dacpipe.core.errors.InputError` with a
 one-line reason and the path. A spectrum that is returned has finite values
 and a strictly increasing x axis; a descending axis is reported, never
 silently re-sorted, because a reversed calibration usually means the wrong

@@ -94,7 +94,7 @@ def write_part(path: str | Path, run_id: str, result: StageResult) -> None:
         if result.axes:
             # Which datasets are not over points, for merging chunks: an axis
             # may happen to be as long as a chunk.
-            set_attrs(group, {"fixed_axes": list(result.axes)})
+            set_attrs(group, {"fixed_axes": sorted(result.axes)})  # sorted: as a part read back lists them
         for path, values in result.extra.items():
             write_dataset(entry, path, values)
         write_dataset(group, "status", result.status)

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import voigt_profile
 
-from ..xrd.cells import cell_volume_A3
 from ..xrd.library import get_phase
-from ..xrd.structure import reflections, structure_factors
+from .xrd import powder_line_weights
 
 SCHERRER_K = 0.94
 INSTRUMENT_FWHM_DEG = 0.02
@@ -63,17 +62,7 @@ class PointTruth:
 
 
 def _lines(name: str, cell: tuple, wavelength_A: float, two_theta_max_deg: float):
-    phase = get_phase(name)
-    d_min = wavelength_A / (2.0 * math.sin(math.radians(two_theta_max_deg / 2.0)))
-    refl = reflections(phase, cell=cell, d_min_A=d_min)
-    hkl = np.array([r.hkl for r in refl])
-    mult = np.array([r.multiplicity for r in refl], dtype=float)
-    f2 = np.abs(structure_factors(phase, hkl, cell=cell)) ** 2
-    d = np.array([r.d_A for r in refl])
-    theta = np.arcsin(wavelength_A / (2.0 * d))
-    lorentz = 1.0 / (np.sin(theta) ** 2 * np.cos(theta))
-    volume = cell_volume_A3(cell)
-    weight = mult * f2 * lorentz / (phase.z_formula_units * volume)
+    _, theta, weight = powder_line_weights(get_phase(name), cell, wavelength_A, two_theta_max_deg)
     return theta, weight
 
 

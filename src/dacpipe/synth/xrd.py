@@ -7,7 +7,7 @@ The model, from the sample outwards
    fraction is 1 up to 2.4 GPa and falls linearly to 0 at 3.6 GPa while
    cinnabar takes its place; cinnabar gives way to rock salt linearly between
    7.8 and 9.6 GPa. Each present phase has the cell of the phase library at
-   the exposure pressure (:meth:`dacpipe.phases.Phase.cell_at`).
+   the exposure pressure (:meth:`dacpipe.xrd.structure.Phase.cell_at`).
 2. **Powder pattern** (:func:`hgte_pattern`), the azimuthal average of the
    image once solid angle and polarization are corrected::
 
@@ -156,15 +156,12 @@ class Lines:
     eta: np.ndarray  # Lorentzian share of the pseudo-Voigt
 
 
-@functools.lru_cache(maxsize=512)
-def phase_lines(name: str, cell: tuple[float, ...], wavelength_A: float = XRD_GEOMETRY.wavelength_A) -> Lines:
-    """The lines of ``name`` in ``cell`` up to :data:`MODEL_TWO_THETA_MAX_DEG`.
-
-    Families that share a d (cinnabar 101 and 011) stay separate lines at
-    the same angle; the pattern sums them.
-    """
-    phase = _phase(name)
-    d_min = wavelength_A / (2.0 * math.sin(math.radians(MODEL_TWO_THETA_MAX_DEG / 2.0)))
+def powder_line_weights(phase: Phase, cell: tuple[float, ...], wavelength_A: float, two_theta_max_deg: float
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hkl, Bragg angle theta (radians) and area per formula unit m |F|^2 L / (Z V) of
+    each line of ``phase`` in ``cell`` up to ``two_theta_max_deg``, with the powder
+    Lorentz factor L = 1 / (sin^2 theta cos theta) (polarization divided out)."""
+    d_min = wavelength_A / (2.0 * math.sin(math.radians(two_theta_max_deg / 2.0)))
     refl = reflections(phase, cell=cell, d_min_A=d_min)
     hkl = np.array([r.hkl for r in refl])
     mult = np.array([r.multiplicity for r in refl], dtype=float)
@@ -172,7 +169,17 @@ def phase_lines(name: str, cell: tuple[float, ...], wavelength_A: float = XRD_GE
     d = np.array([r.d_A for r in refl])
     theta = np.arcsin(wavelength_A / (2.0 * d))
     lorentz = 1.0 / (np.sin(theta) ** 2 * np.cos(theta))
-    weight = mult * f2 * lorentz / (phase.z_formula_units * cell_volume_A3(cell))
+    return hkl, theta, mult * f2 * lorentz / (phase.z_formula_units * cell_volume_A3(cell))
+
+
+@functools.lru_cache(maxsize=512)
+def phase_lines(name: str, cell: tuple[float, ...], wavelength_A: float = XRD_GEOMETRY.wavelength_A) -> Lines:
+    """The lines of ``name`` in ``cell`` up to :data:`MODEL_TWO_THETA_MAX_DEG`.
+
+    Families that share a d (cinnabar 101 and 011) stay separate lines at
+    the same angle; the pattern sums them.
+    """
+    hkl, theta, weight = powder_line_weights(_phase(name), cell, wavelength_A, MODEL_TWO_THETA_MAX_DEG)
     fwhm, eta = tch_fwhm_eta(np.degrees(SCHERRER_K * wavelength_A / (CRYSTALLITE_NM[name] * 10.0 * np.cos(theta))),
                      INSTRUMENT_FWHM_DEG)
     return Lines(hkl=hkl, two_theta_deg=np.degrees(2.0 * theta), weight=weight, fwhm_deg=fwhm, eta=eta)

@@ -202,7 +202,7 @@ class CellFit:
     Attributes
     ----------
     system : str
-        Crystal system fitted (one of :data:`dacpipe.phases.SYSTEMS`).
+        Crystal system fitted (one of :data:`dacpipe.xrd.cells.SYSTEMS`).
     cell : tuple of 6 float
         a, b, c (A), alpha, beta, gamma (deg); the parameters the system
         fixes (b = a, gamma = 120 ...) are set exactly.
@@ -275,7 +275,7 @@ class CellFit:
 def q_calc_A(cell: Sequence[float], hkl) -> float | np.ndarray:
     """q = 2 pi / d (1/angstrom) of (hkl) in ``cell`` (a, b, c, alpha, beta, gamma).
 
-    Any crystal system (reciprocal metric tensor, :func:`dacpipe.phases.d_spacing_A`).
+    Any crystal system (reciprocal metric tensor, :func:`dacpipe.xrd.cells.d_spacing_A`).
     A float for one hkl, an array for an (N, 3) array of them.
     """
     d = d_spacing_A(cell, hkl)
@@ -533,7 +533,7 @@ def refine_cell(peaks: Sequence[IndexedPeak], system: str, start_cell=None, z_fo
         Indexed peaks of one phase at one pressure (q with positive errors).
         Several peaks may carry the same hkl (repeated measurements).
     system : str
-        Crystal system, one of :data:`dacpipe.phases.SYSTEMS`. Trigonal cells
+        Crystal system, one of :data:`dacpipe.xrd.cells.SYSTEMS`. Trigonal cells
         are fitted in hexagonal axes (the hexagonal formula) unless
         ``start_cell`` is in rhombohedral axes.
     start_cell : sequence of 6 float, optional

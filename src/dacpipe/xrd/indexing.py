@@ -18,8 +18,12 @@ At each point, in measurement order:
 4. fractions of formula units from the refined scales (Hill & Howard,
    J. Appl. Cryst. 20, 467 (1987)): x_p = s_p Z_p V_p / sum_q s_q Z_q V_q,
    with errors from the fit's covariance; cells, volumes per formula unit,
-   line widths (Scherrer sizes) with theirs;
-5. peaks that no present phase explains are found in the residual and reported.
+   line widths (Scherrer sizes) with theirs. A phase below the detection
+   limit ``fraction_threshold`` is absent even when the F-test keeps it;
+5. peaks that no present phase explains are found in the residual and
+   reported, and steps 1-4 are done again without their bins (a gasket
+   line or a diamond spot would otherwise distort the background and the
+   widths, and pull the lattices).
 
 A run split into chunks of points (one job each) starts every chunk afresh
 from the library, as at the first point: a chunk needs nothing from another.

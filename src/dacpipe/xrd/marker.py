@@ -84,7 +84,7 @@ class MarkerReading:
 def _eos_volume_ratio(phase: Phase) -> float:
     """V_EOS / V_cell at the reference pressure, so that a cell whose volume
     differs slightly from the EOS V0 reads the EOS by its compression (as
-    :meth:`dacpipe.phases.Phase.cell_at` moves it)."""
+    :meth:`dacpipe.xrd.structure.Phase.cell_at` moves it)."""
     if phase.reference_pressure_GPa == 0.0:
         v_ref = phase.eos.V0_A3
     else:

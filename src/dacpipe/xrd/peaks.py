@@ -5,7 +5,7 @@ increasing, about evenly sampled axis will do), ``y`` (intensity) and
 optionally ``sigma`` (its standard errors). Positions, widths and areas come
 back in the units of ``x`` and ``y``. Assigning peaks to phases is the
 indexing stage's job. A pattern with no usable point raises
-:class:`~dacpipe.errors.InputError`; one where nothing stands out of the
+:class:`~dacpipe.core.errors.InputError`; one where nothing stands out of the
 noise gives a :class:`PeakFit` without peaks.
 
 How a pattern is fitted (:func:`fit_peaks`)
