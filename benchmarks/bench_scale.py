@@ -42,6 +42,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -151,6 +152,17 @@ def write_run(folder: Path, poni: Path, frames: list[Path], chunk_points: int, r
     return config
 
 
+def index_cpu(project: Path, series: Series) -> None:
+    """The index stage's own work in one process, serially as its job does: CPU seconds per frame
+    (wall time on a shared machine counts other processes too)."""
+    out = project / "index_serial.json"
+    subprocess.run([sys.executable, "-c", INDEX_CHUNK_SCRIPT, str(project / "results" / "scale" / "parts"), "0",
+                    str(len(series.points)), str(out), json.dumps(list(series.sample_phases))], check=True)
+    r = json.loads(out.read_text())
+    print(f"index serially, one process: wall {r['seconds']:.1f} s, CPU {r['cpu']:.1f} s "
+          f"({r['cpu'] / len(series.points):.3f} s per frame)")
+
+
 def job_times(project: Path) -> dict[str, float]:
     """Wall seconds of each job of the last run, by output (Snakemake's metadata)."""
     out = {}
@@ -197,11 +209,19 @@ def check_phases(store: Path, series: Series) -> None:
                   f"missed at x >= 5 %: {missed.sum()}, spurious at x = 0: {spurious.sum()}, "
                   f"found of {weak.sum()} with 0 < x < 5 %: {(present & weak).sum()}; "
                   f"fraction error RMS {np.sqrt(np.mean(err**2)):.3f}, max |err| {np.max(np.abs(err)):.3f}")
-        if "transitions" in group:
-            tr = group["transitions"]
+        if "peaks/unexplained_q_A" in group:
+            q = np.asarray(group["peaks/unexplained_q_A"], float)
+            rows = np.isfinite(q).any(axis=1)
+            qs = q[np.isfinite(q)]
+            print(f"  unexplained peaks: {len(qs)} at {rows.sum()} points; q < 1 1/A (below every HgTe line): "
+                  f"{(qs < 1.0).sum()}, q >= 1: {(qs >= 1.0).sum()}"
+                  + (f" (at q = {', '.join(f'{v:.3f}' for v in np.sort(qs[qs >= 1.0])[:8])} ...)"
+                     if (qs >= 1.0).any() else ""))
+        if "transitions" in group.parent:
+            tr = group.parent["transitions"]
             columns = list(tr)
             n = len(tr[columns[0]]) if columns else 0
-            print(f"  transitions reported: {n}")
+            print(f"  transitions reported: {n} (truth: zb -> cinnabar 2.4-3.6 GPa, cinnabar -> rs 8.0-12.5 GPa)")
             for i in range(min(n, 12)):
                 row = []
                 for c in columns:
@@ -209,6 +229,74 @@ def check_phases(store: Path, series: Series) -> None:
                     v = v.decode() if isinstance(v, bytes) else v
                     row.append(f"{c}={v:.2f}" if isinstance(v, (float, np.floating)) else f"{c}={v}")
                 print("    " + ", ".join(row))
+
+
+INDEX_CHUNK_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    import h5py, numpy as np
+    from dacpipe.xrd.indexing import IndexingSettings, index_series
+    from dacpipe.xrd.library import get_phase
+    from dacpipe.xrd.stage import sampled_q
+    parts, first, end, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    names = json.loads(sys.argv[5])
+    with h5py.File(parts + "/xrd.h5") as h:
+        g = h["scale/xrd"]
+        xrd = {k: g[k][()] for k in ("q", "pixel_mean_q_A")}
+        q = sampled_q(xrd)
+        intensity, sigma = g["I"][first:end], g["I_errors"][first:end]
+        wavelength = float(g.attrs["wavelength_A"])
+    with h5py.File(parts + "/pressure.h5") as h:
+        pressure = h["scale/pressure/pressure_GPa"][first:end]
+    settings = IndexingSettings.from_config({"phases": names})
+    start, cpu = time.perf_counter(), time.process_time()
+    results, reasons, _ = index_series(q, intensity, sigma, wavelength, pressure, {n: get_phase(n) for n in names},
+                                       settings)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    present = {n: [bool(r is not None and r.phases[n].present) for r in results] for n in names}
+    fraction = {n: [float(r.phases[n].fraction) if r is not None and r.phases[n].present else 0.0 for r in results]
+                for n in names}
+    json.dump({"seconds": seconds, "cpu": cpu, "present": present, "fraction": fraction}, open(out, "w"))
+""")
+
+
+def chunked_index(project: Path, series: Series, n_chunks: int) -> None:
+    """The index stage's own work (index_series on the workflow's xrd and pressure parts) split
+    into ``n_chunks`` chunks run at once, one process each, every chunk starting afresh from the
+    library: wall time, and the phases found against the one serial job's and the truth."""
+    parts = project / "results" / "scale" / "parts"
+    k = len(series.points)
+    bounds = np.linspace(0, k, n_chunks + 1).astype(int)
+    names = list(series.sample_phases)
+    start = time.perf_counter()
+    procs = []
+    for c in range(n_chunks):
+        out = project / f"index_chunk{c}.json"
+        procs.append((out, subprocess.Popen([sys.executable, "-c", INDEX_CHUNK_SCRIPT, str(parts), str(bounds[c]),
+                                             str(bounds[c + 1]), str(out), json.dumps(names)])))
+    for _, proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError("an index chunk failed")
+    wall = time.perf_counter() - start
+    chunks = [json.loads(out.read_text()) for out, _ in procs]
+    per_chunk = ", ".join(f"{c['seconds']:.1f}" for c in chunks)
+    cpu = sum(c["cpu"] for c in chunks)
+    print(f"index in {n_chunks} chunks at once: wall {wall:.1f} s (with start-up and reading), "
+          f"index_series per chunk {per_chunk} s "
+          f"({sum(c['seconds'] for c in chunks) / k:.3f} s per frame), CPU {cpu:.1f} s ({cpu / k:.3f} s per frame; "
+          f"the rest of the wall time is other processes' load)")
+    truth = series.fractions()
+    with h5py.File(project / "results" / "scale.h5", "r") as h5:
+        group = _find_group(h5, "phases")
+        for name in names:
+            present = np.concatenate([c["present"][name] for c in chunks])
+            fraction = np.concatenate([c["fraction"][name] for c in chunks])
+            serial = np.asarray(group[f"{name}/present"], bool)
+            serial_fraction = np.nan_to_num(np.asarray(group[f"{name}/fraction"], float))
+            x = truth[name]
+            print(f"  {name:<14} presence differs from the serial job at {(present != serial).sum()} points "
+                  f"(chunk starts: {[int(b) for b in bounds[1:-1]]}), max |fraction - serial| "
+                  f"{np.max(np.abs(fraction - serial_fraction)):.4f}; missed at x >= 5 %: "
+                  f"{((x >= 0.05) & ~present).sum()}, spurious at x = 0: {((x == 0) & present).sum()}")
 
 
 def _find_group(h5, name: str):
@@ -243,6 +331,9 @@ def main() -> None:
                              "phases (index and EOS jobs); --no-phases: bench_integrate's ring frames")
     parser.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True,
                         help="also the stages by hand and the integration stage's peak memory")
+    parser.add_argument("--index-chunks", type=int, default=2, metavar="N",
+                        help="with --phases, also the index stage's work redone serially in one process and "
+                             "split into N chunks run at once, CPU and wall time (0: not)")
     parser.add_argument("--keep", metavar="DIR", help="work in DIR (kept) instead of a temporary folder")
     args = parser.parse_args()
     k = args.frames
@@ -293,6 +384,9 @@ def main() -> None:
             print(f"phases.log ({len(lines)} lines), last: {lines[-3:] if lines else []}")
         if series is not None:
             check_phases(work / "results" / "scale.h5", series)
+            if args.index_chunks:
+                index_cpu(work, series)
+                chunked_index(work, series, args.index_chunks)
         if not args.extras:
             return
 
