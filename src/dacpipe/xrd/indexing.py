@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 from threadpoolctl import threadpool_limits
 
 from ..core.errors import InputError
@@ -45,7 +46,7 @@ from .cells import ReciprocalCell
 from .identify import CandidateTemplates, critical_f, f_statistic, phase_evidence, residual_peaks, scan_candidate
 from .lines import line_set
 from .pattern import FitResult, Pattern, PhaseState, background_basis, fit_phases, usable_pattern
-from .structure import Phase
+from .structure import Phase, reflections
 
 # Widths a phase starts from before any fit (FWHM in q): an 8 nm crystallite.
 DEFAULT_FWHM_Q_A = 0.07
@@ -63,6 +64,15 @@ REFIT_MARGIN = 30.0
 # through) is left out of the final fit over this many of the phases' FWHM on
 # either side: it would otherwise pull the lattices and scale everyone's errors.
 UNEXPLAINED_EXCLUDE_FWHM = 1.5
+# Unexplained peaks are looked for from this share of the lowest line a candidate can have.
+LOW_Q_MARGIN = 0.7
+# Residual trends broader than this many line widths are the background's misfit, not peaks:
+# taken out before the search for unexplained peaks (at 1e6 counts per bin a 1 % misfit of a
+# smooth background is 10 sigma).
+UNEXPLAINED_HIGH_PASS_FWHM = 3.0
+# A phase present at the previous point stays present down to this share of the detection
+# limit: a phase near the limit would otherwise flicker in and out and make transitions of its own.
+DETECTION_HYSTERESIS = 0.5
 
 
 @dataclass(frozen=True)
@@ -157,7 +167,9 @@ class SeriesState:
     """What a point hands the next: each phase's last refined state and the pressure it was refined at."""
 
     refined: dict[str, tuple[PhaseState, float]] = field(default_factory=dict)
-    present: tuple[str, ...] = ()
+    present: tuple[str, ...] = ()        # in the model (a phase below the detection limit too)
+    reported: tuple[str, ...] = ()       # reported present
+    search_q_min: float = 0.0            # unexplained peaks are looked for above this q
     templates: dict[str, CandidateTemplates] = field(default_factory=dict)
 
 
@@ -243,11 +255,16 @@ def _drop_insignificant(pattern: Pattern, fit: FitResult, settings: IndexingSett
 
 def _try_additions(pattern: Pattern, fit: FitResult, candidates: dict[str, Phase], seeds: dict[str, PhaseState],
                    state: SeriesState, settings: IndexingSettings) -> FitResult:
-    """Add absent candidates the residual calls for, best first, each kept only if it passes the F-test."""
-    rejected: set[str] = set()
+    """Add absent candidates the residual calls for, best first, each kept only if it passes the F-test.
+
+    Each candidate is tried once per pattern: one that passes on its own but is
+    dropped again when the others are retested is not tried again (on a
+    pattern the model cannot describe, a spot-ridden one, it would come and go
+    for ever)."""
+    tried: set[str] = set()
     while True:
         present = {p.name for p in fit.phases}
-        absent = [n for n in candidates if n not in present and n not in rejected]
+        absent = [n for n in candidates if n not in present and n not in tried]
         if not absent:
             return fit
         residual = fit.pattern.y - fit.model
@@ -283,10 +300,9 @@ def _try_additions(pattern: Pattern, fit: FitResult, candidates: dict[str, Phase
         restart = [seeds[p_.name].copy() if p_.name in seeds else p_.copy() for p_ in fit.phases]
         trial = _fit(pattern, restart + [trial_phase], settings)
         k = len(trial.phases) - 1
+        tried.add(name)
         if trial.scales[k] > 0 and phase_evidence(trial, k) >= critical_f(dp, trial.dof, settings.significance):
             fit = _drop_insignificant(pattern, trial, settings)
-        else:
-            rejected.add(name)
 
 
 def index_pattern(pattern: Pattern, candidates: dict[str, Phase], state: SeriesState, pressure_GPa: float,
@@ -302,7 +318,7 @@ def index_pattern(pattern: Pattern, candidates: dict[str, Phase], state: SeriesS
     q_max = float(pattern.q[-1])
     seeds = {name: seed_state(name, phase, state, pressure_GPa, q_max, pattern.wavelength_A)
              for name, phase in candidates.items()}
-    fit, result = _identify(pattern, candidates, seeds, state, settings, markers)
+    fit, result, traces = _identify(pattern, candidates, seeds, state, settings, markers)
     # Twice at most: the widths of the first fit, which the peaks distorted, set
     # the first windows; those of the clean fit the final ones.
     windows = None
@@ -316,11 +332,12 @@ def index_pattern(pattern: Pattern, candidates: dict[str, Phase], state: SeriesS
         if keep.sum() < len(pattern.q) // 2 or (windows is not None and np.array_equal(keep, windows)):
             break
         windows = keep
-        fit, cleaned = _identify(pattern.subset(keep), candidates, seeds, state, settings, markers)
+        fit, cleaned, traces = _identify(pattern.subset(keep), candidates, seeds, state, settings, markers)
         # The unexplained peaks are those of the whole pattern against the clean model.
-        q_u, snr = _unexplained(pattern, fit, settings)
+        q_u, snr = _unexplained(pattern, fit, settings, traces, state.search_q_min)
         result = replace(cleaned, unexplained_q_A=q_u, unexplained_snr=snr)
     state.present = tuple(p.name for p in fit.phases)
+    state.reported = tuple(name for name, st in result.phases.items() if st.present)
     for phase_state in fit.phases:
         state.refined[phase_state.name] = (phase_state.copy(), pressure_GPa)
     return result
@@ -336,23 +353,31 @@ def _identify(pattern: Pattern, candidates: dict[str, Phase], seeds: dict[str, P
     fit = _try_additions(pattern, fit, candidates, seeds, state, settings)
     if fit.phases and fit.covariance is None:
         fit = _fit(pattern, fit.phases, settings)
-    result = _summarise(fit, candidates, settings, markers)
+    result = _summarise(fit, candidates, settings, markers, q_min=state.search_q_min)
     # Below the detection limit a phase is absent even when the F-test keeps it:
     # on patterns of 1e5-1e6 counts a few tenths of a per cent of a broad phase
     # soak up the small misfit of the others' line shapes (measured: 0.2 % rock
-    # salt beside pure 5 nm wurtzite). The others are refitted without it.
-    below = [name for name, st in result.phases.items() if st.present and name not in markers
-             and math.isfinite(st.fraction) and st.fraction < settings.fraction_threshold]
-    if below:
-        fit = _fit(pattern, [p.copy() for p in fit.phases if p.name not in below], settings)
-        result = _summarise(fit, candidates, settings, markers)
-    return fit, result
+    # salt beside pure 5 nm wurtzite). The others are refitted without it; its
+    # lines are not reported as unexplained. A phase present at the previous
+    # point keeps counting down to half the limit.
+    traces = []
+    for phase_state in fit.phases:
+        st = result.phases[phase_state.name]
+        limit = settings.fraction_threshold * (DETECTION_HYSTERESIS if phase_state.name in state.reported else 1.0)
+        if phase_state.name not in markers and math.isfinite(st.fraction) and st.fraction < limit:
+            traces.append(phase_state)
+    if traces:
+        fit = _fit(pattern, [p.copy() for p in fit.phases if p not in traces], settings)
+        result = _summarise(fit, candidates, settings, markers, traces, state.search_q_min)
+    return fit, result, traces
 
 
 def _summarise(fit: FitResult, candidates: dict[str, Phase], settings: IndexingSettings,
-               markers: Sequence[str] = ()) -> PointResult:
+               markers: Sequence[str] = (), traces: Sequence[PhaseState] = (), q_min: float = 0.0) -> PointResult:
     """Cells, volumes, fractions, widths and their errors from a fit; the fractions
-    are of the sample's formula units (``markers``, a pressure marker beside it, left out)."""
+    are of the sample's formula units (``markers``, a pressure marker beside it, left out).
+    ``traces``: phases below the detection limit, whose lines are not unexplained peaks;
+    ``q_min``: where the search for unexplained peaks starts."""
     phases = {name: PhaseAtPoint() for name in candidates}
     cov = fit.covariance
     n_cov = 0 if cov is None else cov.shape[0]
@@ -414,12 +439,12 @@ def _summarise(fit: FitResult, candidates: dict[str, Phase], settings: IndexingS
     for name, phase in candidates.items():
         if phases[name].present and (phase.z_formula_units <= 0 or name in markers):
             phases[name].fraction = math.nan
-    q_u, snr = _unexplained(fit.pattern, fit, settings)
+    q_u, snr = _unexplained(fit.pattern, fit, settings, traces, q_min)
     return PointResult(phases=phases, reduced_chi2=fit.reduced_chi2, unexplained_q_A=q_u, unexplained_snr=snr, fit=fit)
 
 
-def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings
-                 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings, traces: Sequence[PhaseState] = (),
+                 q_min: float = 0.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The peaks of ``pattern`` (all its bins, also those the fit left out) that the
     fitted phases do not explain: residual peaks above ``min_snr`` (matched filter
     at the phases' median width) that stand at least :data:`UNEXPLAINED_SHARE`
@@ -428,9 +453,18 @@ def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings
     phase_model, background = fit.evaluate(pattern.q)
     resid = pattern.y - phase_model - background
     widths = [p.w0 for p in fit.phases] or [DEFAULT_FWHM_Q_A]
-    q_u, snr = residual_peaks(pattern.q, resid, pattern.sigma, float(np.median(widths)), settings.min_snr)
+    width = float(np.median(widths))
+    # High-pass: the residual's trend over a few line widths is the background's misfit.
+    dq = float(np.median(np.diff(pattern.q)))
+    resid = resid - gaussian_filter1d(resid, UNEXPLAINED_HIGH_PASS_FWHM * width / dq / 2.3548, mode="nearest")
+    q_u, snr = residual_peaks(pattern.q, resid, pattern.sigma, width, settings.min_snr)
     keep = []
+    # The lines of a phase below the detection limit (its stronger tenth) explain what they cover.
+    trace_lines = [(t.q_lines()[t.base / t.q_lines()**2 >= 0.1 * np.max(t.base / t.q_lines()**2)], t.w0)
+                   for t in traces if len(t.base)]
     for i, q in enumerate(q_u):
+        if q < q_min or any(np.any(np.abs(lines - q) < w) for lines, w in trace_lines):
+            continue
         j = int(np.argmin(np.abs(pattern.q - q)))
         window = slice(max(j - 2, 0), j + 3)
         model = float(np.mean(phase_model[window]))
@@ -444,15 +478,31 @@ def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings
 # --------------------------------------------------------------------------
 
 
-def series_q_ref(q_A: np.ndarray, settings: IndexingSettings) -> float:
-    """The q about which every point's line widths vary: the middle of the fitted range."""
+def fit_range(q_A: np.ndarray, settings: IndexingSettings) -> tuple[float, float]:
+    """The q range (1/A) the fits use: the pattern's, within ``settings.q_range_A``."""
     q = np.asarray(q_A, float)
     q = q[np.isfinite(q)]
     lo, hi = float(q.min()), float(q.max())
-    if settings.q_range_A is not None:
-        lo = max(lo, settings.q_range_A[0]) if settings.q_range_A[0] is not None else lo
-        hi = min(hi, settings.q_range_A[1]) if settings.q_range_A[1] is not None else hi
-    return 0.5 * (lo + hi)
+    user = settings.q_range_A or (None, None)
+    return (lo if user[0] is None else max(lo, float(user[0])),
+            hi if user[1] is None else min(hi, float(user[1])))
+
+
+def search_q_min(phases: dict[str, Phase], q_max_A: float) -> float:
+    """Where the search for unexplained peaks starts: :data:`LOW_Q_MARGIN` times the
+    lowest line any candidate has at its reference cell (compression only moves
+    lines out). Below it lie the air scatter and the beamstop's edge, steeper than
+    the smooth background follows: at 1e6 counts per bin their misfit would be
+    taken for peaks (measured on Pilatus 1M frames: hundreds of false ones)."""
+    lowest = [2.0 * math.pi / max(r.d_A for r in refl) for refl in
+              ([r for r in reflections(phase, cell=phase.cell, d_min_A=2.0 * math.pi / q_max_A) if any(r.hkl)]
+               for phase in phases.values()) if refl]
+    return LOW_Q_MARGIN * min(lowest) if lowest else 0.0
+
+
+def series_q_ref(q_range_A: tuple[float, float]) -> float:
+    """The q about which every point's line widths vary: the middle of the fitted range."""
+    return 0.5 * (q_range_A[0] + q_range_A[1])
 
 
 def index_series(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, wavelength_A: float,
@@ -474,7 +524,9 @@ def index_series(q_A: np.ndarray, intensity: np.ndarray, sigma: np.ndarray, wave
 def _index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, phases, settings, usable, state, markers,
                   progress):
     results: list[PointResult | None] = []
-    q_ref = series_q_ref(q_A, settings)
+    q_range = fit_range(q_A, settings)
+    q_ref = series_q_ref(q_range)
+    state.search_q_min = search_q_min(phases, q_range[1])
     reasons: list[str] = []
     n = len(intensity)
     for i in range(n):
@@ -483,7 +535,7 @@ def _index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, phases, set
             reasons.append("no XRD pattern")
             progress(i + 1, n)
             continue
-        pattern = usable_pattern(q_A, intensity[i], sigma[i], wavelength_A, settings.q_range_A, q_ref)
+        pattern = usable_pattern(q_A, intensity[i], sigma[i], wavelength_A, q_range, q_ref)
         if len(pattern.q) < 50:
             results.append(None)
             reasons.append(f"only {len(pattern.q)} usable bins in the XRD pattern")

@@ -14,7 +14,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from .cells import ReciprocalCell, cell_axes
-from .indexing import IndexingSettings, SeriesState, index_series, scherrer_size_nm, series_q_ref
+from .indexing import IndexingSettings, SeriesState, index_series, fit_range, scherrer_size_nm, series_q_ref
 from .library import get_phase, phase_key
 from .lines import line_set
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
@@ -32,6 +32,13 @@ def hkl_array(hkl_lists, width: int | None = None) -> np.ndarray:
         for j, h in enumerate(hkls[:width]):
             out[i, j] = h
     return out
+
+
+# A reduced chi^2 above this flags the point: patterns the library phases describe
+# fit at 1-2 (measured on Pilatus 1M frames, 3000 bins, and on data-sample),
+# up to tens where the counts are so high that the profiles' approximations show;
+# frames integrated without spot rejection reach hundreds to tens of thousands.
+POOR_FIT_CHI2 = 50.0
 
 
 def sampled_q(xrd) -> np.ndarray:
@@ -75,6 +82,7 @@ def phases(ctx: StageContext) -> StageResult:
     results, reasons, _ = index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, candidates, settings,
                                        usable=usable, state=state, markers=tuple(markers), progress=ctx.progress)
     n = len(point_ids)
+    q_range = fit_range(q_A, settings)
     table = _phase_table(names, keys, candidates, results, settings, wavelength_A)
     status = []
     for i, (result, reason) in enumerate(zip(results, reasons)):
@@ -83,7 +91,13 @@ def phases(ctx: StageContext) -> StageResult:
             if reason != "no XRD pattern":
                 ctx.warn_point(point_ids[i], f"phases: {reason}")
             continue
-        status.append("ok")
+        if result.reduced_chi2 > POOR_FIT_CHI2:
+            message = (f"phases: poor fit (reduced chi^2 {result.reduced_chi2:.0f}): the phases' model leaves "
+                       f"much unexplained (diamond spots, a phase not listed?); cells and fractions uncertain")
+            status.append(message)
+            ctx.warn_point(point_ids[i], message)
+        else:
+            status.append("ok")
         if result.unexplained_q_A:
             shown = ", ".join(f"{q:.4f}" for q in result.unexplained_q_A[:5])
             ctx.warn_point(point_ids[i], f"{len(result.unexplained_q_A)} peaks no configured phase explains, "
@@ -111,7 +125,7 @@ def phases(ctx: StageContext) -> StageResult:
                 "reduced_chi2": np.array([r.reduced_chi2 if r else np.nan for r in results]),
                 "serial_correlation": np.array([r.fit.serial_correlation if r else np.nan for r in results])}
     attrs = {"phases": [keys[n_] for n_ in names], "phase_sources": names, "markers": [keys[m] for m in markers],
-             "q_ref_A": series_q_ref(q_A, settings), "significance": settings.significance,
+             "q_ref_A": series_q_ref(q_range), "q_range_A": np.array(q_range), "significance": settings.significance,
              "search_rel": settings.search_rel, "method": "whole-pattern fit (fixed-structure intensities, "
              "pseudo-Voigt in 2theta, B-spline background), phases kept by an F-test"}
     return StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs,
@@ -197,6 +211,7 @@ def resume_state(previous, candidates: dict, keys: dict, q_max_A: float, wavelen
                                           float(previous[f"{key}/eta"][i])), math.nan)
         if present[-1]:
             state.present += (name,)
+    state.reported = state.present
     return state
 
 
