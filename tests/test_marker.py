@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -162,3 +163,17 @@ def test_marker_pressures_in_the_store(marker_run):
         assert [1, 1, 1] in hkl[i].tolist() and [0, 0, 0] not in hkl[i][: int(n_lines[i])].tolist()
     # The sample is indexed with the marker's pressures: zinc blende at 0.8 and 4.0 GPa? Only at 0.8.
     assert list(zb_present[[0, 1, 3]]) == [True, False, False]
+
+
+def test_the_phases_job_knows_the_marker():
+    """Under Snakemake each job gets only the config sections its stage reads: the
+    phases job of a marker-gauged run must get the pressure section, or the marker
+    is left out of the fit (its lines then ruin every point's fit)."""
+    from dacpipe.io.config import load_config
+    from dacpipe.run.config import run_config
+    from dacpipe.run.stages import config_sections
+
+    config = load_config([Path(__file__).resolve().parents[1] / "config" / "config.yaml"])
+    run = run_config(config, "cdse_nc")
+    assert run["pressure"]["gauge"] == "xrd-marker"
+    assert "pressure" in config_sections("phases", run)

@@ -75,3 +75,19 @@ def test_cells_of_every_system_refine(tmp_path, system):
         assert abs(st.cell[i] / true_cell[i] - 1) < 1e-3, axis
     if system == "rhombohedral":
         assert st.cell[0] == st.cell[1] == st.cell[2] and st.cell[3] == st.cell[4] == st.cell[5]
+
+
+def test_line_intensities_do_not_depend_on_what_was_computed_before():
+    """|F|^2 is cached per cell rounded to 1e-3: the value must be that of the rounded
+    cell, whichever cell of the neighbourhood came first (a run in a fresh process, a
+    SLURM job, must give the numbers of a run in a process that did other work)."""
+    from dacpipe.xrd.lines import line_set
+
+    phase = get_phase("HgTe-cinnabar")
+    near = [tuple(v * f for v in phase.cell[:3]) + phase.cell[3:] for f in (0.9700001, 0.9700004)]
+    first = line_set(phase, 6.0, 0.4133)
+    first._cache.clear()
+    a = first.base_intensity(near[0]).copy()
+    first._cache.clear()
+    first.base_intensity(near[1])
+    np.testing.assert_array_equal(first.base_intensity(near[0]), a)

@@ -93,6 +93,10 @@ def config_sections(stage: str, run: dict) -> tuple[str, ...]:
         return (stage, "chunk_points")
     if stage == "optical":
         return ("optical", "phases", "xrd") if "xrd" in run else ("optical", "phases")
+    if stage == "phases" and run["pressure"]["gauge"] == "xrd-marker":
+        # The marker is fitted with the sample: the phases job must know it (and a
+        # marker gauge is only valid with the xrd section).
+        return ("phases", "indexing", "pressure", "xrd")
     return {"phases": ("phases", "indexing"), "eos": ("phases", "eos")}.get(stage, (stage,))
 
 

@@ -78,7 +78,10 @@ class LineSet:
     def base_intensity(self, cell) -> np.ndarray:
         """m |F|^2 of each family in ``cell`` (the form factors fall with 1/d), or the file's intensities.
 
-        Cached per cell to 1e-3: |F|^2 changes by less than that between cells so close.
+        Computed at the cell rounded to 1e-3 (|F|^2 changes by less than that between
+        cells so close) and cached by it: the value depends on the rounded cell
+        alone, never on which cell of the neighbourhood was asked for first, so
+        results do not depend on what a process computed before.
         """
         if self.file_intensity is not None:
             return self.file_intensity
@@ -88,7 +91,8 @@ class LineSet:
         if key not in self._cache:
             if len(self._cache) > 256:
                 self._cache.clear()
-            self._cache[key] = self.multiplicity * np.abs(structure_factors(self.phase, self.hkl, cell=cell)) ** 2
+            rounded = tuple(math.exp(v) for v in key[:3]) + key[3:]
+            self._cache[key] = self.multiplicity * np.abs(structure_factors(self.phase, self.hkl, cell=rounded)) ** 2
         return self._cache[key]
 
 
