@@ -33,7 +33,8 @@ def status_as_expected(truth, i, status: str) -> bool:
 
 # What puts a test in the full suite only: whole-pipeline fixtures (data-sample
 # through every stage, tens of seconds on two cores) and Snakemake runs.
-SLOW_FIXTURES = {"sample_results", "project", "marker_run", "cluster"}
+SLOW_FIXTURES = {"sample_results", "project", "marker_run", "cluster",
+                 "hgte"}   # test_peaks: data-sample's hgte_thz integrated again
 
 
 def pytest_collection_modifyitems(config, items):

@@ -55,6 +55,7 @@ def _check_against_truth(series, results):
     return np.array(pulls)
 
 
+@pytest.mark.slow  # a 25-point series: 2 s (tests/test_phase_systems.py is the fast lane's)
 def test_hgte_coexistence_series():
     """Zinc blende -> cinnabar -> rock salt with a long cinnabar + rock-salt
     coexistence (8-12.5 GPa): the case where the peak-matching stage put the

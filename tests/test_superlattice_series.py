@@ -107,6 +107,7 @@ def test_envelope_fits_are_biased_under_the_correlation_hole():
         assert -0.02 < q111 / point.q1_A - 1 < -0.003
 
 
+@pytest.mark.slow  # a 13-point superlattice series: 8 s
 def test_steep_form_factor_q1_within_a_tenth_of_a_percent():
     s = series(**COARSE)
     for i in POINTS:
@@ -128,6 +129,7 @@ def test_steep_form_factor_q1_within_a_tenth_of_a_percent():
         assert result.model.hole > 0.9
 
 
+@pytest.mark.slow  # three superlattice analyses: 5 s
 def test_missing_first_order():
     """No 111 at all (a zero of the particles' amplitude there, say): the
     lattice and q1 from the other lines, and the status says the first order

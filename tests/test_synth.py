@@ -3,11 +3,14 @@
 import filecmp
 from pathlib import Path
 
+import pytest
+
 from dacpipe.synth import write_data_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # all of data-sample written again: 2 s
 def test_data_sample_regenerates_identically(tmp_path):
     write_data_sample(tmp_path)
     committed = ROOT / "data-sample"

@@ -351,6 +351,7 @@ def test_a_new_point_costs_one_points_work(tmp_path, counted):
     assert_same_store(incremental, tmp_path / "results" / f"{RUN}.h5")
 
 
+@pytest.mark.slow  # several watch updates: 1 s
 def test_a_rewritten_file_is_recomputed_and_a_touched_one_is_not(tmp_path, counted):
     data = tmp_path / "data"
     data.mkdir()
@@ -395,6 +396,7 @@ def test_a_rewritten_file_is_recomputed_and_a_touched_one_is_not(tmp_path, count
     assert_same_store(full_recompute(watcher, tmp_path), store)
 
 
+@pytest.mark.slow  # several watch updates: 1 s
 def test_a_settings_change_recomputes_everything(tmp_path, counted):
     data = tmp_path / "data"
     data.mkdir()
@@ -478,6 +480,7 @@ def phases_result(ctx, table, series):
                               "transitions/highest_GPa": np.array([np.nanmax(series)])})
 
 
+@pytest.mark.slow  # several watch updates, twice: 2.5 s
 @pytest.mark.parametrize("resumable", [True, False])
 def test_a_sequential_stage_resumes_after_appended_points(tmp_path, monkeypatch, resumable):
     calls: list = []
