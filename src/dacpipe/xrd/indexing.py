@@ -406,8 +406,7 @@ def _summarise(fit: FitResult, candidates: dict[str, Phase], settings: IndexingS
         out.scale = float(fit.scales[k])
         out.eta = phase_state.eta
         # Width at the phase's strongest line in range, for its crystallite size.
-        q_l = phase_state.q_lines()
-        area = phase_state.base / q_l**2
+        q_l, area = phase_state.line_areas()
         inside = (q_l >= fit.pattern.q[0]) & (q_l <= fit.pattern.q[-1])
         q_strong = float(q_l[inside][np.argmax(area[inside])]) if inside.any() else fit.pattern.q_ref
         lever = q_strong - fit.pattern.q_ref
@@ -459,9 +458,13 @@ def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings, t
     resid = resid - gaussian_filter1d(resid, UNEXPLAINED_HIGH_PASS_FWHM * width / dq / 2.3548, mode="nearest")
     q_u, snr = residual_peaks(pattern.q, resid, pattern.sigma, width, settings.min_snr)
     keep = []
-    # The lines of a phase below the detection limit (its stronger tenth) explain what they cover.
-    trace_lines = [(t.q_lines()[t.base / t.q_lines()**2 >= 0.1 * np.max(t.base / t.q_lines()**2)], t.w0)
-                   for t in traces if len(t.base)]
+    # The lines of a phase below the detection limit (those above a tenth of its
+    # strongest) explain what they cover.
+    trace_lines = []
+    for t in traces:
+        q_l, area = t.line_areas()
+        if len(area):
+            trace_lines.append((q_l[area >= 0.1 * area.max()], t.w0))
     for i, q in enumerate(q_u):
         if q < q_min or any(np.any(np.abs(lines - q) < w) for lines, w in trace_lines):
             continue

@@ -102,6 +102,12 @@ class PhaseState:
     def q_lines(self) -> np.ndarray:
         return 2.0 * np.pi * np.sqrt(np.clip(self.design @ self.rcell.p, 1e-12, None))
 
+    def line_areas(self) -> tuple[np.ndarray, np.ndarray]:
+        """q of each line and its relative area in q at unit scale, m |F|^2 / q^2
+        (the powder Lorentz factor; see :func:`phase_column`)."""
+        q_l = self.q_lines()
+        return q_l, self.base / q_l**2
+
 
 @dataclass(frozen=True, eq=False)
 class Pattern:
