@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.units import HC_EV_NM, NM_CM1
 
 MIN_POINTS = 10
 X_UNITS = ("nm", "raman_shift_cm-1", "cm-1")
@@ -64,12 +65,17 @@ class Spectrum:
         ``"nm"`` or ``"cm-1"`` (Raman shift).
     source : str
         The path read, plus the SPE rows/columns summed (``" rows 11-24"``).
+    notes : tuple of str
+        What was done to the file's axis that a user should know (an axis
+        the header declares in micrometres, eV or wavenumbers, converted
+        to nm); empty when it was read as written.
     """
 
     x: np.ndarray
     y: np.ndarray
     x_unit: str
     source: str
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,6 +181,7 @@ def read_spectrum(path, *, x_unit: str = "nm", laser_nm: float | None = None,
     if x_unit not in X_UNITS:
         raise ValueError(f"x_unit must be one of {X_UNITS}, got {x_unit!r}")
     path = Path(path)
+    notes: tuple[str, ...] = ()
     try:
         if path.suffix.lower() == ".spe" or _looks_like_spe(_read_bytes(path, _SPE_HEADER_BYTES)):
             x, y, labels, source = _spectrum_from_spe(path, rows, columns)
@@ -187,8 +194,11 @@ def read_spectrum(path, *, x_unit: str = "nm", laser_nm: float | None = None,
             if _looks_like_jcamp(path):
                 x, y, labels, declared, _ = _read_jcamp(path)
                 x = _jcamp_axis_as(x, declared, "nm" if x_unit == "nm" else "cm-1")
+                if declared == "um" and x_unit == "nm":
+                    notes = ("x axis in micrometres (##XUNITS), converted to nm",)
             else:
-                x, y, labels = _read_text(path)
+                x, y, labels, header = _read_text(path, with_header=True)
+                x, y, labels, notes = _header_axis_as(x, y, labels, _header_x_unit(header), x_unit)
             source = str(path)
             _validate(x, y, "wavelength" if x_unit == "nm" else "Raman shift", labels)
             if x_unit == "raman_shift_cm-1":
@@ -197,7 +207,7 @@ def read_spectrum(path, *, x_unit: str = "nm", laser_nm: float | None = None,
     except InputError as err:
         raise err.with_path(path) from None
     out_unit = "cm-1" if x_unit == "cm-1" else "nm"
-    return Spectrum(_frozen(x), _frozen(y), out_unit, source)
+    return Spectrum(_frozen(x), _frozen(y), out_unit, source, notes)
 
 
 def _needs_laser(laser_nm, x_unit: str) -> float:
@@ -254,8 +264,10 @@ def _file_size(path: Path) -> int:
 
 # ---------------------------------------------------------------- text files
 
-def _read_text(path: Path):
-    """x, y and line labels from an Ocean Optics or plain-text file."""
+def _read_text(path: Path, with_header: bool = False):
+    """x, y and line labels from an Ocean Optics or plain-text file (and,
+    with ``with_header``, the last header line above a plain table: its
+    column names, or "")."""
     if _file_size(path) > MAX_TEXT_BYTES:
         raise InputError(f"file is larger than {MAX_TEXT_BYTES // 2**20} MiB, not a text spectrum")
     text = _decode(_read_bytes(path))
@@ -265,9 +277,66 @@ def _read_text(path: Path):
     begin = next((i for i, line in enumerate(lines)
                   if ">>>>>Begin" in line and "Data<<<<<" in line), None)
     if begin is None:
-        return _parse_table(lines, 0, header_allowed=True)
-    end = next((i for i in range(begin + 1, len(lines)) if ">>>>>End" in lines[i]), len(lines))
-    return _parse_table(lines[begin + 1:end], begin + 1, header_allowed=False)
+        table = _parse_table(lines, 0, header_allowed=True)
+        # Data lines are labelled "line N"; the header is what comes before the first.
+        first = int(table[2][0].split()[-1]) - 1
+        header = next((line for line in reversed(lines[:first]) if line.strip()), "")
+    else:
+        end = next((i for i in range(begin + 1, len(lines)) if ">>>>>End" in lines[i]), len(lines))
+        table, header = _parse_table(lines[begin + 1:end], begin + 1, header_allowed=False), ""
+    return (*table, header) if with_header else table
+
+
+# Units a column name declares, as spectrometer software and people write them.
+_HEADER_UNITS = (
+    ("raman_shift_cm-1", re.compile(r"raman|shift", re.IGNORECASE)),
+    ("cm-1", re.compile(r"cm-1|cm\^-1|cm\^\{-1\}|cm⁻¹|1/cm|wave ?numbers?", re.IGNORECASE)),
+    ("um", re.compile(r"(?<![a-z])(um|µm|μm|microns?|micromet(er|re)s?)(?![a-z])", re.IGNORECASE)),
+    ("eV", re.compile(r"(?<![a-z])(ev|electron ?volts?)(?![a-z])", re.IGNORECASE)),
+    ("nm", re.compile(r"(?<![a-z])(nm|nanomet(er|re)s?)(?![a-z])", re.IGNORECASE)),
+)
+
+
+def _header_x_unit(header: str) -> str | None:
+    """The unit the first column's name declares (``"nm"``, ``"um"``, ``"eV"``,
+    ``"cm-1"`` for absolute wavenumbers, ``"raman_shift_cm-1"``), or None."""
+    fields = [f for f in re.split(r"[\t,;]", header) if f.strip()]
+    if not fields:
+        return None
+    name = fields[0] if len(fields) > 1 else header
+    if len(fields) == 1:  # whitespace-separated names: the first word or bracketed group
+        name = re.split(r"\s+(?![(\[])", header.strip(), maxsplit=1)[0]
+    found = [unit for unit, pattern in _HEADER_UNITS if pattern.search(name)]
+    if "cm-1" in found:
+        return "raman_shift_cm-1" if "raman_shift_cm-1" in found else "cm-1"
+    return next((u for u in found if u not in ("raman_shift_cm-1", "cm-1")), None)
+
+
+def _header_axis_as(x, y, labels, declared: str | None, wanted: str):
+    """A text file's axis in the unit the caller reads it in, when its header
+    declares another: micrometres, eV and absolute wavenumbers become nm with a
+    note; a declared unit that cannot be converted without a guess is refused."""
+    if declared is None or wanted != "nm" and declared in ("raman_shift_cm-1", "cm-1"):
+        return x, y, labels, ()
+    if wanted == "nm":
+        if declared == "nm":
+            return x, y, labels, ()
+        if declared == "um":
+            return x * 1000.0, y, labels, ("x axis in micrometres (header), converted to nm",)
+        if declared in ("eV", "cm-1") and np.all(x > 0):
+            # E = hc / lambda and lambda = 1e7 / wavenumber reverse the order;
+            # an energy column exported from a wavelength scan descends already.
+            nm = (HC_EV_NM if declared == "eV" else NM_CM1) / x
+            name = "eV" if declared == "eV" else "wavenumbers (cm-1)"
+            note = (f"x axis in {name} (header), converted to nm",)
+            if nm[0] > nm[-1]:
+                return nm[::-1], y[::-1], labels[::-1], note
+            return nm, y, labels, note
+        if declared == "raman_shift_cm-1":
+            raise InputError("the header says the x axis is a Raman shift (cm-1); "
+                             "set pressure.spectrum.x_unit: raman_shift_cm-1 and laser_nm")
+    raise InputError(f"the header says the x axis is in {declared}, not the {wanted} asked for "
+                     "(pressure.spectrum.x_unit)")
 
 
 def _decode(raw: bytes) -> str:

@@ -10,9 +10,11 @@ branch in every function.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
+from .checks import check_ruby_splitting, check_single_line_not_ruby
 from .diamond import diamond_edge
 from .fluorescence import fit_ruby, fit_single_line
 
@@ -40,6 +42,22 @@ class Gauge:
     thermal_shift : bool
         Whether the line moves enough with temperature to correct it
         (:func:`dacpipe.pressure.scales.temperature_corrected_position`).
+    max_GPa : float
+        Highest pressure the gauge is read at in practice: with -2 GPa, it
+        bounds the window where its lines can be (:func:`dacpipe.pressure.checks.check_axis`).
+    temperature_range_K : (float, float)
+        Where its temperature behaviour was measured; outside, a warning.
+    max_temperature_K : float
+        Above this no reading is given (NaN with the reason).
+    temperature_reference : str
+        The papers behind the two above.
+    lines : callable or None
+        ``lines(fit) -> [(centre, fwhm), ...]``: the fitted lines whose
+        misfit is checked (:func:`dacpipe.pressure.checks.check_misfit`);
+        None for a gauge that fits no lines.
+    signature : callable or None
+        ``signature(x, y, fit)`` raises InputError when the spectrum is not
+        this gauge's (another gauge's spectrum read with this one).
     """
 
     name: str
@@ -50,6 +68,12 @@ class Gauge:
     position: tuple[str, str]
     fields: dict[str, str]
     thermal_shift: bool
+    max_GPa: float
+    temperature_range_K: tuple[float, float]
+    max_temperature_K: float
+    temperature_reference: str
+    lines: Callable | None = None
+    signature: Callable | None = None
 
 
 GAUGES: dict[str, Gauge] = {g.name: g for g in (
@@ -59,7 +83,15 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
            "R1_fwhm_nm": "r1_fwhm_nm", "R2_fwhm_nm": "r2_fwhm_nm", "R1_amplitude": "r1_amplitude",
            "R2_amplitude": "r2_amplitude", "eta": "eta", "reduced_chi2": "reduced_chi2",
            "r_squared": "r_squared", "n_spikes": "n_spikes"},
-          thermal_shift=True),
+          thermal_shift=True,
+          # Ruby is read to ~200 GPa at best (its lines fade into the anvils'
+          # fluorescence above ~150 GPa). The thermal shift was measured over
+          # 150-400 K by Vos & Schouten (1991) and to 900 K by Datchi et al.
+          # (2007), above which the R lines broaden into one weak band.
+          max_GPa=200.0, temperature_range_K=(150.0, 900.0), max_temperature_K=900.0,
+          temperature_reference="Vos & Schouten 1991, Datchi et al. 2007",
+          lines=lambda f: [(f.r1_nm, f.r1_fwhm_nm), (f.r2_nm, f.r2_fwhm_nm)],
+          signature=lambda x, y, f: check_ruby_splitting(f)),
     # The Sm:SrB4O7 0-0 line moves by about -1e-4 nm/K (Datchi et al. 1997),
     # below any fit error over a few hundred kelvin.
     Gauge("sm-srb4o7", "datchi1997", "lambda0_nm", "nm",
@@ -67,11 +99,21 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
           {"line_nm": "center_nm", "line_err_nm": "center_err_nm", "line_fwhm_nm": "fwhm_nm",
            "amplitude": "amplitude", "reduced_chi2": "reduced_chi2", "r_squared": "r_squared",
            "n_spikes": "n_spikes"},
-          thermal_shift=False),
+          thermal_shift=False,
+          # Calibrated to 124 GPa; its temperature dependence measured to
+          # 900 K (Datchi et al. 1997).
+          max_GPa=200.0, temperature_range_K=(0.0, 900.0), max_temperature_K=900.0,
+          temperature_reference="Datchi et al. 1997",
+          lines=lambda f: [(f.center_nm, f.fwhm_nm)], signature=check_single_line_not_ruby),
     # The diamond edge scale is a 300 K scale.
     Gauge("diamond-raman", "akahama2006", "nu0_cm1", "cm-1", lambda x, y, profile: diamond_edge(x, y),
           ("edge_cm1", "edge_err_cm1"), {"edge_cm1": "edge_cm1", "edge_err_cm1": "edge_err_cm1"},
-          thermal_shift=False),
+          thermal_shift=False,
+          # Akahama & Kawamura calibrated the edge at room temperature and
+          # to 410 GPa; it is not corrected for temperature, so a reading
+          # away from room temperature is flagged.
+          max_GPa=500.0, temperature_range_K=(273.0, 323.0), max_temperature_K=math.inf,
+          temperature_reference="Akahama & Kawamura 2006, at room temperature"),
 )}
 
 

@@ -47,6 +47,10 @@ class PressureScale:
         uncertainties of the coefficients (first-order propagation), or None
         where the paper publishes none: the scale term is then NaN rather
         than a made-up number.
+    valid_to_GPa : float
+        Highest pressure of the data the scale was calibrated on; beyond it
+        the formula is extrapolated (the pressure stage says so in the
+        point's status).
     """
 
     name: str
@@ -57,6 +61,7 @@ class PressureScale:
     pressure: Callable[[Array, float], Array]
     position: Callable[[Array, float], Array]
     coefficient_sigma: Callable[[Array, float], Array] | None = None
+    valid_to_GPa: float = math.inf
 
     def pressure_GPa(self, x: Array, x0: float | None = None) -> Array:
         """Pressure for a line at ``x`` (ambient position ``x0``)."""
@@ -183,42 +188,45 @@ def _akahama2006():
 
 
 def _scales() -> dict[str, PressureScale]:
+    # valid_to_GPa: the top of each paper's calibration data (Piermarini: 19.5
+    # GPa; Mao 1986: 80 GPa in argon; Mao 1978: 100 GPa; Dewaele 2008 and
+    # Ruby2020: 150 GPa; Datchi 1997: 124 GPa; Akahama & Kawamura 2006: 410 GPa).
     ruby0 = 694.24
     table = [
         PressureScale(
             "piermarini1975", "ruby", "P = 2.740(16) GPa/nm * (R1 - R1_0)",
             "Piermarini, Block, Barnett & Forman, J. Appl. Phys. 46, 2774 (1975): "
             "dR1/dP = 0.365 nm/GPa, linear to 19.5 GPa",
-            ruby0, *_linear(1.0 / 0.365, 0.016)),
+            ruby0, *_linear(1.0 / 0.365, 0.016), valid_to_GPa=19.5),
         PressureScale(
             "mao1986-hydrostatic", "ruby", "P = (A/B)[(R1/R1_0)^B - 1], A = 1904 GPa, B = 7.665",
             "Mao, Xu & Bell, J. Geophys. Res. 91, 4673 (1986), quasi-hydrostatic (argon medium)",
-            ruby0, *_mao_type(1904.0, 7.665)),
+            ruby0, *_mao_type(1904.0, 7.665), valid_to_GPa=80.0),
         PressureScale(
             "mao1986-nonhydrostatic", "ruby", "P = (A/B)[(R1/R1_0)^B - 1], A = 1904 GPa, B = 5",
             "Mao, Bell, Shaner & Steinberg, J. Appl. Phys. 49, 3276 (1978), the B = 5 "
             "non-hydrostatic form quoted with Mao, Xu & Bell (1986)",
-            ruby0, *_mao_type(1904.0, 5.0)),
+            ruby0, *_mao_type(1904.0, 5.0), valid_to_GPa=100.0),
         PressureScale(
             "dewaele2008", "ruby", "P = (A/B)[(R1/R1_0)^B - 1], A = 1920 GPa, B = 9.61",
             "Dewaele, Torrent, Loubeyre & Mezouar, Phys. Rev. B 78, 104102 (2008)",
-            ruby0, *_mao_type(1920.0, 9.61)),
+            ruby0, *_mao_type(1920.0, 9.61), valid_to_GPa=150.0),
         PressureScale(
             "shen2020", "ruby", "P = A d (1 + B d), d = (R1 - R1_0)/R1_0, A = 1870(10) GPa, B = 5.63(3)",
             "Shen et al. (IPPS task group), High Press. Res. 40, 299 (2020), Ruby2020",
-            ruby0, *_quadratic_in_relative_shift(1870.0, 5.63, 10.0, 0.03)),
+            ruby0, *_quadratic_in_relative_shift(1870.0, 5.63, 10.0, 0.03), valid_to_GPa=150.0),
         PressureScale(
             "datchi1997", "sm-srb4o7",
             "P = A dl (1 + B dl)/(1 + C dl), dl = l - l0, A = 4.032 GPa/nm, B = 9.29e-3 /nm, C = 2.32e-2 /nm",
             "Datchi, LeToullec, Loubeyre, LeGodec & Besson, J. Appl. Phys. 81, 3333 (1997), "
             "Sm:SrB4O7 7D0-5F0 line",
-            685.41, *_datchi1997()),
+            685.41, *_datchi1997(), valid_to_GPa=124.0),
         PressureScale(
             "akahama2006", "diamond-raman",
             "P = K0 d [1 + (K0' - 1) d / 2], d = (nu - nu0)/nu0, K0 = 547(11) GPa, K0' = 3.75(20)",
             "Akahama & Kawamura, J. Appl. Phys. 100, 043516 (2006), high-frequency edge "
             "of the first-order Raman band of the diamond anvil tip",
-            1334.0, *_akahama2006()),
+            1334.0, *_akahama2006(), valid_to_GPa=410.0),
     ]
     return {s.name: s for s in table}
 

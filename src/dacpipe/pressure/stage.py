@@ -27,8 +27,10 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
+from ..io.refs import file_record
 from ..io.sheet import Sheet
 from ..io.spectra import nm_to_raman_shift, read_spectrum
+from .checks import check_axis, check_misfit, check_pressure, check_temperature, plausible_positions
 from .gauges import Gauge, get_gauge
 from .scales import PressureScale, get_scale, temperature_corrected_position
 
@@ -70,6 +72,7 @@ class GaugeReading:
     pressure_GPa: float
     fit_err_GPa: float         # from the position's standard error
     scale_err_GPa: float       # from the scale's coefficients (NaN if unpublished)
+    warnings: tuple[str, ...] = ()  # doubts about the number (dacpipe.pressure.checks)
 
 
 def read_gauge_spectrum(path: str, settings: GaugeSettings):
@@ -82,27 +85,40 @@ def read_gauge_spectrum(path: str, settings: GaugeSettings):
         spec = read_spectrum(path, x_unit="nm", rows=settings.rows, columns=settings.columns)
         # Shift decreases as wavelength decreases; the fits want increasing x.
         shift = nm_to_raman_shift(spec.x, settings.laser_nm)
-        return type(spec)(x=shift, y=spec.y, x_unit="cm-1", source=spec.source)
+        return type(spec)(x=shift, y=spec.y, x_unit="cm-1", source=spec.source, notes=spec.notes)
     return read_spectrum(path, x_unit=settings.x_unit, laser_nm=settings.laser_nm,
                          rows=settings.rows, columns=settings.columns)
 
 
 def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeSettings) -> GaugeReading:
-    """Fit one gauge spectrum and convert it to pressure (arrays in, no I/O)."""
-    fit = settings.gauge.fit(x, y, settings.profile)
-    pos_name, err_name = settings.gauge.position
+    """Fit one gauge spectrum and convert it to pressure (arrays in, no I/O).
+
+    Raises InputError when the reading would be impossible (an axis that
+    misses the gauge's lines, a temperature beyond the gauge, another
+    gauge's spectrum, a pressure below -2 GPa, no finite error); doubts go
+    to ``warnings`` (:mod:`dacpipe.pressure.checks`).
+    """
+    gauge, scale = settings.gauge, settings.scale
+    unit = "cm-1" if gauge.axis == "cm-1" else "nm"
+    check_axis(x, plausible_positions(scale, settings.x0, gauge.max_GPa), unit, gauge.name)
+    warnings = [check_temperature(temperature_K, gauge)]
+    fit = gauge.fit(x, y, settings.profile)
+    if gauge.signature is not None:
+        gauge.signature(x, y, fit)
+    pos_name, err_name = gauge.position
     raw, raw_err = getattr(fit, pos_name), getattr(fit, err_name)
-    if not math.isfinite(temperature_K):
-        raise InputError("no valid temperature for the temperature correction")
-    method = settings.temperature_correction if settings.gauge.thermal_shift else "none"
+    method = settings.temperature_correction if gauge.thermal_shift else "none"
     position = float(temperature_corrected_position(raw, temperature_K, settings.reference_temperature_K, method))
-    scale = settings.scale
-    return GaugeReading(
-        fit=fit, position=position,
-        pressure_GPa=float(scale.pressure_GPa(position, settings.x0)),
-        fit_err_GPa=float(abs(scale.slope_GPa_per_unit(position, settings.x0)) * raw_err),
-        scale_err_GPa=float(scale.scale_sigma_GPa(position, settings.x0)),
-    )
+    pressure = float(scale.pressure_GPa(position, settings.x0))
+    warnings.append(check_pressure(pressure, raw, scale, unit))
+    fit_err = float(abs(scale.slope_GPa_per_unit(position, settings.x0)) * raw_err)
+    if not math.isfinite(fit_err):
+        raise InputError(f"no finite error for the line at {raw:.2f} {unit}")
+    if gauge.lines is not None:
+        warnings.append(check_misfit(x, y, fit, gauge.lines(fit), "R1" if gauge.name == "ruby" else "line"))
+    return GaugeReading(fit=fit, position=position, pressure_GPa=pressure, fit_err_GPa=fit_err,
+                        scale_err_GPa=float(scale.scale_sigma_GPa(position, settings.x0)),
+                        warnings=tuple(w for w in warnings if w))
 
 
 @dataclass(frozen=True)
@@ -135,14 +151,41 @@ def combine(readings: Sequence[GaugeReading]) -> PointPressure:
     return PointPressure(float(p.mean()), total, fit_err, scale_err, drift, drift_err)
 
 
+def point_pressure(readings: Sequence[GaugeReading], reasons: Sequence[str],
+                   warnings: Sequence[str] = ()) -> tuple[PointPressure, str]:
+    """A point's pressure and status from its readings: the one place that
+    holds the rule that a NaN pressure has NaN errors and is never "ok".
+
+    ``reasons`` are the spectra skipped, ``warnings`` the doubts about the
+    numbers kept; both go into the status.
+    """
+    result = combine(readings)
+    reasons = list(reasons)
+    if not math.isfinite(result.pressure_GPa):
+        result = PointPressure(*(math.nan,) * 6)
+        if not reasons:
+            reasons.append("pressure: no gauge spectrum gave a pressure")
+    return result, "; ".join([*reasons, *warnings]) or "ok"
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two references name the same content (same path, or same SHA-256)."""
+    if a == b:
+        return True
+    ra, rb = file_record(a), file_record(b)
+    return bool(ra.sha256) and ra.sha256 == rb.sha256
+
+
 def _sheet_pressure(sheet: Sheet) -> StageResult:
     """``gauge: sheet``: pressures typed by hand, carried over with their errors."""
     status = ["ok" if math.isfinite(p.pressure_GPa) else "pressure: no pressure_GPa in the sheet"
               for p in sheet.points]
+    pressure = np.array([p.pressure_GPa for p in sheet.points])
+    # An error typed beside no pressure is no error of anything.
+    error = np.where(np.isfinite(pressure), [p.pressure_err_GPa for p in sheet.points], np.nan)
     return StageResult(
         stage="pressure", point_ids=sheet.point_ids, attrs={"gauge": "sheet"}, status=status,
-        datasets={"pressure_GPa": np.array([p.pressure_GPa for p in sheet.points]),
-                  "pressure_err_GPa": np.array([p.pressure_err_GPa for p in sheet.points])},
+        datasets={"pressure_GPa": pressure, "pressure_err_GPa": error},
         inputs=[str(sheet.path)])
 
 
@@ -183,13 +226,24 @@ def run(ctx: StageContext) -> StageResult:
     windows = {side: [None] * n for side in side_status}
 
     for i, point in enumerate(sheet.points):
-        readings, reasons = [], []
+        readings, reasons, warnings = [], [], []
+        twin = [point.files.get(c) for c in ("ruby_before", "ruby_after")]
+        repeated = None not in twin and same_file(*twin)
+        if repeated:
+            # One spectrum named twice is one measurement: no drift, and its
+            # fit error is not divided by sqrt(2).
+            message = f"pressure: ruby_before and ruby_after are the same file ({twin[1]}): one measurement, no drift"
+            warnings.append(message)
+            ctx.warn_point(point.point, message)
         for column in columns:
             side = sides[column]
             path = point.files.get(column)
             if path is None:
                 continue
             inputs.append(path)
+            if repeated and column == "ruby_after":
+                side_status[side][i] = "same file as ruby_before"
+                continue
             try:
                 spectrum = read_gauge_spectrum(path, settings)
                 reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
@@ -200,7 +254,11 @@ def run(ctx: StageContext) -> StageResult:
                 ctx.warn_point(point.point, str(err))
                 continue
             readings.append(reading)
-            side_status[side][i] = "ok"
+            doubts = [*spectrum.notes, *reading.warnings]
+            side_status[side][i] = "; ".join(doubts) or "ok"
+            for doubt in doubts:
+                warnings.append(f"{column} warning: {path}: {doubt}")
+                ctx.warn_point(point.point, f"{path}: {doubt}")
             for name, attr in fields.items():
                 table[f"{side}/{name}"][i] = getattr(reading.fit, attr)
             table[f"{side}/pressure_GPa"][i] = reading.pressure_GPa
@@ -210,11 +268,11 @@ def run(ctx: StageContext) -> StageResult:
                 windows[side][i] = (spectrum.x[inside], spectrum.y[inside], reading.fit.evaluate(spectrum.x[inside]))
         if not readings and not reasons:
             reasons.append("pressure: no gauge spectrum for this point")
-        result = combine(readings)
+        result, point_status = point_pressure(readings, reasons, warnings)
         for name, value in zip(combined, (result.pressure_GPa, result.pressure_err_GPa, result.fit_err_GPa,
                                           result.scale_err_GPa, result.drift_GPa, result.drift_err_GPa)):
             combined[name][i] = value
-        status.append("; ".join(reasons) if reasons else "ok")
+        status.append(point_status)
         ctx.progress(i + 1, n)
 
     datasets = {**combined, **table}
