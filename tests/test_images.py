@@ -565,12 +565,14 @@ LAMBDA_DATASET = "/entry/instrument/detector/data"
 def test_real_lambda_frames(real_data, module):
     path = real_data / "dioptas" / "lambda" / f"testasapo1_1009_00002_{module}_part00000.nxs"
     assert frame_count(f"{path}::{LAMBDA_DATASET}") == 10
-    first = read_image(f"{path}::{LAMBDA_DATASET}@0", expected_shape=(516, 1554))
-    last = read_image(f"{path}@9")  # dataset found: flatfield and pixel_mask are not images
-    assert first.shape == last.shape == (516, 1554)
-    assert first.max() > 0
+    first = read_image(f"{path}::{LAMBDA_DATASET}@0", expected_shape=(516, 1554))  # one module alone
+    last = read_image(f"{path}@9")  # without a dataset: the three modules stitched (tests/test_beamline_files.py)
+    assert first.shape == (516, 1554) and last.shape == (1833, 1556)
+    assert np.nanmax(first) > 0
     with pytest.raises(InputError, match="has 10 frames; name one"):
         read_image(str(path))
+    with pytest.raises(InputError, match="has 10 frames; name one"):
+        read_image(f"{path}::{LAMBDA_DATASET}")
     with pytest.raises(InputError, match="has 10 frames, frame 10 asked for"):
         read_image(f"{path}::{LAMBDA_DATASET}@10")
 

@@ -19,6 +19,37 @@ reader here compares what the header promises with what the file holds
 (EDF, CBF size and MD5, SPE), and every returned frame is 2D, numeric, of
 the expected shape when one is given, and has at least one finite pixel.
 
+Beamline files:
+
+* a range of frames (``"scan.h5::/entry/data/data@0:10"``, see
+  :mod:`dacpipe.io.refs`) is read frame by frame and summed in float64 (a
+  pixel invalid in any frame is invalid in the sum); ``combine="mean"``
+  divides by the number of frames;
+* Eiger/NeXus master files: the frames live in ``data_000001.h5``, ...
+  linked from ``/entry/data/data_000001``, ... (HDF5 external links, which
+  HDF5 resolves relative to the master file's folder); the links of
+  ``/entry/data`` are read as one stack, numbered across the files, when
+  the reference names ``/entry/data`` or no dataset;
+* invalid pixels: in unsigned 16- and 32-bit data the value with all bits
+  set (0xFFFF, 0xFFFFFFFF) is what Eiger writes into gaps and dead pixels
+  (and what a saturated 16-bit counter reads), never a count, so it becomes
+  NaN; so do the pixels flagged (non-zero) in the file's NeXus
+  ``pixel_mask`` (``/entry/instrument/detector/detectorSpecific/pixel_mask``
+  of an Eiger master file, ``/entry/instrument/detector/pixel_mask`` of
+  NXdetector files such as the Lambda's), when it has the frame's shape;
+* X-Spectrum Lambda multi-module files (``name_m1.nxs``, ``name_m2.nxs``,
+  ... one per module): any module's file named without a dataset path
+  stands for the whole detector (``::/entry/instrument/detector/data``
+  reads that module alone);
+  the modules are placed at their ``translation/distance`` (x, y in
+  pixels) and the result is flipped upside down, as Dioptas stitches them
+  (its ``LambdaImage``), so that the PONI files Dioptas calibrated on such
+  images apply unchanged; the gaps between modules are NaN (Dioptas fills
+  them with 0, which it integrates unless masked);
+* :func:`read_header` reads the wavelength and detector distance a frame
+  file records (Pilatus mini-CBF header, Eiger/NeXus), for a check against
+  the PONI file (:func:`dacpipe.io.poni.check_header`).
+
 A CBF frame is read from disk once: its bytes are checked (binary section
 present, size and MD5 against the MIME header) and decoded by fabio from
 memory. :func:`read_frame_file` hands those bytes to a caller that also
@@ -32,11 +63,14 @@ import bz2
 import gzip
 import hashlib
 import io
+import math
 import os
 import re
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import fabio
 import fabio.cbfimage
@@ -66,10 +100,13 @@ _DECOMPRESSORS = {".gz": gzip.decompress, ".bz2": bz2.decompress}
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
 
 
+COMBINE = ("sum", "mean")
+
+
 def read_image(reference: str | os.PathLike | FileRef,
                expected_shape: tuple[int, int] | None = None, *,
-               content: bytes | None = None) -> np.ndarray:
-    """Read one detector frame as a 2D float32 array.
+               content: bytes | None = None, combine: str = "sum") -> np.ndarray:
+    """Read one detector frame (or the sum of a range of frames) as a 2D float32 array.
 
     Parameters
     ----------
@@ -81,13 +118,18 @@ def read_image(reference: str | os.PathLike | FileRef,
         What :func:`read_frame_file` returned for the same reference (the
         file's bytes): the frame is checked and decoded from them, without
         opening the file again.
+    combine : {"sum", "mean"}
+        What a range of frames (``@0:10``) becomes: their sum (counts, whose
+        Poisson variance is the sum itself) or their mean.
 
     Returns
     -------
     ndarray
         float32, 2D, C-contiguous, a copy owned by the caller. Integer
         counts above 2**24 lose their last digits in float32, far below the
-        counting noise of such pixels.
+        counting noise of such pixels. Invalid pixels (all bits set in
+        unsigned data, flagged in the file's pixel mask, Lambda module
+        gaps) are NaN.
 
     Raises
     ------
@@ -96,16 +138,55 @@ def read_image(reference: str | os.PathLike | FileRef,
         out of range or not named in a multi-frame file; not a 2D numeric
         frame; wrong shape; no finite pixel.
     """
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, not {combine!r}")
     ref = parse_reference(reference)
-    data = _read_frame(ref, content)
     path = ref.path
-    if data.dtype.kind not in "biuf":
-        raise InputError(f"image data has type {data.dtype}, not numbers", path)
-    _check_shape(data.shape, expected_shape, "image", path)
-    image = np.array(data, dtype=np.float32, order="C")  # a copy: never a view into a file buffer
+    ranged = ref.stop is not None
+    total, count = None, 0
+    for data, bad in _frames(ref, content):
+        if data.dtype.kind not in "biuf":
+            raise InputError(f"image data has type {data.dtype}, not numbers", path)
+        _check_shape(data.shape, expected_shape, "image", path)
+        if total is not None and data.shape != total.shape:
+            raise InputError(f"frames of {ref} differ in shape ({_fmt(total.shape)}, {_fmt(data.shape)})", path)
+        # A copy (never a view into a file buffer); float64 while summing a range.
+        frame = _valid_float(data, bad, np.float64 if ranged else np.float32)
+        total = frame if total is None else np.add(total, frame, out=total)  # NaN in any frame stays NaN
+        count += 1
+    if combine == "mean" and count > 1:
+        total /= count
+    image = np.ascontiguousarray(total, dtype=np.float32)
     if not np.isfinite(image).any():
-        raise InputError("image has no finite pixel value (all NaN or infinite)", path)
+        raise InputError("image has no finite pixel value (all NaN, infinite or flagged invalid)", path)
     return image
+
+
+def invalid_value(dtype) -> int | None:
+    """The value that marks an invalid pixel in data of ``dtype``: all bits set
+    (2**bits - 1) for unsigned 16-, 32- and 64-bit integers, None otherwise.
+
+    Eiger detectors write it into module gaps and dead pixels (0xFFFFFFFF in
+    32-bit images, 0xFFFF in 16-bit ones); for a 16-bit counter it is also
+    the saturated value, which is no measurement either. Signed detectors
+    (Pilatus, Lambda) flag pixels with negative values, which the
+    integration leaves out anyway.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "u" and dtype.itemsize >= 2:
+        return int(np.iinfo(dtype).max)
+    return None
+
+
+def _valid_float(data: np.ndarray, bad: np.ndarray | None, dtype) -> np.ndarray:
+    """``data`` as floats, NaN where it holds the invalid value or ``bad`` is set."""
+    out = np.array(data, dtype=dtype, order="C")
+    marker = invalid_value(data.dtype)
+    if marker is not None:
+        out[data == marker] = np.nan
+    if bad is not None:
+        out[bad] = np.nan
+    return out
 
 
 def read_mask(path: str | os.PathLike | FileRef,
@@ -132,6 +213,8 @@ def read_mask(path: str | os.PathLike | FileRef,
         As :func:`read_image`, and for a mask of the wrong shape.
     """
     ref = parse_reference(path)
+    if ref.stop is not None:
+        raise InputError(f"a mask is one frame, not a range ({ref})", ref.path)
     if ref.dataset is None and ref.path.suffix.lower() == ".npy":
         data = _read_npy(ref)
     else:
@@ -180,26 +263,157 @@ def frame_count(reference: str | os.PathLike | FileRef) -> int:
     _check_file(ref.path)
     if _is_hdf5(ref):
         with _open_hdf5(ref.path) as h5:
-            name, dset = _find_dataset(h5, ref)
-            return _hdf5_frames(dset, name, ref.path)
+            if _lambda_module(h5, ref):
+                return len(_lambda_stacks(ref)[0][1])
+            return len(_find_stack(h5, ref))
     with _open_fabio(ref.path) as img:
         return int(img.nframes)
+
+
+# --- what a frame file says about the beam and the detector ----------------
+
+@dataclass(frozen=True)
+class BeamHeader:
+    """Wavelength and detector distance as a frame file's header records them.
+
+    Attributes
+    ----------
+    wavelength_A : float
+        NaN when the file gives none or an implausible one (Eiger files
+        hold 0 when the beamline did not set it; see
+        :data:`HEADER_WAVELENGTH_RANGE_A`).
+    distance_m : float
+        Sample to detector along the beam (to the beam centre), NaN when
+        not given.
+    source : str
+        Where the values were read ("CBF header", "NeXus /entry/...").
+    """
+
+    wavelength_A: float = math.nan
+    distance_m: float = math.nan
+    source: str = ""
+
+
+HEADER_WAVELENGTH_RANGE_A = (0.01, 100.0)  # as the PONI reader's plausible range
+_CBF_WAVELENGTH = re.compile(rb"^#\s*Wavelength\s+([-+0-9.eE]+)\s*(A|nm)?", re.M)
+_CBF_DISTANCE = re.compile(rb"^#\s*Detector_distance\s+([-+0-9.eE]+)\s*(m|mm)?", re.M)
+_NEXUS_WAVELENGTH = ("/entry/instrument/beam/incident_wavelength", "/entry/instrument/monochromator/wavelength")
+_NEXUS_DISTANCE = ("/entry/instrument/detector/detector_distance", "/entry/instrument/detector/distance")
+_LENGTH_TO_A = {"a": 1.0, "angstrom": 1.0, "angstroms": 1.0, "\u00e5": 1.0, "nm": 10.0, "m": 1e10}
+_LENGTH_TO_M = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "cm": 1e-2}
+
+
+def read_header(reference: str | os.PathLike | FileRef, content: bytes | None = None) -> BeamHeader:
+    """The wavelength and detector distance a frame file records, NaN where it
+    records none.
+
+    Read from the Pilatus mini-CBF header (``# Wavelength 0.4066 A``,
+    ``# Detector_distance 0.20000 m``) and from Eiger/NeXus files
+    (``/entry/instrument/beam/incident_wavelength``, in angstrom unless its
+    ``@units`` say otherwise; ``/entry/instrument/detector/detector_distance``,
+    in metres unless ``@units``). Other formats give NaN. ``content``: the
+    file's bytes, when :func:`read_frame_file` took them (a CBF is read once).
+
+    Raises
+    ------
+    InputError
+        The file cannot be read.
+    """
+    ref = parse_reference(reference)
+    path = ref.path
+    if content is None and _cbf_by_name(path):
+        _check_file(path)
+        content = _read_bytes(path)
+    if content is not None and not _has_hdf5_signature(content):
+        cbf = _cbf_content(path, content)
+        return _cbf_header(cbf) if cbf is not None else BeamHeader()
+    _check_file(path)
+    if not _is_hdf5(ref):
+        return BeamHeader()
+    with _open_hdf5(path) as h5:
+        wavelength = _nexus_length(h5, _NEXUS_WAVELENGTH, _LENGTH_TO_A, "angstrom")
+        distance = _nexus_length(h5, _NEXUS_DISTANCE, _LENGTH_TO_M, "m")
+    names = [n for (n, v) in (wavelength, distance) if n]
+    return BeamHeader(_plausible_wavelength(wavelength[1]), _positive_or_nan(distance[1]),
+                      "NeXus " + ", ".join(names) if names else "")
+
+
+def _cbf_header(content: bytes) -> BeamHeader:
+    end = content.find(fabio.cbfimage.CbfImage.STARTER)
+    head = content[:end if end >= 0 else len(content)]
+    wavelength = distance = math.nan
+    match = _CBF_WAVELENGTH.search(head)
+    if match:
+        wavelength = _float(match[1]) * (10.0 if match[2] == b"nm" else 1.0)
+    match = _CBF_DISTANCE.search(head)
+    if match:
+        distance = _float(match[1]) * (1e-3 if match[2] == b"mm" else 1.0)
+    found = not (math.isnan(wavelength) and math.isnan(distance))
+    return BeamHeader(_plausible_wavelength(wavelength), _positive_or_nan(distance), "CBF header" if found else "")
+
+
+def _nexus_length(h5: h5py.File, names, factors: dict, default_unit: str) -> tuple[str, float]:
+    for name in names:
+        try:
+            obj = h5.get(name)
+            if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "iuf" or obj.size != 1:
+                continue
+            value = float(np.asarray(obj[()]).reshape(-1)[0])
+            unit = (_attr_text(obj.attrs.get("units")) or default_unit).strip().lower()
+        except Exception:
+            continue
+        if unit in factors:
+            return name, value * factors[unit]
+    return "", math.nan
+
+
+def _float(text: bytes) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _plausible_wavelength(value_A: float) -> float:
+    low, high = HEADER_WAVELENGTH_RANGE_A
+    return value_A if math.isfinite(value_A) and low <= value_A <= high else math.nan
+
+
+def _positive_or_nan(value: float) -> float:
+    return value if math.isfinite(value) and value > 0 else math.nan
 
 
 # --- reading -------------------------------------------------------------
 
 def _read_frame(ref: FileRef, raw: bytes | None = None) -> np.ndarray:
-    """The frame ``ref`` names, in the file's own dtype, squeezed to 2D;
-    ``raw``: the file's bytes, when the caller has read them."""
+    """The one frame ``ref`` names, in the file's own dtype, squeezed to 2D
+    (a mask, a calibration frame: no invalid-pixel handling)."""
+    data, _ = next(_frames(ref, raw))
+    return data
+
+
+def _frames(ref: FileRef, raw: bytes | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """Each frame ``ref`` names (one, or each of a range), in the file's own
+    dtype, squeezed to 2D, with the file's bad-pixel mask (True = bad) or
+    None; ``raw``: the file's bytes, when the caller has read them."""
     _check_file(ref.path)
     if raw is not None and not _has_hdf5_signature(raw):
         if ref.dataset is not None:
             raise InputError(f"not an HDF5 file, but an HDF5 dataset ({ref.dataset}) was asked for", ref.path)
-        data = _read_fabio(ref, raw)
+        if ref.stop is not None:
+            raise InputError(f"CBF file has 1 frames, frames {ref.frame}:{ref.stop} asked for", ref.path)
+        yield _checked_2d(_read_fabio(ref, raw), ref), None
     elif _is_hdf5(ref):
-        data = _read_hdf5(ref)
+        for data, bad in _read_hdf5(ref):
+            yield _checked_2d(data, ref), bad
+    elif ref.stop is None:
+        yield _checked_2d(_read_fabio(ref), ref), None
     else:
-        data = _read_fabio(ref)
+        for index in ref.frames:
+            yield _checked_2d(_read_fabio(ref.single(index), range_of=ref), ref), None
+
+
+def _checked_2d(data, ref: FileRef) -> np.ndarray:
     if data is None:
         raise InputError("no data in file", ref.path)
     data = np.asarray(data)
@@ -369,13 +583,18 @@ def _read_cbf(ref: FileRef, content: bytes) -> np.ndarray:
     return img.data
 
 
-def _read_fabio(ref: FileRef, raw: bytes | None = None) -> np.ndarray:
+def _read_fabio(ref: FileRef, raw: bytes | None = None, range_of: FileRef | None = None) -> np.ndarray:
+    """One frame; ``range_of``: the range ``ref`` is a frame of, checked against the file's frames."""
     path = ref.path
     content = _cbf_content(path, raw)
     if content is not None:
+        if range_of is not None:
+            raise InputError(f"CBF file has 1 frames, frames {range_of.frame}:{range_of.stop} asked for", path)
         return _read_cbf(ref, content)
     with _fabio_open(path) as img:
         nframes = int(img.nframes)
+        if range_of is not None:
+            _choose_frames(nframes, range_of, f"{_kind(img)} file has {nframes} frames")
         index = _choose_frame(nframes, ref, f"{_kind(img)} file has {nframes} frames")
         try:
             with warnings.catch_warnings():
@@ -476,21 +695,79 @@ def _open_hdf5(path: Path) -> h5py.File:
         raise InputError(f"truncated or damaged HDF5 file (h5py: {_describe(exc)})", path) from None
 
 
-def _read_hdf5(ref: FileRef) -> np.ndarray:
+class _Stack:
+    """The frames of one HDF5 dataset, or of an Eiger master file's linked
+    data files (``/entry/data/data_000001``, ...) numbered across them."""
+
+    def __init__(self, name: str, parts: list[h5py.Dataset], path: Path):
+        self.name, self.parts, self.path = name, parts, path
+        self.counts = [_hdf5_frames(d, d.name, path) for d in parts]
+        shapes = {tuple(d.shape[-2:]) for d in parts}
+        if len(shapes) > 1:
+            raise InputError(f"the data files of {name} hold frames of different shapes", path)
+        dtypes = {d.dtype for d in parts}
+        self.dtype = parts[0].dtype if len(dtypes) == 1 else np.result_type(*dtypes)
+        self.frame_shape = tuple(parts[0].shape[-2:])
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def frame(self, index: int) -> np.ndarray:
+        for dset, count in zip(self.parts, self.counts):
+            if index < count:
+                try:
+                    return dset[index] if dset.ndim == 3 else dset[()]
+                except Exception as exc:  # missing compression filter, truncated chunk
+                    raise InputError(f"cannot read HDF5 dataset {dset.name} (h5py: {_describe(exc)})",
+                                     self.path) from None
+            index -= count
+        raise IndexError(index)  # _choose_frame checked the index
+
+
+def _read_hdf5(ref: FileRef) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     path = ref.path
     with _open_hdf5(path) as h5:
-        name, dset = _find_dataset(h5, ref)
-        nframes = _hdf5_frames(dset, name, path)
-        if dset.dtype.kind not in "biuf":
-            raise InputError(f"HDF5 dataset {name} has type {dset.dtype}, not numbers", path)
-        index = _choose_frame(nframes, ref, f"HDF5 dataset {name} has {nframes} frames", name)
-        frame_shape = dset.shape[-2:]
-        if int(np.prod(frame_shape, dtype=np.int64)) > MAX_FRAME_PIXELS:
-            raise InputError(f"HDF5 dataset {name} has implausible frames of {_fmt(frame_shape)}", path)
+        if _lambda_module(h5, ref):
+            yield from _read_lambda(ref)
+            return
+        stack = _find_stack(h5, ref)
+        name, nframes = stack.name, len(stack)
+        if stack.dtype.kind not in "biuf":
+            raise InputError(f"HDF5 dataset {name} has type {stack.dtype}, not numbers", path)
+        if int(np.prod(stack.frame_shape, dtype=np.int64)) > MAX_FRAME_PIXELS:
+            raise InputError(f"HDF5 dataset {name} has implausible frames of {_fmt(stack.frame_shape)}", path)
+        indices = _choose_frames(nframes, ref, f"HDF5 dataset {name} has {nframes} frames", name)
+        bad = _pixel_mask(h5, stack.frame_shape)
+        for index in indices:
+            yield stack.frame(index), bad
+
+
+def _pixel_mask(h5: h5py.File, frame_shape) -> np.ndarray | None:
+    """The file's NeXus pixel mask (True = flagged) when it has the frames' shape.
+
+    NeXus NXdetector ``pixel_mask``: 0 is a good pixel, set bits say why one
+    is not (gap, dead, under- or over-responding, noisy); Eiger master files
+    keep it under ``detectorSpecific``.
+    """
+    for name in _PIXEL_MASKS:
         try:
-            return dset[index] if dset.ndim == 3 else dset[()]
-        except Exception as exc:  # missing compression filter, truncated chunk
-            raise InputError(f"cannot read HDF5 dataset {name} (h5py: {_describe(exc)})", path) from None
+            obj = h5.get(name)
+        except Exception:
+            continue
+        if not isinstance(obj, h5py.Dataset) or obj.dtype.kind not in "biu":
+            continue
+        shape = tuple(obj.shape)
+        if shape[-2:] != tuple(frame_shape) or int(np.prod(shape[:-2], dtype=np.int64)) != 1:
+            continue
+        try:
+            return np.asarray(obj[()]).reshape(frame_shape) != 0
+        except Exception:
+            continue
+    return None
+
+
+_PIXEL_MASKS = ("/entry/instrument/detector/detectorSpecific/pixel_mask", "/entry/instrument/detector/pixel_mask")
+_EIGER_DATA = re.compile(r"^data_\d+$")
 
 
 def _hdf5_frames(dset: h5py.Dataset, name: str, path: Path) -> int:
@@ -501,31 +778,197 @@ def _hdf5_frames(dset: h5py.Dataset, name: str, path: Path) -> int:
     raise InputError(f"HDF5 dataset {name} has shape {_fmt(dset.shape)}, not an image or a stack of images", path)
 
 
-def _find_dataset(h5: h5py.File, ref: FileRef) -> tuple[str, h5py.Dataset]:
-    """The dataset ``ref`` names, or the one image dataset of the file."""
+def _eiger_stack(group: h5py.Group, path: Path) -> _Stack | None:
+    """The ``data_NNNNNN`` members of an Eiger master file's ``/entry/data`` as one
+    stack; a link to a data file that is missing is named in the error."""
+    names = sorted(n for n in group.keys() if _EIGER_DATA.match(n))
+    if not names:
+        return None
+    parts = []
+    for name in names:
+        try:
+            obj = group[name]
+        except Exception as exc:
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise InputError(f"{group.name}/{name} links to data file {link.filename}, which cannot be "
+                                 f"opened (missing beside the master file?)", path) from None
+            raise InputError(f"cannot open HDF5 object {group.name}/{name} (h5py: {_describe(exc)})", path) from None
+        if isinstance(obj, h5py.Dataset):
+            parts.append(obj)
+    return _Stack(group.name, parts, path) if parts else None
+
+
+def _find_stack(h5: h5py.File, ref: FileRef) -> _Stack:
+    """The stack ``ref`` names, or the one image dataset (or Eiger stack) of the file."""
     path = ref.path
     if ref.dataset is not None:
         try:
             obj = h5.get(ref.dataset)
         except Exception as exc:  # broken external or soft link
+            link = _link_of(h5, ref.dataset)
+            if isinstance(link, h5py.ExternalLink):
+                raise InputError(f"{ref.dataset} links to data file {link.filename}, which cannot be "
+                                 f"opened (missing beside the master file?)", path) from None
             raise InputError(f"cannot open HDF5 object {ref.dataset} (h5py: {_describe(exc)})", path) from None
         if obj is None:
             raise InputError(f"HDF5 file has no dataset {ref.dataset}", path)
         if isinstance(obj, h5py.Group):
             signal = _nxdata_signal(obj)
-            if signal is None:
+            if signal is not None:
+                return _Stack(signal.name, [signal], path)
+            stack = _eiger_stack(obj, path)
+            if stack is None:
                 raise InputError(f"HDF5 object {ref.dataset} is a group, not a dataset", path)
-            return signal.name, signal
+            return stack
         if not isinstance(obj, h5py.Dataset):
             raise InputError(f"HDF5 object {ref.dataset} is not a dataset", path)
-        return obj.name, obj
+        return _Stack(obj.name, [obj], path)
+    name, dset = _find_dataset(h5, ref)
+    if dset is None:
+        return _eiger_stack(h5[name], path)
+    return _Stack(name, [dset], path)
 
+
+# --- X-Spectrum Lambda multi-module files ----------------------------------
+
+_LAMBDA_DATA = "/entry/instrument/detector/data"
+_LAMBDA_POSITION = "/entry/instrument/detector/translation/distance"
+_LAMBDA_NAME = re.compile(r"^(?P<head>.+_m)\d(?P<tail>(_part\d+)?\.nxs)$")
+
+
+def _lambda_module(h5: h5py.File, ref: FileRef) -> bool:
+    """Whether ``ref`` names a Lambda module file (NXdetector description
+    "Lambda", with the module's position) without a dataset: the whole
+    detector is then read; ``::/entry/instrument/detector/data`` reads that
+    module alone."""
+    if ref.dataset is not None:
+        return False
+    try:
+        description = h5.get("/entry/instrument/detector/description")
+        if not isinstance(description, h5py.Dataset) or _LAMBDA_POSITION not in h5 or _LAMBDA_DATA not in h5:
+            return False
+        return _attr_text(np.asarray(description[()])).strip() == "Lambda"
+    except Exception:
+        return False
+
+
+def lambda_module_files(path: str | os.PathLike) -> list[Path]:
+    """The module files of the Lambda image ``path`` belongs to: ``<name>_m1<_partN>.nxs``,
+    ``_m2``, ... that exist beside it, in module order (``path`` alone when its
+    name does not follow that pattern)."""
+    path = Path(path)
+    match = _LAMBDA_NAME.match(path.name)
+    if not match:
+        return [path]
+    found = [path.with_name(f"{match['head']}{k}{match['tail']}") for k in range(1, 10)]
+    return [f for f in found if f.is_file()]
+
+
+def stitch_lambda(modules: list[np.ndarray], positions_xy: list[tuple[int, int]]) -> np.ndarray:
+    """Place Lambda module frames on one image, as Dioptas does.
+
+    Parameters
+    ----------
+    modules : list of 2D arrays
+        One frame per module (rows, columns), as its file holds it.
+    positions_xy : list of (int, int)
+        Each module's ``translation/distance`` x (columns) and y (rows), in pixels.
+
+    Returns
+    -------
+    ndarray
+        float64; x positions are shifted so that the smallest is 0, y
+        positions so that the first module's is 0 (Dioptas' ``LambdaImage``);
+        the image is as large as the modules reach, pixels no module covers
+        are NaN, and the rows are flipped (Dioptas shows, and calibrates on,
+        the image upside down: its PONI files refer to this orientation).
+    """
+    xy = np.array([[int(round(x)), int(round(y))] for x, y in positions_xy], dtype=np.int64)
+    xy[:, 0] -= xy[:, 0].min()
+    xy[:, 1] -= xy[0, 1]
+    if xy[:, 1].min() < 0:
+        raise InputError("Lambda module positions put a module above the first one, "
+                         "which Dioptas' stitching does not allow")
+    rows = max(int(y) + m.shape[0] for (x, y), m in zip(xy, modules))
+    cols = max(int(x) + m.shape[1] for (x, y), m in zip(xy, modules))
+    image = np.full((rows, cols), np.nan)
+    for (x, y), module in zip(xy, modules):
+        image[y:y + module.shape[0], x:x + module.shape[1]] = module
+    return image[::-1]
+
+
+def _lambda_stacks(ref: FileRef) -> list[tuple[tuple[int, int], list[int]]]:
+    """Per module file: its (x, y) position and [frames] (for frame_count)."""
+    out = []
+    for file in lambda_module_files(ref.path):
+        with _open_hdf5(file) as h5:
+            out.append((_lambda_position(h5, file), [0] * _hdf5_frames(h5[_LAMBDA_DATA], _LAMBDA_DATA, file)))
+    return out
+
+
+def _lambda_position(h5: h5py.File, path: Path) -> tuple[int, int]:
+    try:
+        position = np.ravel(np.asarray(h5[_LAMBDA_POSITION][()], dtype=float))
+    except Exception as exc:
+        raise InputError(f"Lambda module position {_LAMBDA_POSITION} unreadable (h5py: {_describe(exc)})",
+                         path) from None
+    if position.size < 2 or not np.all(np.isfinite(position[:2])):
+        raise InputError(f"Lambda module position {_LAMBDA_POSITION} is {position.tolist()}, not (x, y, z)", path)
+    return int(round(position[0])), int(round(position[1]))
+
+
+def _read_lambda(ref: FileRef) -> Iterator[tuple[np.ndarray, None]]:
+    """The stitched frames of a Lambda image (the modules' pixel masks applied)."""
+    files = lambda_module_files(ref.path)
+    handles = [_open_hdf5(f) for f in files]
+    try:
+        positions, stacks, masks = [], [], []
+        for file, h5 in zip(files, handles):
+            if not _lambda_module(h5, FileRef(file)):
+                raise InputError("not a Lambda module file like its neighbours", file)
+            positions.append(_lambda_position(h5, file))
+            stack = _Stack(_LAMBDA_DATA, [h5[_LAMBDA_DATA]], file)
+            stacks.append(stack)
+            masks.append(_pixel_mask(h5, stack.frame_shape))
+        counts = {len(s) for s in stacks}
+        if len(counts) > 1:
+            listed = ", ".join(f"{f.name}: {len(s)}" for f, s in zip(files, stacks))
+            raise InputError(f"Lambda modules hold different numbers of frames ({listed})", ref.path)
+        nframes = counts.pop()
+        indices = _choose_frames(nframes, ref, f"Lambda image has {nframes} frames")
+        for index in indices:
+            modules = []
+            for stack, bad in zip(stacks, masks):
+                module = _valid_float(stack.frame(index), bad, np.float64)
+                modules.append(module)
+            yield stitch_lambda(modules, positions), None
+    finally:
+        for h5 in handles:
+            h5.close()
+
+
+def _link_of(h5: h5py.File, name: str):
+    try:
+        return h5.get(name, getlink=True)
+    except Exception:
+        return None
+
+
+def _find_dataset(h5: h5py.File, ref: FileRef) -> tuple[str, h5py.Dataset | None]:
+    """The one image dataset of a file named without a dataset path; (group
+    name, None) for an Eiger master file's ``/entry/data`` links."""
+    path = ref.path
     rejected = None
     default = _nexus_default_signal(h5)
     if default is not None:
         if _is_image_dataset(default) and not _looks_integrated(default):
             return default.name, default
         rejected = default.name
+    data = h5.get("/entry/data")
+    if isinstance(data, h5py.Group) and any(_EIGER_DATA.match(n) for n in data.keys()):
+        # External links, which visititems below does not follow.
+        return data.name, None
     candidates = []
 
     def visit(name, obj):
@@ -622,6 +1065,16 @@ def _choose_frame(nframes: int, ref: FileRef, what: str, dataset: str | None = N
     if ref.frame >= nframes:
         raise InputError(f"{what}, frame {ref.frame} asked for", ref.path)
     return ref.frame
+
+
+def _choose_frames(nframes: int, ref: FileRef, what: str, dataset: str | None = None) -> range:
+    """The 0-based frames to read: one (as :func:`_choose_frame`) or a range."""
+    if ref.stop is None:
+        index = _choose_frame(nframes, ref, what, dataset)
+        return range(index, index + 1)
+    if ref.stop > nframes:
+        raise InputError(f"{what}, frames {ref.frame}:{ref.stop} asked for (the stop is not included)", ref.path)
+    return ref.frames
 
 
 def _check_shape(shape, expected, what: str, path: Path) -> None:

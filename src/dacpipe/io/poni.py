@@ -430,6 +430,74 @@ def _wavelength_m(poni: PoniFile, wavelength_A, path: Path) -> float:
     return value_A * 1e-10
 
 
+# --- the PONI file against a frame's header ---------------------------------
+
+WAVELENGTH_RTOL = 1e-4
+"""Relative disagreement of PONI and header wavelengths that is reported: a
+beamline's monochromator is known to ~1e-4 (Si(111) bandwidth 1.3e-4), and
+an error of 1e-4 in the wavelength is one of 1e-4 in every lattice
+parameter, a third of a typical refined standard error's worth of volume."""
+DISTANCE_RTOL = 0.01
+"""Relative disagreement of PONI and header distances that is reported: a
+header's distance is the motor position (often off by the sample's and the
+sensor's few mm), the PONI's a calibration; beyond 1 % one of the two
+belongs to another setup."""
+
+
+def poni_wavelength_A(poni_path: str | os.PathLike) -> float | None:
+    """The wavelength a PONI file gives (angstrom), None when it gives none.
+
+    Raises
+    ------
+    InputError
+        As :func:`load_geometry` for a file that cannot be read.
+    """
+    poni = _read_poni(Path(poni_path))
+    return None if poni.wavelength is None else float(poni.wavelength) * 1e10
+
+
+def beam_distance_m(geometry: Geometry) -> float:
+    """Sample to detector along the beam, to where the beam meets the detector
+    (pyFAI's Fit2D ``directDist``): what a frame header's detector distance
+    means, unlike the PONI's ``Distance`` (to the detector plane, along its
+    normal), which is shorter by cos(rot1) cos(rot2)."""
+    return float(geometry.integrator.getFit2D()["directDist"]) * 1e-3
+
+
+def check_header(geometry: Geometry, wavelength_A: float, distance_m: float, *,
+                 wavelength_rtol: float = WAVELENGTH_RTOL, distance_rtol: float = DISTANCE_RTOL) -> list[str]:
+    """Where a frame header disagrees with the geometry, one line each.
+
+    Parameters
+    ----------
+    geometry : Geometry
+    wavelength_A, distance_m : float
+        What the header says (NaN: not said, not compared).
+    wavelength_rtol, distance_rtol : float
+        Relative disagreements tolerated (:data:`WAVELENGTH_RTOL`,
+        :data:`DISTANCE_RTOL`).
+
+    Returns
+    -------
+    list of str
+        Empty when they agree; the geometry's values are the ones used.
+    """
+    found = []
+    if math.isfinite(wavelength_A):
+        used = geometry.wavelength_A
+        if abs(wavelength_A - used) > wavelength_rtol * used:
+            found.append(f"header wavelength {wavelength_A:.6g} A differs from the geometry's {used:.6g} A "
+                         f"by {abs(wavelength_A / used - 1):.2g} (relative; tolerance {wavelength_rtol:g}); "
+                         "the geometry's is used")
+    if math.isfinite(distance_m):
+        used = beam_distance_m(geometry)
+        if abs(distance_m - used) > distance_rtol * used:
+            found.append(f"header detector distance {distance_m * 1e3:.5g} mm differs from the PONI's "
+                         f"{used * 1e3:.5g} mm (along the beam) by {abs(distance_m / used - 1):.2g} (relative; "
+                         f"tolerance {distance_rtol:g}); the PONI's is used")
+    return found
+
+
 def _positive(value) -> bool:
     try:
         return value is not None and math.isfinite(float(value)) and float(value) > 0

@@ -7,6 +7,10 @@ A sheet cell, a config value or a command-line argument names an input as a
     A plain file; a multi-frame file needs ``"frame.edf@2"``.
 ``"scan.h5::/entry/data/data@7"``
     Frame 7 (0-based) of an HDF5 dataset.
+``"scan.h5::/entry/data/data@0:10"``
+    Frames 0 to 9 (Python's half-open range: the stop is not included),
+    summed into one image (:func:`dacpipe.io.images.read_image`; the
+    integration stage's ``frames: mean`` divides by their number).
 ``"scan.h5"`` or ``"scan.nxs@3"``
     HDF5 without a dataset path (the reader finds the image).
 
@@ -28,7 +32,7 @@ from typing import Iterable
 
 from ..core.errors import InputError
 
-_FRAME_SUFFIX = re.compile(r"^(?P<body>.*)@(?P<frame>-?\d+)$", re.S)
+_FRAME_SUFFIX = re.compile(r"^(?P<body>.*)@(?P<frame>-?\d+)(?::(?P<stop>-?\d+))?$", re.S)
 
 
 @dataclass(frozen=True)
@@ -43,12 +47,16 @@ class FileRef:
         Absolute HDF5 path of the dataset (``"/entry/data/data"``), or None for
         plain files and for HDF5 files whose dataset is to be found.
     frame : int or None
-        0-based frame index, or None when none was given.
+        0-based frame index (the first of a range), or None when none was given.
+    stop : int or None
+        For a range of frames (``@0:10``), the index after the last one;
+        None for a single frame.
     """
 
     path: Path
     dataset: str | None = None
     frame: int | None = None
+    stop: int | None = None
 
     def __str__(self) -> str:
         text = str(self.path)
@@ -56,7 +64,27 @@ class FileRef:
             text += f"::{self.dataset}"
         if self.frame is not None:
             text += f"@{self.frame}"
+        if self.stop is not None:
+            text += f":{self.stop}"
         return text
+
+    @property
+    def frames(self) -> range | None:
+        """The frames named: ``range(frame, stop)`` for a range, a one-frame
+        range for ``@N``, None when no frame was given."""
+        if self.frame is None:
+            return None
+        return range(self.frame, self.frame + 1 if self.stop is None else self.stop)
+
+    @property
+    def n_frames(self) -> int:
+        """How many frames the reference sums (1 without a range)."""
+        frames = self.frames
+        return 1 if frames is None else len(frames)
+
+    def single(self, frame: int) -> "FileRef":
+        """The same file and dataset, frame ``frame`` alone."""
+        return FileRef(self.path, self.dataset, frame)
 
 
 def parse_reference(reference: str | os.PathLike | FileRef) -> FileRef:
@@ -66,8 +94,10 @@ def parse_reference(reference: str | os.PathLike | FileRef) -> FileRef:
     ----------
     reference : str, Path or FileRef
         ``"file"``, ``"file@N"``, ``"file::/dataset"`` or
-        ``"file::/dataset@N"``. A trailing ``@`` followed by digits is always
-        read as a frame index; an HDF5 path without a leading ``/`` gets one.
+        ``"file::/dataset@N"``, or a range ``@first:stop`` (half-open, as in
+        Python: ``@0:10`` is frames 0 to 9). A trailing ``@`` followed by
+        digits is always read as a frame index; an HDF5 path without a
+        leading ``/`` gets one.
         A :class:`~pathlib.Path` is a file name and is never parsed.
 
     Returns
@@ -77,7 +107,8 @@ def parse_reference(reference: str | os.PathLike | FileRef) -> FileRef:
     Raises
     ------
     InputError
-        Empty reference, empty file or dataset part, negative frame.
+        Empty reference, empty file or dataset part, negative frame, a range
+        whose stop is not after its first frame.
     """
     if isinstance(reference, FileRef):
         return reference
@@ -86,12 +117,17 @@ def parse_reference(reference: str | os.PathLike | FileRef) -> FileRef:
     text = str(reference)
     if not text.strip():
         raise InputError("empty file reference")
-    frame = None
+    frame = stop = None
     match = _FRAME_SUFFIX.match(text)
     if match:
         text, frame = match["body"], int(match["frame"])
         if frame < 0:
             raise InputError(f"frame index {frame} is negative (frames count from 0)", reference)
+        if match["stop"] is not None:
+            stop = int(match["stop"])
+            if stop <= frame:
+                raise InputError(f"frame range {frame}:{stop} is empty (the stop is not included: "
+                                 f"@{frame}:{frame + 1} is frame {frame} alone)", reference)
     head, sep, dataset = text.partition("::")
     if not head:
         raise InputError("file reference has no file name", reference)
@@ -101,8 +137,8 @@ def parse_reference(reference: str | os.PathLike | FileRef) -> FileRef:
             raise InputError("nothing after '::'; give the HDF5 dataset path, e.g. file.h5::/entry/data", reference)
         if not dataset.startswith("/"):
             dataset = "/" + dataset
-        return FileRef(Path(head), dataset, frame)
-    return FileRef(Path(head), None, frame)
+        return FileRef(Path(head), dataset, frame, stop)
+    return FileRef(Path(head), None, frame, stop)
 
 
 def file_part(reference: str | os.PathLike | FileRef) -> str:
@@ -126,7 +162,8 @@ def resolve(folder: str | os.PathLike, reference: str, *, absolute: bool = False
     if not sep:  # "file@N": the frame suffix is not part of the file name
         match = _FRAME_SUFFIX.match(head)
         if match:
-            head, sep, tail = match["body"], "@", match["frame"]
+            head, sep = match["body"], "@"
+            tail = match["frame"] + (f":{match['stop']}" if match["stop"] is not None else "")
     path = Path(head).expanduser()
     if not path.is_absolute():
         path = Path(folder) / path
