@@ -104,29 +104,43 @@ def test_patterns_statuses_and_axes(run):
     np.testing.assert_allclose(two_theta_from_q(result.axes["q"], WAVELENGTH_A), tth)
     # Gap pixels (-1) are masked: the flat background level is the truth's 50 counts
     # divided by nothing (solid angle normalised to the PONI pixel).
-    assert result.attrs["method"] == "('no', 'csr', 'cython')"
+    # The default spot rejection masks spots and integrates plainly, with the configured method.
+    assert result.attrs["method"] == "('bbox', 'csr', 'cython')" and result.attrs["rejection"] == "spots"
 
 
 def test_diamond_spot_rejection(run):
     sheet = read_sheet(run / "points.tsv")
-    clipped = integrate_kind(sheet, section(run), "xrd")
+    spots = integrate_kind(sheet, section(run), "xrd")
+    clipped = integrate_kind(sheet, section(run, rejection={"method": "sigma-clip"}), "xrd")
     plain = integrate_kind(sheet, section(run, rejection={"method": "none"}), "xrd")
     median = integrate_kind(sheet, section(run, rejection={"method": "median"}), "xrd")
     tth = clipped.axes["two_theta"]
     ring = np.abs(tth - 7.0) < 0.3
     # Frame a has no spot, frame b the same rings plus a spot on the 7 deg ring.
     excess_plain = np.nanmax(plain.datasets["I"][1][ring] - plain.datasets["I"][0][ring])
+    excess_spots = np.nanmax(np.abs(spots.datasets["I"][1][ring] - spots.datasets["I"][0][ring]))
     excess_clipped = np.nanmax(np.abs(clipped.datasets["I"][1][ring] - clipped.datasets["I"][0][ring]))
     excess_median = np.nanmax(np.abs(median.datasets["I"][1][ring] - median.datasets["I"][0][ring]))
     peak = np.nanmax(clipped.datasets["I"][0][ring])
     assert excess_plain > 0.2 * peak          # without rejection the spot inflates the ring
+    assert excess_spots < 0.05 * peak         # the spot search masks it (the default)
     assert excess_clipped < 0.05 * peak       # sigma clipping removes it
     assert excess_median < 0.05 * peak
+    # The spot search masked the spot in frame b and nothing in frame a, where
+    # the pattern is the plain one. The spot (80000 exp(-r^2/2) on a ~1000-count
+    # ring) stays above the growth level of 3 Poisson sigmas (~100 counts) out
+    # to r = 3.7 px, grown by 2 px: a disc of ~100 pixels.
+    np.testing.assert_array_equal(spots.datasets["spot_pixels"][:2] > 0, [False, True])
+    assert 70 <= spots.datasets["spot_pixels"][1] <= 140 and spots.datasets["spot_blobs"][1] == 1
+    assert np.all(np.isnan(spots.datasets["spot_pixels"][2:]))
+    np.testing.assert_array_equal(spots.datasets["I"][0], plain.datasets["I"][0])
+    np.testing.assert_array_equal(spots.datasets["I_errors"][0], plain.datasets["I_errors"][0])
+    assert "spot_pixels" not in plain.datasets and "spot_pixels" not in clipped.datasets
     # Clipping measures the spread along the ring, but the errors reported are
     # still Poisson: those of plain integration without pixel splitting (as
     # clipping does), where nothing was clipped.
     unsplit = integrate_kind(sheet, section(run, rejection={"method": "none"}, method=["no", "csr", "cython"]),
-                                "xrd")
+                             "xrd")
     ratio = clipped.datasets["I_errors"][0][ring] / unsplit.datasets["I_errors"][0][ring]
     assert np.nanmedian(ratio) == pytest.approx(1.0, abs=0.1)
 

@@ -15,7 +15,8 @@ ulps anyway (rtol 2.4e-7), as a different summation order may round a sum
 the other way. Where the result depends on the pixel order (pyFAI's
 single-pass azimuthal variance: sigma clipping, median filter, azimuthal
 errors; full splitting) the frames are still flipped, and the patterns are
-those of the old code exactly.
+those of the old code exactly. The spot search (the default rejection) does
+not depend on the order: it masks the same pixels either way up.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ SETTINGS = {  # name: changes to the section; what the integrator must do
     "none-bbox": ({"rejection": {"method": "none"}, "cake": {"enabled": True, "npt_azimuthal": 36}}, "orientation"),
     "none-no-split": ({"rejection": {"method": "none"}, "method": ["no", "csr", "cython"]}, "orientation"),
     "none-histogram": ({"rejection": {"method": "none"}, "method": ["bbox", "histogram", "cython"]}, "orientation"),
-    "sigma-clip": ({}, "flip"),
+    "spots": ({}, "orientation"),  # the default: spots found in the image, masked, plain integration
+    "spots-full-split": ({"method": ["full", "csr", "cython"]}, "flip"),
+    "sigma-clip": ({"rejection": {"method": "sigma-clip"}}, "flip"),
     "median": ({"rejection": {"method": "median"}}, "flip"),
     "azimuthal-errors": ({"rejection": {"method": "none"}, "error_model": "azimuthal"}, "flip"),
     "full-split": ({"rejection": {"method": "none"}, "method": ["full", "csr", "cython"]}, "flip"),
@@ -121,7 +124,7 @@ def _settings(folder, poni, convention, flipped_files, **changes) -> Integration
 
 
 def _assert_same_pattern(new, old, exact: bool, what: str) -> None:
-    for name in ("radial", "intensity", "sigma", "cake", "chi_deg"):
+    for name in ("radial", "intensity", "sigma", "cake", "chi_deg", "spot_pixels", "spot_blobs"):
         a, b = getattr(new, name), getattr(old, name)
         if b is None:
             assert a is None, f"{what}: {name}"
@@ -148,6 +151,8 @@ def test_legacy_patterns_equal_the_flip_of_every_frame(legacy_run, name):
         new = legacy.integrate(raw, normalization_factor=1.5)
         old = reference.integrate(np.flipud(raw), normalization_factor=1.5)
         assert np.isfinite(new.intensity).sum() > 300
+        if legacy.settings.rejection == "spots":  # the two anvil spots found, the same pixels either way up
+            assert new.spot_blobs == 2 and new.spot_pixels > 20
         _assert_same_pattern(new, old, exact=expected_method == "flip", what=f"{name}, frame {i}")
 
 
@@ -179,7 +184,7 @@ def ceo2(real_data):
 
 @pytest.mark.realdata
 @pytest.mark.slow  # 1M pixels: ~1 s per sparse matrix
-@pytest.mark.parametrize("name", ["none-bbox", "sigma-clip"])
+@pytest.mark.parametrize("name", ["none-bbox", "spots", "sigma-clip"])
 def test_real_ceo2_legacy_equals_the_flip(ceo2, name):
     poni, image = ceo2
     changes, expected_method = SETTINGS[name]

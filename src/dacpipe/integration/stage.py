@@ -80,6 +80,9 @@ def run(ctx: StageContext) -> StageResult:
     cake = None if not settings.cake_npt_azimuthal else \
         np.full((n, settings.cake_npt_azimuthal, settings.npt), np.nan, dtype=np.float32)
     chi = None
+    # Pixels masked as spots in each frame (rejection "spots"), NaN where not integrated.
+    spot_pixels = np.full(n, np.nan) if settings.rejection == "spots" else None
+    spot_blobs = np.full(n, np.nan) if settings.rejection == "spots" else None
     radial = pixel_mean = None
     status = ["ok"] * n
     methods = set()
@@ -101,6 +104,8 @@ def run(ctx: StageContext) -> StageResult:
                 ctx.warn_point(point.point, str(err))
             else:
                 intensity[i], sigma[i] = pattern.intensity, pattern.sigma
+                if spot_pixels is not None:
+                    spot_pixels[i], spot_blobs[i] = pattern.spot_pixels, pattern.spot_blobs
                 if radial is None:
                     radial = pattern.radial
                     # The first frame's flagged pixels (module gaps) stand for every frame's.
@@ -119,6 +124,8 @@ def run(ctx: StageContext) -> StageResult:
              "polarization_factor": math.nan if settings.polarization_factor is None
              else settings.polarization_factor, "mask": settings.mask or ""}
     datasets = {"I": intensity, "I_errors": sigma}
+    if spot_pixels is not None:
+        datasets["spot_pixels"], datasets["spot_blobs"] = spot_pixels, spot_blobs
     axes = {"q": q_A, "two_theta": two_theta}
     if pixel_mean is None and integrator.geometry.detector_shape is not None:
         pixel_mean = integrator.pixel_mean_radial()
