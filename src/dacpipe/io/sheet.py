@@ -2,7 +2,10 @@
 
 Columns are those of the contract (``shared/spec/contract.md`` section 1),
 plus ``pressure_err_GPa`` beside ``pressure_GPa`` and ``monitor`` (beam
-monitor counts, to normalize SAXS frames). Lines starting with ``#``
+monitor counts, to normalize SAXS frames), and ``pattern``: a 1D pattern
+integrated elsewhere (``.xy``, ``.chi``, ``.xye``, ``.dat``; read by
+:mod:`dacpipe.io.patterns`), which the XRD stage takes instead of
+integrating the point's image. Lines starting with ``#``
 are comments (``dacpipe sheet`` lists the files it could not pair there).
 Paths are relative to the sheet's own folder.
 
@@ -17,15 +20,16 @@ from __future__ import annotations
 import csv
 import difflib
 import math
+import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..core.errors import SheetError
-from .refs import resolve
+from ..core.errors import InputError, SheetError
+from .refs import parse_reference, resolve
 
-FILE_COLUMNS = ("xrd", "saxs", "ruby_before", "ruby_after", "ruby", "absorption", "pl")
+FILE_COLUMNS = ("xrd", "saxs", "ruby_before", "ruby_after", "ruby", "absorption", "pl", "pattern")
 NUMBER_COLUMNS = ("pressure_GPa", "pressure_err_GPa", "temperature_K", "monitor")
 COLUMNS = ("point", *FILE_COLUMNS, *NUMBER_COLUMNS, "note")
 DEFAULT_TEMPERATURE_K = 298.0
@@ -38,7 +42,8 @@ class Point:
     ``files`` maps a file column to the path named in the sheet (resolved
     against the sheet's folder; an HDF5 ``file.h5::/path@N`` reference keeps
     its suffix) and is absent for empty cells. ``problems`` lists cells that
-    could not be read, as one-line reasons.
+    could not be read, as one-line reasons, and sheet-wide warnings (an image
+    another point names too: :func:`shared_image_warnings`).
     """
 
     point: str
@@ -128,7 +133,39 @@ def read_sheet(path: str | Path) -> Sheet:
         points.append(_point_from_row(row, folder))
     if not points:
         raise SheetError(f"{path}: the sample sheet has a header but no points")
-    return Sheet(path=path, columns=tuple(header), points=tuple(points))
+    return Sheet(path=path, columns=tuple(header), points=shared_image_warnings(points))
+
+
+IMAGE_COLUMNS = ("xrd", "saxs")
+
+
+def shared_image_warnings(points) -> tuple[Point, ...]:
+    """The points, each image that another point names too (same file, same
+    dataset and frame) added to both points' ``problems`` as a warning.
+
+    One exposure cannot be two pressure points: a copied sheet line whose
+    image was not updated would give the same pattern twice at two
+    pressures. Files are compared by their absolute path (no file is opened:
+    comparing contents would mean reading every image of a run here).
+    """
+    users: dict[tuple, list[tuple[int, str]]] = defaultdict(list)
+    for i, point in enumerate(points):
+        for column in IMAGE_COLUMNS:
+            reference = point.files.get(column)
+            if reference:
+                try:
+                    ref = parse_reference(reference)
+                except InputError:
+                    continue  # the reader reports it with the point
+                users[(os.path.abspath(ref.path), ref.dataset, ref.frame)].append((i, column))
+    extra: dict[int, list[str]] = defaultdict(list)
+    for named in users.values():
+        if len({i for i, _ in named}) < 2:
+            continue
+        for i, column in named:
+            others = ", ".join(sorted({points[j].point for j, _ in named if j != i}))
+            extra[i].append(f"warning: the {column} image {points[i].files[column]} is used by point {others} too")
+    return tuple(replace(p, problems=(*p.problems, *extra[i])) if i in extra else p for i, p in enumerate(points))
 
 
 def _point_from_row(row: dict[str, str], folder: Path) -> Point:
@@ -165,6 +202,9 @@ _AFTER_WORDS = ("after", "post", "end")
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".h5", ".hdf5", ".nxs", ".img", ".mccd", ".mar3450",
                    ".mar2300", ".sfrm", ".gfrm", ".ge2", ".ge5", ".raw", ".npy", ".spe"}
 _SPECTRUM_SUFFIXES = {".txt", ".dat", ".csv", ".asc", ".spe", ".jdx", ".dx"}
+# Integrated 1D patterns by their usual suffixes (Dioptas/pyFAI, Fit2D, GSAS);
+# a .dat pattern is too like a spectrum to be told by name.
+_PATTERN_SUFFIXES = {".xy", ".chi", ".xye"}
 
 
 def _words(stem: str) -> list[str]:
@@ -186,6 +226,8 @@ def _classify(path: Path) -> str | None:
             return kind
     if suffix in _IMAGE_SUFFIXES:
         return "saxs" if words & set(_KIND_WORDS["saxs"]) else "xrd"
+    if suffix in _PATTERN_SUFFIXES:
+        return "pattern"
     return None
 
 
