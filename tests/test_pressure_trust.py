@@ -297,3 +297,30 @@ def test_one_image_used_by_two_points_warns_on_both(tmp_path):
         warnings = [w for w in points[name].problems if "is used by point" in w]
         assert len(warnings) == 1 and warnings[0].endswith(f"point {other} too"), points[name].problems
     assert points["p4"].problems == ()
+
+
+# --- real spectra: no false alarms ----------------------------------------------------
+
+
+REAL_RUBIES = [
+    ("Ruby.spe", {"rows": [11, 24], "columns": [82, 752]}),
+    ("test_data1.txt", {}),
+    ("test_data2.txt", {}),
+    ("rubis.txt", {"x_unit": "raman_shift_cm-1", "laser_nm": 568.189}),
+]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name, spectrum", REAL_RUBIES)
+def test_real_ruby_spectra_are_not_flagged_and_not_read_as_sm(real_data, name, spectrum):
+    # Near-ambient spectra from T-Rax, pRuby and RubyPressure: reduced chi^2
+    # up to 190 (line shapes a little off the pseudo-Voigt at high signal),
+    # misfit <= 5 % of R1: good spectra, no warning.
+    path = real_data / "ruby" / name
+    ruby = settings(spectrum=spectrum)
+    s = stage.read_gauge_spectrum(str(path), ruby)
+    reading = stage.measure(s.x, s.y, 298.0, ruby)
+    assert reading.warnings == () and 0.0 < reading.pressure_GPa < 3.5
+    sm = settings(gauge="sm-srb4o7", spectrum=spectrum)
+    with pytest.raises(InputError, match="ruby spectrum read with gauge sm-srb4o7"):
+        stage.measure(s.x, s.y, 298.0, sm)

@@ -18,9 +18,10 @@ in the point's status).
   :data:`MISFIT_FRACTION` of the line height, significantly above the noise,
   hides a second line (two ruby grains at different pressures) or a shape the
   model does not describe: the position is uncertain.
-* :func:`check_single_line_not_ruby` and :func:`check_ruby_splitting`: the
-  spectrum must look like the configured gauge (a ruby doublet read as the
-  single Sm:SrB4O7 line gives ~32 GPa at ambient pressure).
+* :func:`check_single_line_not_ruby`: a ruby doublet read as the single
+  Sm:SrB4O7 line (~32 GPa at ambient pressure) is refused;
+  :func:`check_ruby_splitting`: a "doublet" whose lines are not ruby's
+  30 cm^-1 apart is flagged.
 """
 
 from __future__ import annotations
@@ -161,12 +162,16 @@ def check_misfit(x, y, fit, lines, name: str) -> str | None:
     return None
 
 
-def check_ruby_splitting(fit) -> None:
-    """Raise when the fitted 'doublet' is not ruby's: R1-R2 far from 30 cm^-1."""
+def check_ruby_splitting(x, y, fit) -> str | None:
+    """A warning when the fitted doublet is not ruby's: R1-R2 far from 30 cm^-1
+    (two rubies at different pressures fitted as one doublet, or another
+    emitter's lines)."""
     splitting = NM_CM1 / fit.r2_nm - NM_CM1 / fit.r1_nm
     if abs(splitting - R1_R2_SPLITTING_CM1) > SPLITTING_TOLERANCE_CM1:
-        raise InputError(f"the two lines at {fit.r2_nm:.2f} and {fit.r1_nm:.2f} nm are {splitting:.0f} cm-1 apart, "
-                         f"not ruby's {R1_R2_SPLITTING_CM1:.0f} cm-1: not a ruby spectrum (wrong gauge?)")
+        return (f"the lines at {fit.r2_nm:.2f} and {fit.r1_nm:.2f} nm are {splitting:.0f} cm-1 apart, not ruby's "
+                f"{R1_R2_SPLITTING_CM1:.0f} cm-1: two rubies at different pressures, or not a ruby spectrum? "
+                "R1 is uncertain")
+    return None
 
 
 def check_single_line_not_ruby(x, y, fit) -> None:

@@ -56,8 +56,9 @@ class Gauge:
         misfit is checked (:func:`dacpipe.pressure.checks.check_misfit`);
         None for a gauge that fits no lines.
     signature : callable or None
-        ``signature(x, y, fit)`` raises InputError when the spectrum is not
-        this gauge's (another gauge's spectrum read with this one).
+        ``signature(x, y, fit)`` raises InputError when the spectrum is
+        certainly not this gauge's (another gauge's spectrum read with this
+        one), or returns a warning when it may not be (else None).
     """
 
     name: str
@@ -91,7 +92,7 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
           max_GPa=200.0, temperature_range_K=(150.0, 900.0), max_temperature_K=900.0,
           temperature_reference="Vos & Schouten 1991, Datchi et al. 2007",
           lines=lambda f: [(f.r1_nm, f.r1_fwhm_nm), (f.r2_nm, f.r2_fwhm_nm)],
-          signature=lambda x, y, f: check_ruby_splitting(f)),
+          signature=check_ruby_splitting),
     # The Sm:SrB4O7 0-0 line moves by about -1e-4 nm/K (Datchi et al. 1997),
     # below any fit error over a few hundred kelvin.
     Gauge("sm-srb4o7", "datchi1997", "lambda0_nm", "nm",

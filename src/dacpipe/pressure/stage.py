@@ -95,8 +95,9 @@ def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeS
 
     Raises InputError when the reading would be impossible (an axis that
     misses the gauge's lines, a temperature beyond the gauge, another
-    gauge's spectrum, a pressure below -2 GPa, no finite error); doubts go
-    to ``warnings`` (:mod:`dacpipe.pressure.checks`).
+    gauge's spectrum, a pressure below -2 GPa, no finite error); doubts (a
+    temperature or pressure outside the calibration, a doublet not ruby's,
+    a large misfit) go to ``warnings`` (:mod:`dacpipe.pressure.checks`).
     """
     gauge, scale = settings.gauge, settings.scale
     unit = "cm-1" if gauge.axis == "cm-1" else "nm"
@@ -104,7 +105,7 @@ def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeS
     warnings = [check_temperature(temperature_K, gauge)]
     fit = gauge.fit(x, y, settings.profile)
     if gauge.signature is not None:
-        gauge.signature(x, y, fit)
+        warnings.append(gauge.signature(x, y, fit))
     pos_name, err_name = gauge.position
     raw, raw_err = getattr(fit, pos_name), getattr(fit, err_name)
     method = settings.temperature_correction if gauge.thermal_shift else "none"
