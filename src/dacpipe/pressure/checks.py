@@ -113,8 +113,8 @@ def check_temperature(temperature_K: float, gauge) -> str | None:
                          f"the {gauge.name} gauge is calibrated to ({gauge.temperature_reference})")
     lo, hi = gauge.temperature_range_K
     if not lo <= temperature_K <= hi:
-        return (f"temperature_K {temperature_K:g} is outside {lo:g}-{hi:g} K, where the {gauge.name} "
-                f"gauge's temperature behaviour was measured ({gauge.temperature_reference}): extrapolated")
+        return (f"temperature_K {temperature_K:g} is outside {lo:g}-{hi:g} K, the range the {gauge.name} "
+                f"gauge is calibrated over ({gauge.temperature_reference}): extrapolated")
     return None
 
 
