@@ -701,7 +701,8 @@ def fit_ruby(x_nm, y, *, profile: str = "pseudo-voigt") -> RubyFit:
     # R2 is 0.4-0.8 times as high as R1 and ~1.5 nm shorter. Without it the
     # line taken for R1 may be R2, with R1 outside the window.
     if not (sol.window_nm[0] <= r2_nm < r1_nm and sol.heights[1] > _MIN_R2_RATIO * sol.heights[0]):
-        raise InputError(f"no R2 line beside R1 at {r1_nm:.2f} nm (is R1 outside the spectrometer window?)")
+        raise InputError(f"no R2 line beside R1 at {r1_nm:.2f} nm (R1 outside the spectrometer window, "
+                         "or a single line: not a ruby spectrum?)")
     _check_width(sol, 1, "R2", x)
     return RubyFit(
         r1_nm=float(r1_nm),
