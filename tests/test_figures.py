@@ -90,3 +90,25 @@ def test_a_thousand_points_make_a_readable_figure():
     shown = _spread(1000)
     assert len(shown) == MAX_PANELS and shown[0] == 0 and shown[-1] == 999
     assert _spread(14) == list(range(14)) and _spread(0) == []
+
+
+def test_points_left_out_of_the_eos_fit_are_ringed(tmp_path):
+    """The compression figure rings exactly the points in eos/<phase>/excluded_points."""
+    plt = _pyplot()
+    with h5py.File(tmp_path / "store.h5", "w") as h5:
+        entry = h5.create_group("run")
+        entry["points/point"] = np.array(["p1", "p2", "p3", "p4"], dtype=object)
+        entry["points/pressure_GPa"] = np.array([0.5, 1.0, 1.5, 2.0])
+        entry["points/pressure_err_GPa"] = np.full(4, 0.05)
+        phases = entry.create_group("phases")
+        phases.attrs["phases"] = ["X"]
+        phases["X/volume_fu_A3"] = np.array([60.0, 59.2, 57.0, 57.7])
+        phases["X/volume_fu_err_A3"] = np.full(4, 0.02)
+        eos = entry.create_group("eos/X")
+        eos["model"], eos["V0_fu_A3"], eos["K0_GPa"], eos["Kp"] = "bm3", 60.5, 45.0, 4.5
+        eos["excluded_points"] = np.array(["p3"], dtype=object)
+        fig = FIGURES["compression"](entry, plt)
+        (ring,) = [a for a in fig.axes[0].get_lines() if a.get_gid() == "eos/X/excluded_points"]
+        np.testing.assert_array_equal(ring.get_xdata(), [1.5])
+        np.testing.assert_array_equal(ring.get_ydata(), [57.0 / 60.5])
+        plt.close(fig)

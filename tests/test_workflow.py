@@ -50,11 +50,12 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     # Three runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
     # nc_saxs (ruby + SAXS + superlattice) and cdse_nc (gold marker pressure +
     # XRD + indexing + EOS, no ruby, no optics). One job per run and stage,
-    # never one per spectrum or frame; one per figure.
+    # never one per spectrum or frame; one per figure. The identification's
+    # chunks (one each here) are joined with the transitions.
     structural = {name: "2" for name in HGTE_FIGURES if name != "figure_band_gap"}
-    assert counts == {"all": "1", "pressure": "3", "integrate": "3", "index": "2", "eos": "2", "superlattice": "1",
+    assert counts == {"all": "1", "pressure": "3", "integrate": "3", "index": "2", "join_phases": "2", "eos": "2", "superlattice": "1",
                       "optical": "1", "store": "3", **HGTE_FIGURES, **structural, "figure_ruby_gallery": "2",
-                      "figure_saxs_distance": "1", "merge": "6", "total": "34"}
+                      "figure_saxs_distance": "1", "merge": "6", "total": "36"}
 
 
 def test_full_run_then_noop_rerun(project):

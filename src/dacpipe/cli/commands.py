@@ -19,8 +19,8 @@ from ..io.sheet import make_sheet, read_sheet
 from ..run.config import run_config
 from ..run.figures import FIGURES, draw_figure, figures_for
 from ..run.layout import figure_path, store_path
-from ..run.runner import assemble_run, run_stage
-from ..run.stages import STAGES, stages_for
+from ..run.runner import assemble_run, merge_stage, run_stage
+from ..run.stages import STAGES, finish_function, stages_for
 from ..run.store import merge_chunks
 from .options import add_config_options, config_from_args, setup_logging
 from .progress import Progress
@@ -63,7 +63,10 @@ def cmd_stage(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    merge_chunks(args.parts, args.out, args.run)
+    if args.stage is not None and finish_function(args.stage) is not None:
+        merge_stage(config_from_args(args), args.run, args.stage, args.parts, args.out)
+    else:
+        merge_chunks(args.parts, args.out, args.run)
     log.info(f"{args.run}: merged {len(args.parts)} chunks into {args.out}")
     return 0
 
@@ -146,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--parts", nargs="+", required=True, help="chunk parts, in point order")
     p.add_argument("--out", required=True)
+    p.add_argument("--stage", help="the stage: one with a whole-series step (phases: the transitions) "
+                                   "needs the config too")
+    p.add_argument("--config-json", help="the run's validated config as JSON (from Snakemake)")
+    add_config_options(p)
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("assemble", help="merge a run's stage parts into <results>/<run>.h5")

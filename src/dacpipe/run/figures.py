@@ -148,6 +148,14 @@ def _eos_params(group):
                      float(group["Kp"][()]), k0pp)
 
 
+def _excluded(entry, name: str) -> np.ndarray:
+    """Per point, whether the EOS fit of ``name`` left it out (its ``excluded_points``)."""
+    points = entry["points/point"].asstr()[()]
+    path = f"eos/{name}/excluded_points"
+    excluded = set(entry[path].asstr()[()]) if path in entry else set()
+    return np.array([p in excluded for p in points], dtype=bool)
+
+
 def compression(entry, plt):
     """V/V0 against pressure per phase, with error bars and the fitted EOS."""
     from ..eos.models import pressure_GPa
@@ -162,6 +170,13 @@ def compression(entry, plt):
         p, p_err = entry["points/pressure_GPa"][()], entry["points/pressure_err_GPa"][()]
         container = ax.errorbar(p, v, xerr=p_err, yerr=v_err, fmt="o", color=_colour(k), capsize=2, label=name)
         container.lines[0].set_gid(f"phases/{name}/volume_fu_A3÷eos/{name}/V0_fu_A3|points/pressure_GPa")
+        # The points the robust fit left out (eos/<phase>/excluded_points), ringed: a reader
+        # sees which volumes the curve does not answer for.
+        out = _excluded(entry, name)
+        if out.any():
+            (ring,) = ax.plot(p[out], v[out], "o", markersize=11, markerfacecolor="none", markeredgecolor="k",
+                              label=f"{name}: left out of the fit")
+            ring.set_gid(f"eos/{name}/excluded_points")
         grid = np.linspace(np.nanmin(v) * 0.995, 1.0, 200)
         (curve,) = ax.plot(pressure_GPa(params, grid * params.V0_A3), grid, color=_colour(k),
                            label=f"{params.model}: K0 = {params.K0_GPa:.1f} GPa, K' = {params.Kp:.2f}")

@@ -15,12 +15,12 @@ import numpy as np
 import yaml
 
 from ..core.errors import ConfigError
-from ..core.results import StageContext, Upstream
-from ..io.sheet import read_sheet
+from ..core.results import StageContext, StageResult, Upstream
+from ..io.sheet import Sheet, read_sheet
 from .config import run_config
 from .layout import part_path, store_path
-from .stages import chunks, needs, reads, stage_function, stages_for
-from .store import assemble, write_part
+from .stages import LEAD_IN_POINTS, chunks, finish_function, needs, reads, stage_function, stages_for
+from .store import assemble, merge_chunks, read_result, splice_results, write_part
 
 log = logging.getLogger("dacpipe")
 
@@ -118,19 +118,75 @@ def run_config_yaml(config: dict, run_id: str) -> str:
 
 def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = None,
               progress: Callable[[int, int], None] = lambda done, total: None, chunk: int | None = None) -> Path:
-    """Run one stage of one run (or one chunk of its points) and write its part file."""
+    """Run one stage of one run (or one chunk of its points) and write its part file.
+
+    A stage that walks the series (:data:`~dacpipe.run.stages.LEAD_IN_POINTS`)
+    is computed chunk by chunk here too, then finished on the joined series,
+    so that ``dacpipe run`` gives what the workflow's chunk jobs and merge do.
+    """
     run = run_config(config, run_id)
     sheet = read_sheet(run["sheet"])
+    ranges = chunks(stage, run, len(sheet.points))
     if chunk is not None:
-        ranges = chunks(stage, run, len(sheet.points))
         if not 0 <= chunk < len(ranges):
             raise ConfigError(f"{run_id}: {stage} has {len(ranges)} chunks, not a chunk {chunk}")
-        first, end = ranges[chunk]
-        sheet = dataclasses.replace(sheet, points=sheet.points[first:end])
-    result = stage_function(stage, run)(stage_context(config, run_id, stage, sheet, progress=progress))
+        result = compute_chunk(config, run_id, stage, sheet, *ranges[chunk], progress=progress)
+    elif stage in LEAD_IN_POINTS and len(ranges) > 1:
+        def chunk_progress(first):
+            return lambda k, total: progress(first + k, len(sheet.points))
+        joined = None
+        for first, end in ranges:
+            part = compute_chunk(config, run_id, stage, sheet, first, end, progress=chunk_progress(first))
+            joined = part if joined is None else splice_results(joined, part, [*joined.point_ids, *part.point_ids],
+                                                                extras_over_points=False)
+        result = finish_stage(config, run_id, stage, joined)
+    else:
+        result = stage_function(stage, run)(stage_context(config, run_id, stage, sheet, progress=progress))
     out = Path(out) if out else part_path(config, run_id, stage)
     write_part(out, run_id, result)
     return out
+
+
+def compute_chunk(config: dict, run_id: str, stage: str, sheet: Sheet, first: int, end: int,
+                  progress: Callable[[int, int], None] = lambda done, total: None) -> StageResult:
+    """``stage`` on the points [first, end) of ``sheet``: a stage that walks the
+    series starts :data:`~dacpipe.run.stages.LEAD_IN_POINTS` points earlier,
+    whose rows are then dropped."""
+    run = run_config(config, run_id)
+    lead = min(LEAD_IN_POINTS.get(stage, 0), first)
+    points = sheet.points[first - lead:end]
+    sub = dataclasses.replace(sheet, points=points)
+    ids = [p.point for p in points]
+    ctx = stage_context(config, run_id, stage, sub, points=ids if needs(stage, run) else None, progress=progress)
+    result = stage_function(stage, run)(ctx)
+    if lead:
+        result = splice_results(result, None, ids[lead:], extras_over_points=False)
+    return result
+
+
+def finish_stage(config: dict, run_id: str, stage: str, joined: StageResult) -> StageResult:
+    """The whole-series step of a chunked stage on its joined chunks (the phase
+    transitions); the result unchanged for a stage without one."""
+    finish = finish_function(stage)
+    if finish is None:
+        return joined
+    run = run_config(config, run_id)
+    # one value per point of the stages before (the pressures), not their patterns
+    ctx = StageContext(run_id=run_id, stage=stage, sheet=read_sheet(run["sheet"]), run=run,
+                       upstream=upstream(config, run_id, stage, run, joined.point_ids, one_value_per_point=True),
+                       warn=log.warning)
+    return finish(ctx, joined)
+
+
+def merge_stage(config: dict | None, run_id: str, stage: str, paths: Sequence[str | Path], out: str | Path) -> Path:
+    """Join the chunk parts of ``stage`` into its part (:func:`~dacpipe.run.store.merge_chunks`),
+    then run its whole-series step (which needs ``config``) if it has one."""
+    merge_chunks(paths, out, run_id)
+    if finish_function(stage) is not None:
+        if config is None:
+            raise ConfigError(f"{run_id}: joining the chunks of {stage} needs the run's config")
+        write_part(out, run_id, finish_stage(config, run_id, stage, read_result(out, run_id)))
+    return Path(out)
 
 
 def assemble_run(config: dict, run_id: str, parts: list[str | Path] | None = None,

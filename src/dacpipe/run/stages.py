@@ -29,10 +29,25 @@ STAGES: dict[str, str] = {
 # A pressure read from an XRD marker is computed by the structural stage's code.
 MARKER_PRESSURE = "dacpipe.xrd.stage:marker_pressure"
 
-# Stages that work point by point, and so can be split into chunks of
-# points, one job each, merged afterwards. A pressure read from an XRD
-# marker takes the whole XRD part, so it is one chunk.
-CHUNKED = ("pressure", "xrd", "saxs")
+# Stages split into chunks of points (run.chunk_points), one job each, merged
+# afterwards. The per-point stages give the same numbers whatever the
+# chunks; a pressure read from an XRD marker takes the whole XRD part, so it
+# is one chunk.
+CHUNKED = ("pressure", "xrd", "saxs", "phases")
+# The phase identification walks the series in order, carrying each phase's
+# cell, line widths and presence from point to point; split, each chunk
+# starts afresh from the library's cells, at the pressure of its first
+# point, this many points before its own (those rows are dropped), so that
+# its state at its first point is what the walk had (measured on the HgTe
+# series of bench_scale: the same phases at every point). The chunks are
+# part of the method: ``dacpipe run``, ``dacpipe watch`` and the workflow
+# cut the series at the same points, so all three give the same numbers,
+# and a 1,000-frame run's identification runs on as many cores as it has
+# chunks instead of walking the series in one process.
+LEAD_IN_POINTS: dict[str, int] = {"phases": 3}
+# What spans the chunks, computed on the joined series ("module:function",
+# ``f(ctx, joined: StageResult) -> StageResult``): the phase transitions.
+FINISH: dict[str, str] = {"phases": "dacpipe.xrd.stage:finish_phases"}
 
 # What a stage reads of another's part: (stage, upstream) -> datasets of the
 # upstream group (None: its per-phase datasets, named by the run's phases).
@@ -56,6 +71,14 @@ def stage_function(stage: str, run: dict) -> Callable[[StageContext], StageResul
     """The code of ``stage`` for this run."""
     target = MARKER_PRESSURE if stage == "pressure" and run["pressure"]["gauge"] == "xrd-marker" else STAGES[stage]
     module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def finish_function(stage: str) -> Callable[[StageContext, StageResult], StageResult] | None:
+    """The whole-series step of a chunked stage (:data:`FINISH`), or None."""
+    if stage not in FINISH:
+        return None
+    module, name = FINISH[stage].split(":")
     return getattr(importlib.import_module(module), name)
 
 
@@ -89,15 +112,17 @@ def config_sections(stage: str, run: dict) -> tuple[str, ...]:
         if run["pressure"]["gauge"] == "xrd-marker":
             return ("pressure", "indexing", "xrd")
         return ("pressure", "chunk_points")
+    if stage == "phases" and run["pressure"]["gauge"] == "xrd-marker":
+        # The marker is fitted with the sample: the phases job must know it (and a
+        # marker gauge is only valid with the xrd section).
+        return ("phases", "indexing", "pressure", "xrd", "chunk_points")
+    if stage == "phases":
+        return ("phases", "indexing", "chunk_points")
     if stage in CHUNKED:
         return (stage, "chunk_points")
     if stage == "optical":
         return ("optical", "phases", "xrd") if "xrd" in run else ("optical", "phases")
-    if stage == "phases" and run["pressure"]["gauge"] == "xrd-marker":
-        # The marker is fitted with the sample: the phases job must know it (and a
-        # marker gauge is only valid with the xrd section).
-        return ("phases", "indexing", "pressure", "xrd")
-    return {"phases": ("phases", "indexing"), "eos": ("phases", "eos")}.get(stage, (stage,))
+    return {"eos": ("phases", "eos")}.get(stage, (stage,))
 
 
 def stages_for(run: dict) -> list[str]:
@@ -117,7 +142,8 @@ def stages_for(run: dict) -> list[str]:
 
 
 def chunks(stage: str, run: dict, n_points: int) -> list[tuple[int, int]]:
-    """[first, end) point ranges of the jobs of ``stage``: one range unless the stage is chunked."""
+    """[first, end) point ranges of the jobs of ``stage``: one range unless the stage is chunked
+    (a chunk of a stage in :data:`LEAD_IN_POINTS` reads points before its ``first`` too)."""
     if stage not in CHUNKED or (stage == "pressure" and run["pressure"]["gauge"] == "xrd-marker"):
         return [(0, n_points)]
     size = int(run["chunk_points"])

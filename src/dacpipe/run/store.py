@@ -112,13 +112,19 @@ def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> N
     Arrays over points are concatenated (a second dimension that differs
     between chunks, such as the longest fitted window, is NaN-padded to the
     widest); the axes named in ``@fixed_axes`` and the attributes come from
-    the first chunk.
+    the first chunk. What a chunk found about its own stretch of the series
+    only (the phase transitions: groups beside the stage's) is left out: the
+    stage's whole-series step computes it on the joined series
+    (:func:`dacpipe.run.runner.merge_stage`).
     """
     sources = [h5py.File(p, "r") for p in paths]
     try:
         entries = [src[run_id] for src in sources]
         point_ids = [s for e in entries for s in e["point_ids"].asstr()[()]]
-        (stage,) = [name for name in entries[0] if name not in ("point_ids", "inputs")]
+        stage = entries[0].attrs.get("stage")
+        if stage is None:  # a part written before parts named their stage: its one group
+            (stage,) = [name for name in entries[0] if name not in ("point_ids", "inputs")]
+        stage = _attr_value(stage)
         with atomic_h5(out) as h5:
             entry = h5.create_group(run_id)
             write_dataset(entry, "point_ids", point_ids)
@@ -396,10 +402,11 @@ def _merge_group(groups: list, dest: h5py.Group, counts: list[int]) -> None:
             else:  # a chunk where nothing gave this value (no fitted window at all)
                 arrays.append(np.full((count, *first.shape[1:]), "" if text else np.nan,
                                       dtype=object if text else float))
-        if first.ndim == 2 and len({a.shape[1] for a in arrays}) > 1:
+        if first.ndim >= 2 and len({a.shape[1] for a in arrays}) > 1:
+            # padded as a row that gave fewer values is: NaN, "", or 0 (hkl's (0, 0, 0))
             width = max(a.shape[1] for a in arrays)
-            arrays = [np.pad(a.astype(float), ((0, 0), (0, width - a.shape[1])), constant_values=np.nan)
-                      for a in arrays]
+            arrays = [np.concatenate([a, np.full((len(a), width - a.shape[1], *a.shape[2:]), _fill_value(a.dtype),
+                                                 dtype=a.dtype)], axis=1) for a in arrays]
         dset = write_dataset(dest, name, np.concatenate(arrays))
         for key, value in first.attrs.items():
             dset.attrs[key] = value

@@ -7,6 +7,7 @@ pressures, which seed each phase's lattice.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -116,11 +117,6 @@ def phases(ctx: StageContext) -> StageResult:
         phase_part, background_part = result.fit.evaluate(np.asarray(q_A, float)[finite])
         calc[i, finite] = phase_part + background_part
         background[i, finite] = background_part
-    sample = [n_ for n_ in names if n_ not in markers]
-    present = {keys[n_]: table[f"{keys[n_]}/present"] for n_ in sample}
-    fraction = {keys[n_]: np.nan_to_num(table[f"{keys[n_]}/fraction"]) for n_ in sample}
-    transitions = find_transitions([keys[n_] for n_ in sample], present, fraction, pressure_GPa, point_ids,
-                                   usable=np.array([r is not None for r in results]))
     datasets = {**table, **{f"peaks/{k}": v for k, v in unexplained.items()}, "calc": calc, "background": background,
                 "reduced_chi2": np.array([r.reduced_chi2 if r else np.nan for r in results]),
                 "serial_correlation": np.array([r.fit.serial_correlation if r else np.nan for r in results])}
@@ -128,8 +124,27 @@ def phases(ctx: StageContext) -> StageResult:
              "q_ref_A": series_q_ref(q_range), "q_range_A": np.array(q_range), "significance": settings.significance,
              "search_rel": settings.search_rel, "method": "whole-pattern fit (fixed-structure intensities, "
              "pseudo-Voigt in 2theta, B-spline background), phases kept by an F-test"}
-    return StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs,
-                       extra={f"transitions/{k}": v for k, v in transitions.items()})
+    result = StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs)
+    return finish_phases(ctx, result)
+
+
+def finish_phases(ctx: StageContext, result: StageResult) -> StageResult:
+    """``result`` with the transitions of its series (``transitions/``,
+    :func:`~dacpipe.xrd.transitions.find_transitions`) from the phases found
+    at its points and their pressures (``ctx.upstream["pressure"]``): the
+    step that spans the chunks the phase stage is computed in
+    (:data:`dacpipe.run.stages.LEAD_IN_POINTS`). The markers are left out."""
+    markers = set(result.attrs["markers"])
+    sample = [key for key in result.attrs["phases"] if key not in markers]
+    pressure_GPa = np.asarray(ctx.upstream["pressure"]["pressure_GPa"], dtype=float)
+    present = {key: np.asarray(result.datasets[f"{key}/present"], bool) for key in sample}
+    fraction = {key: np.nan_to_num(np.asarray(result.datasets[f"{key}/fraction"], float)) for key in sample}
+    # a point was fitted where it has a reduced chi^2; the others had no pattern to fit
+    fitted = np.isfinite(np.asarray(result.datasets["reduced_chi2"], float))
+    transitions = find_transitions(sample, present, fraction, pressure_GPa, list(result.point_ids), usable=fitted)
+    extra = {k: v for k, v in result.extra.items() if not k.startswith("transitions/")}
+    extra.update({f"transitions/{k}": v for k, v in transitions.items()})
+    return dataclasses.replace(result, extra=extra)
 
 
 def _phase_table(names, keys, candidates, results, settings: IndexingSettings, wavelength_A: float) -> dict:
