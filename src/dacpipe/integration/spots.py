@@ -28,11 +28,16 @@ and only they are masked:
    ``max_size_px`` pixels across, rows and columns) and alone at its radius:
    a powder ring's grains make blobs by the dozen at the same radius, a
    diamond's spots a handful per frame scattered over the detector. Fewer
-   than ``ring_blobs`` seed blobs with their brightest pixel within
-   +-:data:`RING_HALF_WIDTH_BINS` radial bins of a blob's: a spot. A grainy
-   ring's blobs stay in the pattern, also a spot sitting on such a ring
-   (nothing at that radius tells it from the ring's own grains); on smooth
-   rings (nanocrystals) every compact outlier is masked.
+   than ``ring_blobs`` blobs standing :data:`COUNT_SIGMA` sigmas out of the
+   ring (their own included) with their highest pixel within
+   +-:data:`RING_HALF_WIDTH_BINS` radial bins of the blob's: a spot. The
+   count is taken below the seed threshold because only the brightest few
+   grains of a grainy ring reach it (an exponential population: measured on
+   a synthetic ring of 250 grains, 3 of them); Poisson noise does not reach
+   5 sigma on a 1M-pixel detector. A grainy ring's blobs stay in the
+   pattern, and so does a spot sitting on such a ring (nothing at that
+   radius tells it from the ring's own grains); on smooth rings
+   (nanocrystals) every compact outlier is masked.
 4. The spots grown by ``dilate_px`` pixels (a disc), to take the faint
    tails of their profile as well.
 
@@ -53,6 +58,9 @@ from ..core.noise import MAD_TO_SIGMA
 
 GROW_SIGMA = 3.0
 """A spot's extent: connected pixels this many robust sigmas above their ring (with a seed)."""
+
+COUNT_SIGMA = 5.0
+"""Blobs whose peak stands this many robust sigmas above their ring count towards a ring of grains."""
 
 RING_HALF_WIDTH_BINS = 2
 """Blobs whose brightest pixels are within this many radial bins (~pixels) are at one radius."""
@@ -223,41 +231,40 @@ class SpotFinder:
         """The spots of one frame (``image`` in the layout of the radial map)."""
         values, ok = self.values(image)
         rings = self.ring_levels(values, ok)
-        # Thresholds per bin; the dump bin (index n_bins) never passes.
-        grow = np.append(rings.median + GROW_SIGMA * rings.sigma, np.inf).astype(np.float32)
-        seed = np.append(rings.median + self.threshold * rings.sigma, np.inf).astype(np.float32)
-        grow[:-1][~np.isfinite(grow[:-1])] = np.inf
-        candidates = np.flatnonzero((values > grow[self.bin_index]) & ok)
-        is_seed = values[candidates] > seed[self.bin_index[candidates]]
+        # Per bin; the dump bin (index n_bins) and empty bins never pass.
+        median = np.append(np.nan_to_num(rings.median, nan=np.inf), np.inf).astype(np.float32)
+        sigma = np.append(np.nan_to_num(rings.sigma, nan=1.0), 1.0).astype(np.float32)
+        candidates = np.flatnonzero((values > median[self.bin_index] + GROW_SIGMA * sigma[self.bin_index]) & ok)
         empty = SpotMask(mask=np.zeros(self.shape, bool), n_pixels=0, n_blobs=0)
-        if not is_seed.any():
+        bins = self.bin_index[candidates]
+        score = (values[candidates] - median[bins]) / sigma[bins]  # robust sigmas above the ring
+        if not np.any(score > self.threshold):
             return empty
         above = np.zeros(self.bin_index.size, bool)
         above[candidates] = True
         labels, n_labels = ndimage.label(above.reshape(self.shape), structure=_EIGHT_NEIGHBOURS)
-        label = labels.ravel()[candidates]
-        seeded = np.zeros(n_labels + 1, bool)
-        seeded[label[is_seed]] = True
-        seeded[0] = False
-        keep = seeded[label]
-        pixels, label = candidates[keep], label[keep]
-        blobs, blob = np.unique(label, return_inverse=True)
-        n_blobs = blobs.size
-        rows, cols = np.divmod(pixels, self.shape[1])
-        height = _extent(rows, blob, n_blobs)
-        width = _extent(cols, blob, n_blobs)
-        # Each blob's radius: the bin of its brightest pixel.
-        order = np.lexsort((values[pixels], blob))
-        last = np.searchsorted(blob[order], np.arange(n_blobs), side="right") - 1
-        peak_bin = self.bin_index[pixels[order[last]]]
-        per_bin = np.bincount(peak_bin, minlength=self.n_bins)
+        label = labels.ravel()[candidates] - 1
+        # Each blob's peak: its highest score, and the radial bin of that pixel.
+        order = np.lexsort((score, label))
+        last = np.searchsorted(label[order], np.arange(n_labels), side="right") - 1
+        peak_score = score[order[last]]
+        peak_bin = bins[order[last]]
+        # Blobs at each radius that stand out of the noise: a grainy ring's grains.
+        standing = peak_score > COUNT_SIGMA
+        per_bin = np.bincount(peak_bin[standing], minlength=self.n_bins + 1)
         window = np.ones(2 * RING_HALF_WIDTH_BINS + 1, int)
         at_radius = np.convolve(per_bin, window, mode="same")[peak_bin]
-        spot = (height <= self.max_size_px) & (width <= self.max_size_px) & (at_radius < self.ring_blobs)
+        seeded = (peak_score > self.threshold) & (at_radius < self.ring_blobs)
+        if not seeded.any():
+            return empty
+        keep = seeded[label]
+        pixels, blob = candidates[keep], label[keep]
+        rows, cols = np.divmod(pixels, self.shape[1])
+        compact = (_extent(rows, blob, n_labels) <= self.max_size_px) & (_extent(cols, blob, n_labels) <= self.max_size_px)
+        spot = seeded & compact
         if not spot.any():
             return empty
-        chosen = pixels[spot[blob]]
-        mask = self._dilate(chosen)
+        mask = self._dilate(pixels[spot[blob]])
         mask &= ok.reshape(self.shape)
         return SpotMask(mask=mask, n_pixels=int(np.count_nonzero(mask)), n_blobs=int(np.count_nonzero(spot)))
 
@@ -273,12 +280,12 @@ class SpotFinder:
 
 
 def _extent(coordinate: np.ndarray, blob: np.ndarray, n_blobs: int) -> np.ndarray:
-    """Pixels each blob spans along one image axis (max - min + 1)."""
+    """Pixels each blob spans along one image axis (max - min + 1; 0 for a blob not given)."""
     high = np.full(n_blobs, -1, np.int64)
     low = np.full(n_blobs, np.iinfo(np.int64).max, np.int64)
     np.maximum.at(high, blob, coordinate)
     np.minimum.at(low, blob, coordinate)
-    return high - low + 1
+    return np.where(high >= 0, high - low + 1, 0)
 
 
 def find_spots(image: np.ndarray, radial_map: np.ndarray, mask: np.ndarray | None = None, **options) -> SpotMask:
