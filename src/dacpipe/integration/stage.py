@@ -22,6 +22,8 @@ from ..core.units import q_from_two_theta, two_theta_from_q
 from ..io.images import read_frame_file, read_image
 from ..io.refs import FileRecord, file_part, file_record
 from ..io.sheet import Point
+from .from_patterns import (frame_header, frame_normalization, has_patterns, header_warnings, header_wavelength,
+                            run_with_patterns)
 from .integrator import FrameIntegrator, IntegrationSettings
 
 def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | None], np.ndarray]
@@ -38,26 +40,27 @@ def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | Non
 
     def load(ref):
         if ref is None:
-            return None, None
+            return None, None, None
         path = file_part(ref)
-        content = None
+        content = header = None
         try:
             content = read_frame_file(ref)
             frame = read(ref, content)
+            header = frame_header(ref, content)  # wavelength, distance: from the same bytes
         except InputError as err:
             frame = err.with_path(path)
         record = None
         if path not in hashed:
             record = file_record(path, content=content)
             hashed.add(path)
-        return frame, record
+        return frame, record, header
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, references[0]) if references else None
         for i in range(len(references)):
-            current, record = pending.result()
+            current, record, header = pending.result()
             pending = pool.submit(load, references[i + 1]) if i + 1 < len(references) else None
-            yield i, current, record
+            yield i, current, record, header
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -67,9 +70,14 @@ def run(ctx: StageContext) -> StageResult:
     their reason in the status; the other points are integrated.
     """
     sheet, kind = ctx.sheet, ctx.stage
+    if kind == "xrd" and has_patterns(sheet):  # patterns integrated elsewhere: from_patterns.py
+        return run_with_patterns(ctx, run)
     settings = IntegrationSettings.from_config(ctx.run[kind])
     n = len(sheet.points)
     references = [p.files.get(kind) for p in sheet.points]
+    # No wavelength in config or PONI: the first frame header's (Pilatus CBF, Eiger).
+    settings, wavelength_source = header_wavelength(settings, references)
+    header_notes = [""] * n
     # The first frame's shape only for PONI files that do not give one (an
     # extra read of that frame).
     integrator = FrameIntegrator(settings, shape=lambda: _first_shape(references))
@@ -87,7 +95,7 @@ def run(ctx: StageContext) -> StageResult:
     status = ["ok"] * n
     methods = set()
     inputs: list[str | FileRecord] = [settings.poni] + [r for r in (settings.mask, settings.dark, settings.flat) if r]
-    for i, frame, record in _prefetch(references, lambda ref, content: read_image(ref, shape, content=content)):
+    for i, frame, record, header in _prefetch(references, lambda ref, content: read_image(ref, shape, content=content)):
         if record is not None:
             inputs.append(record)
         point = sheet.points[i]
@@ -97,7 +105,8 @@ def run(ctx: StageContext) -> StageResult:
             try:
                 if isinstance(frame, InputError):
                     raise frame
-                pattern = integrator.integrate(frame, _normalization(point, settings))
+                pattern = integrator.integrate(frame, _normalization(point, settings)
+                                               * frame_normalization(references[i], ctx.run[kind]))
             except InputError as err:
                 err = err.with_path(file_part(references[i]))
                 status[i] = f"{kind} skipped: {err}"
@@ -113,6 +122,9 @@ def run(ctx: StageContext) -> StageResult:
                 if cake is not None:
                     cake[i], chi = pattern.cake, pattern.chi_deg
                 methods.add(pattern.method)
+                header_notes[i] = "; ".join(header_warnings(integrator.geometry, header))
+                if header_notes[i]:
+                    ctx.warn_point(point.point, f"{file_part(references[i])}: {header_notes[i]}")
         ctx.progress(i + 1, n)
 
     if radial is None:  # no frame could be integrated: axes from the geometry alone
@@ -122,8 +134,9 @@ def run(ctx: StageContext) -> StageResult:
              "wavelength_A": integrator.wavelength_A, "unit": settings.unit, "npt": settings.npt,
              "method": ", ".join(sorted(methods)), "rejection": settings.rejection,
              "polarization_factor": math.nan if settings.polarization_factor is None
-             else settings.polarization_factor, "mask": settings.mask or ""}
-    datasets = {"I": intensity, "I_errors": sigma}
+             else settings.polarization_factor, "mask": settings.mask or "",
+             "wavelength_source": wavelength_source, "frames": ctx.run[kind].get("frames", "sum")}
+    datasets = {"I": intensity, "I_errors": sigma, "warnings": np.array(header_notes, dtype=object)}
     if spot_pixels is not None:
         datasets["spot_pixels"], datasets["spot_blobs"] = spot_pixels, spot_blobs
     axes = {"q": q_A, "two_theta": two_theta}

@@ -2,7 +2,10 @@
 
 Columns are those of the contract (``shared/spec/contract.md`` section 1),
 plus ``pressure_err_GPa`` beside ``pressure_GPa`` and ``monitor`` (beam
-monitor counts, to normalize SAXS frames). Lines starting with ``#``
+monitor counts, to normalize SAXS frames), and ``pattern``: a 1D pattern
+integrated elsewhere (``.xy``, ``.chi``, ``.xye``, ``.dat``; read by
+:mod:`dacpipe.io.patterns`), which the XRD stage takes instead of
+integrating the point's image. Lines starting with ``#``
 are comments (``dacpipe sheet`` lists the files it could not pair there).
 Paths are relative to the sheet's own folder.
 
@@ -26,7 +29,7 @@ from pathlib import Path
 from ..core.errors import InputError, SheetError
 from .refs import parse_reference, resolve
 
-FILE_COLUMNS = ("xrd", "saxs", "ruby_before", "ruby_after", "ruby", "absorption", "pl")
+FILE_COLUMNS = ("xrd", "saxs", "ruby_before", "ruby_after", "ruby", "absorption", "pl", "pattern")
 NUMBER_COLUMNS = ("pressure_GPa", "pressure_err_GPa", "temperature_K", "monitor")
 COLUMNS = ("point", *FILE_COLUMNS, *NUMBER_COLUMNS, "note")
 DEFAULT_TEMPERATURE_K = 298.0
@@ -199,6 +202,9 @@ _AFTER_WORDS = ("after", "post", "end")
 _IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".h5", ".hdf5", ".nxs", ".img", ".mccd", ".mar3450",
                    ".mar2300", ".sfrm", ".gfrm", ".ge2", ".ge5", ".raw", ".npy", ".spe"}
 _SPECTRUM_SUFFIXES = {".txt", ".dat", ".csv", ".asc", ".spe", ".jdx", ".dx"}
+# Integrated 1D patterns by their usual suffixes (Dioptas/pyFAI, Fit2D, GSAS);
+# a .dat pattern is too like a spectrum to be told by name.
+_PATTERN_SUFFIXES = {".xy", ".chi", ".xye"}
 
 
 def _words(stem: str) -> list[str]:
@@ -220,6 +226,8 @@ def _classify(path: Path) -> str | None:
             return kind
     if suffix in _IMAGE_SUFFIXES:
         return "saxs" if words & set(_KIND_WORDS["saxs"]) else "xrd"
+    if suffix in _PATTERN_SUFFIXES:
+        return "pattern"
     return None
 
 
