@@ -250,3 +250,71 @@ def test_lambda_read_image_stitches_masks_and_sums(real_data):
     each = sum(read_image(f"{any_module}@{k}").astype(np.float64) for k in range(10))
     np.testing.assert_array_equal(np.isnan(total), np.isnan(each))
     np.testing.assert_allclose(total[np.isfinite(total)], each[np.isfinite(each)], rtol=0, atol=0)
+
+
+# --- in the integration stage ---------------------------------------------------
+
+def _stage_files(tmp_path):
+    """A 120x100 detector at 0.2 m (PONI without a wavelength), two Pilatus CBF
+    frames whose headers give 0.4066 A and 0.2 m (the second 0.25 m), and a
+    four-frame HDF5 stack of the same flat frame."""
+    poni = tmp_path / "nowave.poni"
+    poni.write_text("poni_version: 2\nDetector: Detector\n"
+                    'Detector_config: {"pixel1": 0.000172, "pixel2": 0.000172, "max_shape": [120, 100]}\n'
+                    "Distance: 0.2\nPoni1: 0.01\nPoni2: 0.0086\nRot1: 0\nRot2: 0\nRot3: 0\n")
+    frame = np.full((120, 100), 100, np.int32)
+    for k, distance in ((0, "0.20000"), (1, "0.25000")):
+        write_pilatus_cbf(tmp_path / f"f{k}.cbf", frame, ["# Detector: PILATUS", "# Wavelength 0.4066 A",
+                                                          f"# Detector_distance {distance} m"])
+    with h5py.File(tmp_path / "stack.h5", "w") as h5:
+        h5["entry/data/data"] = np.repeat(frame[None].astype(np.uint32), 4, axis=0)
+    (tmp_path / "points.tsv").write_text("point\txrd\na\tf0.cbf\nb\tf1.cbf\nc\tstack.h5::/entry/data/data@0:4\n"
+                                         "d\tstack.h5::/entry/data/data@2\n")
+    return poni
+
+
+def _integrate(tmp_path, poni, **extra):
+    from conftest import stage_context
+    from dacpipe.integration.stage import run as integrate
+    from dacpipe.io.config import validate_config
+    from dacpipe.io.sheet import read_sheet
+
+    section = {"poni": str(poni), "npt": 50, "rejection": {"method": "none"}, "polarization_factor": None, **extra}
+    run = validate_config({"runs": {"r": {"sheet": str(tmp_path / "points.tsv"), "xrd": section}}})["runs"]["r"]
+    warnings = []
+    result = integrate(stage_context("xrd", read_sheet(tmp_path / "points.tsv"), run, warn=warnings.append))
+    return result, warnings
+
+
+def test_stage_takes_the_header_wavelength_and_checks_every_frame(tmp_path):
+    poni = _stage_files(tmp_path)
+    result, warnings = _integrate(tmp_path, poni)
+    assert result.status == ["ok"] * 4
+    assert result.attrs["wavelength_A"] == pytest.approx(0.4066)
+    assert result.attrs["wavelength_source"] == f"header of {tmp_path / 'f0.cbf'}"
+    notes = list(result.datasets["warnings"])
+    assert notes[0] == "" and notes[2] == notes[3] == ""  # the HDF5 stack has no header: nothing to compare
+    assert notes[1].startswith("header detector distance 250 mm differs from the PONI's 200 mm (along the beam) "
+                               "by 0.25")
+    assert any("f1.cbf: header detector distance" in w for w in warnings)
+    # a config wavelength wins, and a header that disagrees with it is reported
+    result, _ = _integrate(tmp_path, poni, wavelength_A=0.41)
+    assert result.attrs["wavelength_source"] == "config"
+    assert result.datasets["warnings"][0].startswith("header wavelength 0.4066 A differs from the geometry's 0.41 A")
+
+
+def test_stage_frames_sum_or_mean(tmp_path):
+    """Four equal frames: the sum's pattern is 4x one frame's with 2x its Poisson
+    error; the mean's is one frame's with half its error (sqrt(4 N) / 4)."""
+    poni = _stage_files(tmp_path)
+    summed, _ = _integrate(tmp_path, poni, wavelength_A=0.4066)
+    mean, _ = _integrate(tmp_path, poni, wavelength_A=0.4066, frames="mean")
+    one_i, one_s = summed.datasets["I"][3], summed.datasets["I_errors"][3]
+    good = np.isfinite(one_i)
+    assert good.sum() > 30
+    np.testing.assert_allclose(summed.datasets["I"][2][good], 4 * one_i[good], rtol=1e-5)
+    np.testing.assert_allclose(summed.datasets["I_errors"][2][good], 2 * one_s[good], rtol=1e-5)
+    np.testing.assert_allclose(mean.datasets["I"][2][good], one_i[good], rtol=1e-5)
+    np.testing.assert_allclose(mean.datasets["I_errors"][2][good], one_s[good] / 2, rtol=1e-5)
+    np.testing.assert_allclose(mean.datasets["I"][3][good], one_i[good], rtol=1e-6)  # one frame: unchanged
+    assert mean.attrs["frames"] == "mean"
