@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/pressure.smk"
+include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/integrate.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/index.smk"

@@ -61,10 +61,14 @@ def parts(wildcards):
 
 
 def integration_files(wildcards):
-    """Geometry, mask, dark and flat of an integration stage that exist."""
+    """Geometry, mask, dark and flat of an integration stage that exist; with
+    calibrant_image, the PONI file the run's calibrate job writes."""
     section = config["runs"][wildcards.run][wildcards.kind]
     named = [section.get(key) for key in ("poni", "mask", "dark", "flat")]
-    return [file_part(f) for f in named if f and os.path.isfile(file_part(f))]
+    found = [file_part(f) for f in named if f and os.path.isfile(file_part(f))]
+    if section.get("calibrant_image"):
+        found.append(f"{RESULTS}/{wildcards.run}/calibration.poni")
+    return found
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..core.errors import DacpipeError
+from ..core.errors import ConfigError, DacpipeError
 from ..io.refs import file_part
 from ..io.sheet import make_sheet, read_sheet
 from ..run.config import run_config
@@ -35,6 +35,7 @@ def cmd_run(args) -> int:
     failed = []
     for run_id in run_ids:
         try:
+            _calibrate_run(run_config(config, run_id), run_id)
             for stage in stages_for(run_config(config, run_id)):
                 run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
             out = assemble_run(config, run_id)
@@ -47,6 +48,40 @@ def cmd_run(args) -> int:
             log.error(f"{run_id}: {err}")
             failed.append(run_id)
     return 1 if failed else 0
+
+
+def _calibrate_run(run: dict, run_id: str) -> None:
+    """A run with ``xrd.calibrant_image`` calibrates first, into the PONI file its integration reads."""
+    if "xrd" in run and run["xrd"].get("calibrant_image"):
+        from ..integration.calibrate import calibrate_section
+
+        calibration = calibrate_section(run["xrd"], run["xrd"]["poni"])
+        log.info(f"{run_id}: calibrated on {run['xrd']['calibrant_image']}: distance "
+                 f"{calibration.distance_m * 1e3:.3f} mm, rms {calibration.rms_px:.2f} px on "
+                 f"{len(calibration.rings)} rings; wrote {run['xrd']['poni']}")
+
+
+def cmd_calibrate(args) -> int:
+    from ..integration.calibrate import calibrate_file, calibrate_section, write_poni
+
+    if args.run:  # the run's xrd section says what (the Snakemake rule)
+        run = run_config(config_from_args(args), args.run)
+        if not run.get("xrd", {}).get("calibrant_image"):
+            raise ConfigError(f"config: runs.{args.run}.xrd has no calibrant_image to calibrate on")
+        image, out = run["xrd"]["calibrant_image"], args.output or run["xrd"]["poni"]
+        calibration = calibrate_section(run["xrd"], out)
+    else:
+        missing = [name for name, value in (("IMAGE", args.image), ("--calibrant", args.calibrant),
+                                            ("--wavelength", args.wavelength), ("-o", args.output)) if value is None]
+        if missing:
+            raise ConfigError(f"dacpipe calibrate needs {', '.join(missing)} (or --run RUN with a config)")
+        image, out = args.image, args.output
+        calibration = calibrate_file(image, args.calibrant, args.wavelength, detector=args.detector,
+                                     pixel_size_um=args.pixel_size, mask_path=args.mask,
+                                     beam_center_px=args.beam_center, max_rms_px=args.max_rms_px)
+        write_poni(calibration, out, source=image)
+    print(f"{image}:\n{calibration.summary()}\nwrote {out}")
+    return 0
 
 
 def cmd_figure(args) -> int:
@@ -129,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs (default: all in the config)")
     p.add_argument("--figures", action="store_true", help="also draw the run's figures from its store")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("calibrate", help="refine a PONI geometry from a calibrant image, without a click")
+    p.add_argument("image", nargs="?", help="the calibrant's image (any format dacpipe reads)")
+    p.add_argument("--calibrant", help="pyFAI calibrant name (CeO2, LaB6, Si, ...) or a .D file")
+    p.add_argument("--wavelength", type=float, metavar="A", help="X-ray wavelength in angstrom")
+    p.add_argument("--detector", help="pyFAI detector name (default: from the image's shape and header)")
+    p.add_argument("--pixel-size", type=float, metavar="UM", help="pixel size (um) of a detector pyFAI does not know")
+    p.add_argument("--mask", help="mask file (beamstop), non-zero = masked, in the image's frame")
+    p.add_argument("--beam-center", type=float, nargs=2, metavar=("ROW", "COL"),
+                   help="starting beam centre (pixels), when the beam misses the detector")
+    p.add_argument("--max-rms-px", type=float, default=0.5, metavar="PX",
+                   help="refuse a calibration whose control points lie further (rms) from their rings (default 0.5)")
+    p.add_argument("-o", "--output", help="PONI file to write (with --run: default <results>/<run>/calibration.poni)")
+    p.add_argument("--run", help="calibrate as the run's xrd section says (calibrant_image, calibrant, ...)")
+    p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("figure", help="draw one figure of a run from its result store (PNG and PDF)")
     p.add_argument("name", choices=list(FIGURES))

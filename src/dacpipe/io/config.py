@@ -76,6 +76,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config: {where} = {error.instance!r} has the wrong type; expected {error.validator_value}"
     if error.validator == "required":
         return f"config: {where}: {error.message}"
+    if error.validator == "anyOf" and all(set(sub) == {"required"} for sub in error.validator_value):
+        # e.g. an integration section needs poni or calibrant_image
+        keys = [" and ".join(repr(k) for k in sub["required"]) for sub in error.validator_value]
+        return f"config: {where}: needs {' or '.join(keys)}"
     return f"config: {where} = {error.instance!r}: {error.message}"
 
 

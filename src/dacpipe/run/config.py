@@ -23,6 +23,7 @@ def run_config(config: dict, run_id: str) -> dict:
         run = copy.deepcopy(config["runs"][run_id])
     except KeyError:
         raise ConfigError(f"config: no run called {run_id!r}; runs: {', '.join(config.get('runs', {}))}") from None
+    _check_calibration(config, run, run_id)
     pressure = run["pressure"]
     gauge = pressure["gauge"]
     if gauge == "xrd-marker":
@@ -55,3 +56,33 @@ def _check_marker(run: dict, run_id: str) -> None:
         close = difflib.get_close_matches(marker, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"{key}.marker = {marker!r} is not a library phase{hint} nor a .jcpds or .cif file")
+
+
+def calibration_poni_path(config: dict, run_id: str) -> Path:
+    """The PONI file a run that calibrates on ``xrd.calibrant_image`` writes, ``<results>/<run>/calibration.poni``."""
+    return Path(config["results_dir"]) / run_id / "calibration.poni"
+
+
+def _check_calibration(config: dict, run: dict, run_id: str) -> None:
+    """``xrd.calibrant_image`` instead of ``xrd.poni``: the run integrates with
+    the PONI file its calibration writes (:func:`calibration_poni_path`), so
+    ``poni`` is set to it here; a calibration needs a calibrant and a wavelength."""
+    key = f"config: runs.{run_id}"
+    if run.get("saxs", {}).get("calibrant_image"):
+        raise ConfigError(f"{key}.saxs.calibrant_image: calibration from a calibrant image is for xrd only; "
+                          "give saxs.poni")
+    xrd = run.get("xrd")
+    if not xrd or not xrd.get("calibrant_image"):
+        return
+    target = calibration_poni_path(config, run_id)
+    # A config that went through here once (a job's --config-json) has poni
+    # set to the target already.
+    if xrd.get("poni") is not None and Path(xrd["poni"]) != target:
+        raise ConfigError(f"{key}.xrd: give poni or calibrant_image, not both")
+    for name, example in (("calibrant", "CeO2"), ("wavelength_A", "0.4066")):
+        if xrd.get(name) is None:
+            raise ConfigError(f"{key}.xrd.{name} is required with calibrant_image; e.g. {example}")
+    if xrd["poni_convention"] != "pyfai":
+        raise ConfigError(f"{key}.xrd.poni_convention = {xrd['poni_convention']!r}: a calibration from "
+                          "calibrant_image refers to the image as read, convention 'pyfai'")
+    xrd["poni"] = str(target)
