@@ -186,6 +186,28 @@ def test_synthetic_lab6_beam_near_the_edge(tmp_path):
 
 
 @pytest.mark.slow
+def test_same_image_same_geometry_and_the_random_state_left_alone():
+    """pyFAI's peak picker draws from numpy's global random state: the
+    calibration seeds it (two runs, one PONI) and puts the caller's back."""
+    from dacpipe.synth.xrd import XRD_GEOMETRY
+
+    image = calibrant_image("CeO2", XRD_GEOMETRY)
+    np.random.seed(7)
+    expected = np.random.random()
+    results = []
+    for seed in (7, 8):  # the caller's state must not matter either
+        np.random.seed(seed)
+        calibration = calibrate(image, load_calibrant("CeO2", XRD_GEOMETRY.wavelength_A),
+                                detector_for_image(image.shape, pixel_size_um=172))
+        if seed == 7:
+            assert np.random.random() == expected
+        ai = calibration.integrator
+        results.append((ai.dist, ai.poni1, ai.poni2, ai.rot1, ai.rot2, calibration.n_points))
+    assert results[0] == results[1]
+    assert results[0][0] == pytest.approx(XRD_GEOMETRY.distance_m, rel=1e-3)
+
+
+@pytest.mark.slow
 def test_wrong_calibrant_is_refused_not_fitted(ceo2_image):
     """LaB6 rings looked for on a CeO2 image: the refinement finds a geometry
     (0.68 px rms, a 232 mm 'distance' for 150 mm), which must not pass."""

@@ -101,6 +101,7 @@ _MIN_RING_POINTS = 8
 _MAX_RING_SCATTER = 3.0
 # Picking and refining rounds on all the rings.
 _ROUNDS = 2
+_MASSIF_SEED = 20260101
 # Largest rms distance (pixels) of the control points from their rings that
 # is a calibration. Measured: 0.06-0.08 px on synthetic CeO2 and LaB6
 # images, 0.22 px on the real CeO2 Pilatus image; with the wrong calibrant
@@ -312,7 +313,7 @@ def detector_for_image(shape: tuple[int, int], name: str | None = None,
     if pixel_size_um is not None:
         if not (math.isfinite(float(pixel_size_um)) and float(pixel_size_um) > 0):
             raise InputError(f"pixel size {pixel_size_um!r} um must be positive")
-        pixel_m = float(pixel_size_um) * 1e-6
+        pixel_m = float(pixel_size_um) / 1e6  # 172 / 1e6 is 0.000172; 172 * 1e-6 is not
         return pyFAI.detectors.Detector(pixel1=pixel_m, pixel2=pixel_m, max_shape=shape)
     classes = {cls for cls in pyFAI.detectors.ALL_DETECTORS.values()
                if tuple(getattr(cls, "MAX_SHAPE", ()) or ()) == shape}
@@ -335,7 +336,7 @@ def detector_for_image(shape: tuple[int, int], name: str | None = None,
 
 
 def _check_pixel(detector, pixel_size_um, header_pixel_m, name):
-    for value_m, origin in ((None if pixel_size_um is None else float(pixel_size_um) * 1e-6, "pixel size"),
+    for value_m, origin in ((None if pixel_size_um is None else float(pixel_size_um) / 1e6, "pixel size"),
                             (header_pixel_m, "the image header's pixel size")):
         if value_m is not None and not (_same_pixel(detector.pixel1, value_m) and _same_pixel(detector.pixel2, value_m)):
             raise InputError(f"{origin} {value_m * 1e6:g} um differs from detector {name}'s "
@@ -709,8 +710,19 @@ def calibrate(image: np.ndarray, calibrant, detector, *, mask: np.ndarray | None
 
 
 def _pick(single, max_rings) -> np.ndarray:
-    """Control points (row, col, ring) along the rings the current geometry expects."""
-    control = single.extract_cp(max_rings=max_rings)
+    """Control points (row, col, ring) along the rings the current geometry expects.
+
+    pyFAI's Massif visits a ring's pixels in an order drawn from numpy's
+    global random state: seeded here, so that an image gives the same PONI
+    file every time (measured: unseeded, distances of two runs differed by
+    6e-7), and the caller's random state put back.
+    """
+    state = np.random.get_state()
+    np.random.seed(_MASSIF_SEED)
+    try:
+        control = single.extract_cp(max_rings=max_rings)
+    finally:
+        np.random.set_state(state)
     points = np.asarray(control.getList(), dtype=np.float64).reshape(-1, 3)
     if len(points) < 3:
         raise InputError("found no control points along the expected rings (wrong calibrant or wavelength?)")
