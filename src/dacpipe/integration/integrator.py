@@ -67,7 +67,7 @@ from ..core.errors import InputError  # noqa: E402
 from ..io.config import validate_section  # noqa: E402
 from ..io.images import read_image, read_mask  # noqa: E402
 from ..io.poni import Geometry, load_geometry  # noqa: E402
-from .spots import SpotFinder  # noqa: E402
+from .spots import SpotFinder, SpotMask  # noqa: E402
 
 log = logging.getLogger("dacpipe")
 
@@ -153,6 +153,16 @@ class Pattern:
     chi_deg: np.ndarray | None = None
     spot_pixels: int | None = None          # pixels masked as spots (rejection "spots")
     spot_blobs: int | None = None           # spots found (rejection "spots")
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """One frame ready for pyFAI (:meth:`FrameIntegrator.prepare`)."""
+
+    raw: np.ndarray                 # as read from its file
+    image: np.ndarray               # as pyFAI sees it (oriented)
+    masked: np.ndarray              # the same with its spots as pyFAI's dummy value (or ``image`` itself)
+    spots: SpotMask | None          # rejection "spots" only
 
 
 class FrameIntegrator:
@@ -269,15 +279,33 @@ class FrameIntegrator:
     def wavelength_A(self) -> float:
         return self.geometry.wavelength_A
 
-    def integrate(self, raw_image: np.ndarray, normalization_factor: float = 1.0) -> Pattern:
-        """Integrate one raw frame (as read from its file)."""
-        s = self.settings
+    def prepare(self, raw_image: np.ndarray) -> "PreparedFrame":
+        """The frame as pyFAI gets it, and its spots (rejection ``spots``) as
+        pyFAI's dummy value in a copy: the part of the work that the stage
+        does in its reader thread, beside the integration of the previous
+        frame (numpy releases the GIL in the whole-image passes)."""
         image = self.geometry.orient(raw_image)  # a flipped copy only under legacy_method "flip"
+        if self.spot_finder is None:
+            return PreparedFrame(raw=raw_image, image=image, masked=image, spots=None)
+        spots = self.spot_finder.find(image)
+        masked = image
+        if spots.n_pixels:
+            # Spots leave the sums as pyFAI's dummy value: no new mask per
+            # frame, which would make pyFAI rebuild its sparse matrix.
+            masked = np.array(image, dtype=np.float32)
+            masked.ravel()[spots.indices] = DUMMY
+        return PreparedFrame(raw=raw_image, image=image, masked=masked, spots=spots)
+
+    def integrate(self, frame: "np.ndarray | PreparedFrame", normalization_factor: float = 1.0) -> Pattern:
+        """Integrate one raw frame (as read from its file), or one :meth:`prepare` made."""
+        s = self.settings
+        prepared = frame if isinstance(frame, PreparedFrame) else self.prepare(frame)
+        image = prepared.image
         ai = self.geometry.integrator
         common = dict(correctSolidAngle=s.solid_angle, polarization_factor=s.polarization_factor,
                       mask=self.static_mask, dummy=DUMMY, delta_dummy=DELTA_DUMMY, dark=self.dark, flat=self.flat,
                       unit=s.unit, normalization_factor=normalization_factor)
-        spots = None
+        spots = prepared.spots
         if s.rejection == "sigma-clip":
             # Clipping works pixel by pixel, so no pixel splitting. The spread
             # it clips against is always measured along the ring: with a
@@ -293,15 +321,7 @@ class FrameIntegrator:
                                      percentile=s.median_percentile, **common)
         else:
             requested = s.method
-            frame = image
-            if self.spot_finder is not None:
-                # Spots leave the sums as pyFAI's dummy value: no new mask
-                # per frame, which would make pyFAI rebuild its sparse matrix.
-                spots = self.spot_finder.find(image)
-                if spots.n_pixels:
-                    frame = np.array(image, dtype=np.float32)
-                    frame[spots.mask] = DUMMY
-            result = ai.integrate1d(frame, s.npt, method=requested, error_model=s.error_model, **common)
+            result = ai.integrate1d(prepared.masked, s.npt, method=requested, error_model=s.error_model, **common)
         count = getattr(result, "count", None)
         if count is not None and not np.any(np.asarray(count) > 0):
             raise InputError("no usable pixel in the image (all negative, NaN or masked)")

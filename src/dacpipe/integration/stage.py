@@ -95,7 +95,11 @@ def run(ctx: StageContext) -> StageResult:
     status = ["ok"] * n
     methods = set()
     inputs: list[str | FileRecord] = [settings.poni] + [r for r in (settings.mask, settings.dark, settings.flat) if r]
-    for i, frame, record, header in _prefetch(references, lambda ref, content: read_image(ref, shape, content=content)):
+    # The reader thread also prepares each frame (orientation, the spot search):
+    # numpy's passes over the image run there beside pyFAI's integration.
+    prepare = integrator.prepare
+    for i, frame, record, header in _prefetch(references,
+                                              lambda ref, content: prepare(read_image(ref, shape, content=content))):
         if record is not None:
             inputs.append(record)
         point = sheet.points[i]
@@ -118,7 +122,7 @@ def run(ctx: StageContext) -> StageResult:
                 if radial is None:
                     radial = pattern.radial
                     # The first frame's flagged pixels (module gaps) stand for every frame's.
-                    pixel_mean = integrator.pixel_mean_radial(frame)
+                    pixel_mean = integrator.pixel_mean_radial(frame.raw)
                 if cake is not None:
                     cake[i], chi = pattern.cake, pattern.chi_deg
                 methods.add(pattern.method)
