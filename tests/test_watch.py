@@ -234,6 +234,7 @@ def test_watch_loop_counts_cycles():
 
 # ---------------------------------------------------------------- only what changed is computed
 
+import dataclasses  # noqa: E402
 import sys  # noqa: E402
 import types  # noqa: E402
 
@@ -242,6 +243,7 @@ import pytest  # noqa: E402
 from dacpipe.integration import stage as integration_stage  # noqa: E402
 from dacpipe.optical import stage as optical_stage  # noqa: E402
 from dacpipe.pressure import stage as pressure_stage  # noqa: E402
+from dacpipe.core.results import StageResult  # noqa: E402
 from dacpipe.run import stages as stage_registry  # noqa: E402
 from dacpipe.run.incremental import StageUpdate  # noqa: E402
 
@@ -438,91 +440,85 @@ def copy_with(config: dict, keys: tuple[str, str], value) -> dict:
     return out
 
 
-def sequential_stage(calls: list, resumable: bool) -> types.ModuleType:
+def sequential_stage(calls: list) -> types.ModuleType:
     """A phase stage that walks the series as the real one does: each point's
-    values depend on the points before (a running maximum of the pressure,
-    a running count) and on its own pattern; ``transitions/`` sums up the
-    whole series. With ``resumable`` it follows ``ctx.previous``."""
+    values depend on the points before it in its context (a running maximum
+    of the pressure, a running count) and on its own pattern; its
+    whole-series step (``finish``) sums up the joined series in
+    ``transitions/``."""
     module = types.ModuleType("sequential_phases")
-    if resumable:
-        module.RESUMABLE = True
 
     def phases(ctx):
-        previous = ctx.previous
-        calls.append((list(ctx.sheet.point_ids), None if previous is None else list(previous["point_ids"])))
+        calls.append(list(ctx.sheet.point_ids))
         xrd, pressure = ctx.upstream["xrd"], ctx.upstream["pressure"]["pressure_GPa"]
         n = len(ctx.sheet.points)
         assert len(pressure) == n and xrd["I"].shape[0] == n and len(xrd["status"]) == n
-        earlier = np.array([]) if previous is None else previous["upstream/pressure/pressure_GPa"]
-        before = 0 if previous is None else int(previous["HgTe-zb/count"][-1])
-        if previous is not None:
-            assert len(earlier) == len(previous["point_ids"]) == len(previous["HgTe-zb/count"])
-            assert list(previous["upstream/xrd/status"]) == ["ok"] * len(earlier)
         present = np.asarray(xrd["status"]) == "ok"
-        series = np.r_[earlier, pressure]
-        highest = np.fmax.accumulate(series)[len(earlier):]
         table = {"HgTe-zb/present": present, "HgTe-zb/fraction": np.where(present, 1.0, np.nan),
                  "HgTe-zb/volume_fu_A3": 70.0 * (1 - pressure / 100.0), "HgTe-zb/volume_fu_err_A3": np.full(n, 0.05),
-                 "HgTe-zb/highest_GPa": highest, "HgTe-zb/count": before + np.arange(1, n + 1),
+                 "HgTe-zb/highest_GPa": np.fmax.accumulate(pressure), "HgTe-zb/count": np.arange(1, n + 1),
                  "HgTe-zb/strongest_q_A": xrd["q"][np.nanargmax(xrd["I"], axis=1)]}
-        return phases_result(ctx, table, series)
+        return StageResult(stage="phases", point_ids=ctx.sheet.point_ids, datasets=table,
+                           attrs={"phases": ["HgTe-zb"]}, status=["ok"] * n)
 
-    phases.__module__ = module.__name__   # where the runner looks for RESUMABLE
-    module.phases = phases
+    def finish(ctx, joined):
+        pressure = ctx.upstream["pressure"]["pressure_GPa"]
+        assert len(pressure) == len(joined.point_ids)
+        return dataclasses.replace(joined, extra={"transitions/n_points": np.array([len(pressure)]),
+                                                  "transitions/highest_GPa": np.array([np.nanmax(pressure)])})
+
+    module.phases, module.finish = phases, finish
     return module
 
 
-def phases_result(ctx, table, series):
-    from dacpipe.core.results import StageResult
-    return StageResult(stage="phases", point_ids=ctx.sheet.point_ids, datasets=table,
-                       attrs={"phases": ["HgTe-zb"]}, status=["ok"] * len(ctx.sheet.points),
-                       extra={"transitions/n_points": np.array([len(series)]),
-                              "transitions/highest_GPa": np.array([np.nanmax(series)])})
-
-
-@pytest.mark.slow  # several watch updates, twice: 2.5 s
-@pytest.mark.parametrize("resumable", [True, False])
-def test_a_sequential_stage_resumes_after_appended_points(tmp_path, monkeypatch, resumable):
+@pytest.mark.slow  # several watch updates: 2 s
+def test_a_stage_walking_the_series_is_computed_again_from_the_chunk_that_changed(tmp_path, monkeypatch):
+    """The phase identification restarts at every chunk (with its lead-in): an
+    update computes again the chunks from the one holding the first new or
+    changed point, splices them after the rows kept, redoes the whole-series
+    step, and the store equals a full recompute's."""
     calls: list = []
-    monkeypatch.setitem(sys.modules, "sequential_phases", sequential_stage(calls, resumable))
+    monkeypatch.setitem(sys.modules, "sequential_phases", sequential_stage(calls))
     monkeypatch.setitem(stage_registry.STAGES, "phases", "sequential_phases:phases")
+    monkeypatch.setitem(stage_registry.FINISH, "phases", "sequential_phases:finish")
+    monkeypatch.setitem(stage_registry.LEAD_IN_POINTS, "phases", 3)
     data = tmp_path / "data"
     data.mkdir()
     shutil.copyfile(SAMPLE / "points.tsv", data / "points.tsv")
     config = make_config(tmp_path, data, xrd=True)
+    config["runs"][RUN]["chunk_points"] = 2      # chunks [p001 p002] [p003 p004] [p005]
     watcher = Watcher(config, RUN, data, settle=0.0, clock=Clock(), echo=lambda line: None)
-    for point in ("p001", "p002"):
+    ids = [f"p00{i}" for i in range(1, 6)]
+    for point in ids[:2]:
         land(data, point)
     watcher.cycle()
-    assert calls[-1] == (["p001", "p002"], None)
-    for new in (["p003", "p004"], ["p005"]):
+    assert calls == [ids[:2]]
+    # appended: only the new chunk, with its lead-in (the points before, up to three)
+    for new, lead_in in ((ids[2:4], ids[:2]), (ids[4:], ids[1:4])):
+        calls.clear()
         for point in new:
             land(data, point)
         watcher.cycle()
-        done = [f"p00{i}" for i in range(1, int(new[0][1:]))]
-        if resumable:
-            assert calls[-1] == (new, done) and watcher.last_update["phases"] == StageUpdate("resumed", len(new))
-        else:   # without RESUMABLE the seeds of the earlier points would be lost: all points again
-            assert calls[-1] == (done + new, None) and watcher.last_update["phases"].action == "all"
-    # The last point's spectra measured again: resumed there. The first's: from the start.
-    for point, first in (("p005", 4), ("p001", 0)):
+        assert calls == [lead_in + new] and watcher.last_update["phases"] == StageUpdate("resumed", len(new))
+    # The last point's spectra measured again: its chunk again. The first's: every chunk.
+    for point, expected in (("p005", [ids[1:]]), ("p001", [ids[:2], ids[:4], ids[1:]])):
+        calls.clear()
         for side in ("before", "after"):
             shutil.copyfile(SAMPLE / "ruby" / f"hgte_p009_ruby_{side}.txt",
                             data / "ruby" / f"hgte_{point}_ruby_{side}.txt")
         watcher.cycle()
-        ids = [f"p00{i}" for i in range(1, 6)]
-        assert calls[-1] == ((ids[first:], ids[:first]) if resumable and first else (ids, None))
+        assert calls == expected
     with h5py.File(tmp_path / "results" / f"{RUN}.h5") as h5:
-        highest = h5[f"{RUN}/phases/HgTe-zb/highest_GPa"][()]
-        assert h5[f"{RUN}/phases/HgTe-zb/count"][()].tolist() == [1, 2, 3, 4, 5]
+        assert h5[f"{RUN}/phases/HgTe-zb/count"][()].tolist() == [1, 2, 3, 4, 4]
         assert h5[f"{RUN}/transitions/n_points"][()].tolist() == [5]
-    assert np.all(np.diff(highest) >= 0) and highest[0] == highest[-1]   # p001 now at p009's pressure, the highest
     assert_same_store(full_recompute(watcher, tmp_path), tmp_path / "results" / f"{RUN}.h5")
 
 
 @pytest.mark.slow  # the superlattice analysis of every SAXS pattern, twice: 10 s
-def test_saxs_patterns_and_their_peaks_are_spliced(tmp_path):
-    """The superlattice stage's per-point peak table (``saxs/peaks/``, [N, most peaks]) spliced as one run sizes it."""
+def test_saxs_patterns_spliced_and_the_superlattice_analysis_redone(tmp_path):
+    """The integrated SAXS patterns of new points spliced; the superlattice
+    analysis, which lets an ambiguous point take its neighbours' indexing,
+    redone on every point: the store equals a full recompute's."""
     saxs = ROOT / "data-sample" / "nc_saxs"
     run = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["runs"]["nc_saxs"]
     data = tmp_path / "data"
@@ -542,8 +538,8 @@ def test_saxs_patterns_and_their_peaks_are_spliced(tmp_path):
                 shutil.copyfile(saxs / rel, data / rel)
         assert watcher.cycle().updated
     assert {stage: u.action for stage, u in watcher.last_update.items()} == \
-        {"pressure": "points", "saxs": "points", "superlattice": "points"}
-    assert watcher.last_update["superlattice"].computed == 2
+        {"pressure": "points", "saxs": "points", "superlattice": "all"}
+    assert watcher.last_update["saxs"].computed == 2 and watcher.last_update["superlattice"].computed == 6
     store = tmp_path / "results" / "nc_saxs.h5"
     incremental = store.with_name("incremental.h5")
     shutil.copyfile(store, incremental)

@@ -47,32 +47,6 @@ class StageContext:
         Takes one line; the runner sends it to the console and the job's log.
     progress : callable
         Called with (points done, points in all).
-    previous : Upstream or None
-        For a stage that walks the series in order (the phase
-        identification) and whose module sets ``RESUMABLE = True``: what
-        came before, when ``dacpipe watch`` (:mod:`dacpipe.run.incremental`)
-        resumes it because the first k points of the series are unchanged
-        (points were appended, or a later one changed). ``sheet`` then holds
-        the points from the (k+1)-th on and ``upstream`` their rows only, and
-
-        * ``previous[name]``: the stage's own per-point datasets as it
-          returned them (``"HgTe-zb/a_A"``, ``"peaks/q_A"``) and
-          ``"status"``, over the first k points in sheet order;
-        * ``previous["point_ids"]``: those k points;
-        * ``previous["upstream/<stage>/<name>"]``: their rows of the
-          datasets with one value per point that the stage reads of other
-          stages (``"upstream/pressure/pressure_GPa"``,
-          ``"upstream/xrd/status"``; not the patterns);
-        * ``previous.attrs``: the stage's attributes.
-
-        The stage returns its per-point datasets for its sheet's points
-        only (the runner appends them to the previous rows) and its
-        ``extra`` (``transitions/``) for the whole series, earlier points
-        included. What it needs to carry on (the last refined cell of each
-        phase, angles included, and the pressure it was refined at) must
-        therefore be among its per-point datasets. None: the stage starts
-        afresh at the sheet's first point; without ``RESUMABLE`` it is
-        always rerun on every point.
     """
 
     run_id: str
@@ -82,7 +56,6 @@ class StageContext:
     upstream: Mapping[str, Upstream] = field(default_factory=dict)
     warn: Callable[[str], None] = lambda message: None
     progress: Callable[[int, int], None] = lambda done, total: None
-    previous: Upstream | None = None
 
     def warn_point(self, point: str, message: str) -> None:
         """One line about one point: ``<run>/<point>: <message>``."""

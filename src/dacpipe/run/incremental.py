@@ -16,14 +16,15 @@ in two steps (:data:`TWO_STEPS`)
     A per-point step whose rows depend on each point's own files (kept in
     ``<work>/parts/<stage>.h5`` and spliced likewise), then a cheap
     whole-series step over all points (the optical E(P) fits).
-sequential (a stage module with ``RESUMABLE = True``)
-    The stage walks the series in order (the phase identification): when
-    the first points are unchanged, it is resumed on the points from the
-    first changed one on, with its own previous rows of the points before as
-    ``ctx.previous`` (see :class:`~dacpipe.core.results.StageContext`), and
-    its rows appended; else it is rerun on all points.
-whole series (every other stage: EOS)
-    Cheap; rerun on all points when anything it reads changed.
+in chunks that walk the series (:data:`~dacpipe.run.stages.LEAD_IN_POINTS`)
+    The phase identification carries its state from point to point, but
+    restarts at every chunk of ``chunk_points`` points (with a lead-in):
+    the chunks from the one holding the first new or changed point on are
+    computed again, their rows spliced after the rows kept, and the
+    whole-series step (the transitions) redone. The same chunks as a full
+    run's: the same numbers.
+whole series (every other stage: EOS, the superlattice analysis)
+    Rerun on all points when anything it reads changed.
 
 A stage whose inputs did not change keeps its part. Everything is
 recomputed on the first update, when the run's settings change (the
@@ -44,21 +45,24 @@ from typing import Iterable, Mapping
 
 import yaml
 
-from ..core.results import StageContext, StageResult, Upstream
+from ..core.results import StageContext, StageResult
 from ..io.refs import file_part, file_record
 from ..io.sheet import Sheet, read_sheet
 from .config import run_config
 from .layout import part_path, store_path
-from .runner import assemble_run, run_stage, stage_context, upstream
-from .stages import needs, stage_function, stages_for
+from .runner import assemble_run, compute_chunk, finish_stage, run_stage, stage_context
+from .stages import LEAD_IN_POINTS, chunks, needs, stage_function, stages_for
 from .store import SpliceError, read_result, splice_results, write_part
 
 log = logging.getLogger("dacpipe")
 
 # Stages whose row of a point depends only on that point's own files, its
 # rows of the stages before and the settings. (A pressure read from an XRD
-# marker too: the marker is fitted in each pattern on its own.)
-PER_POINT = frozenset({"pressure", "xrd", "saxs", "superlattice"})
+# marker too: the marker is fitted in each pattern on its own.) Not the
+# superlattice analysis: a pattern whose indexing is ambiguous takes the one
+# that continues its neighbours (dacpipe.saxs.stage), so a new point may
+# change another's; it is redone on every point when a pattern changed.
+PER_POINT = frozenset({"pressure", "xrd", "saxs"})
 # Stages in two steps: (per-point step, whole-series step), functions of the
 # stage's module; the first is ``f(ctx) -> StageResult`` and reads no other
 # stage, the second ``g(ctx, measured: StageResult) -> StageResult``.
@@ -70,8 +74,8 @@ class StageUpdate:
     """What an update did to one stage.
 
     ``action`` is ``"all"`` (computed on every point), ``"points"`` (on
-    ``computed`` points, spliced), ``"resumed"`` (a sequential stage resumed
-    on its last ``computed`` points), ``"series"`` (a two-step stage: its
+    ``computed`` points, spliced), ``"resumed"`` (a stage in chunks that
+    walk the series: its last chunks, ``computed`` points), ``"series"`` (a two-step stage: its
     per-point step on ``computed`` points, its whole-series step on all) or
     ``"kept"`` (nothing it reads changed).
     """
@@ -261,11 +265,13 @@ class _Updater:
                 return self.per_point(stage, part, function, todo)
             except SpliceError as err:
                 log.info(f"{self.run_id}: {err}; {stage} recomputed on every point")
-        elif getattr(module, "RESUMABLE", False) and todo is not None:
+        elif stage in LEAD_IN_POINTS and todo is not None:
             first = self.first_changed(todo)
-            if 0 < first < len(self.ids):
+            ranges = chunks(stage, self.run, len(self.ids))
+            start = max([f for f, _ in ranges if f <= first], default=0)
+            if 0 < start < len(self.ids):
                 try:
-                    return self.resume(stage, part, function, first)
+                    return self.resume(stage, part, [r for r in ranges if r[0] >= start])
                 except SpliceError as err:
                     log.info(f"{self.run_id}: {err}; {stage} recomputed on every point")
         return self.everything(stage, part)
@@ -301,28 +307,21 @@ class _Updater:
             first += 1
         return first
 
-    def resume(self, stage: str, part: Path, function, first: int) -> StageUpdate:
-        """A sequential stage resumed at point ``first``: ``ctx.previous`` holds
-        its own rows of the points before (and ``point_ids``), and their rows
-        of the one-value-per-point datasets it reads of other stages as
-        ``upstream/<stage>/<name>``."""
+    def resume(self, stage: str, part: Path, ranges: list[tuple[int, int]]) -> StageUpdate:
+        """A stage in chunks that walk the series, computed again on the chunks
+        ``ranges`` (the last ones), spliced after the rows of the points before,
+        and finished on the whole series."""
         old = read_result(part, self.run_id)
-        before = self.ids[:first]
-        previous = {name: values[:first] for name, values in old.datasets.items()}
-        previous["status"] = old.status[:first]
-        previous["point_ids"] = list(before)
-        for needed, data in upstream(self.config, self.run_id, stage, self.run, before,
-                                     one_value_per_point=True).items():
-            previous.update({f"upstream/{needed}/{name}": values for name, values in data.datasets.items()})
-        sub = self.points(self.ids[first:])
-        ctx = stage_context(self.config, self.run_id, stage, sub, points=sub.point_ids,
-                            previous=Upstream(previous, dict(old.attrs)))
-        new = function(ctx)
-        write_part(part, self.run_id, splice_results(old, new, self.ids, extras_over_points=False,
-                                                     drop_inputs=self.stale))
-        self.dirty[stage] = set(sub.point_ids)
+        new = None
+        for first, end in ranges:
+            chunk = compute_chunk(self.config, self.run_id, stage, self.sheet, first, end)
+            new = chunk if new is None else splice_results(new, chunk, [*new.point_ids, *chunk.point_ids],
+                                                           extras_over_points=False)
+        joined = splice_results(old, new, self.ids, extras_over_points=False, drop_inputs=self.stale)
+        write_part(part, self.run_id, finish_stage(self.config, self.run_id, stage, joined))
+        self.dirty[stage] = set(new.point_ids)
         self.written.append(part)
-        return StageUpdate("resumed", len(sub.points))
+        return StageUpdate("resumed", len(new.point_ids))
 
     def two_steps(self, stage: str, part: Path, measure, summarise) -> StageUpdate:
         measured_part = self.work / "parts" / f"{stage}.h5"

@@ -98,7 +98,6 @@ def upstream(config: dict, run_id: str, stage: str, run: dict, points: Sequence[
 
 
 def stage_context(config: dict, run_id: str, stage: str, sheet=None, *, points: Sequence[str] | None = None,
-                  previous: Upstream | None = None,
                   progress: Callable[[int, int], None] = lambda done, total: None) -> StageContext:
     """The context of ``stage``: the run's sheet (or ``sheet``, some of its
     points) and what the stage reads of the parts before it, for the points
@@ -107,7 +106,7 @@ def stage_context(config: dict, run_id: str, stage: str, sheet=None, *, points: 
     sheet = read_sheet(run["sheet"]) if sheet is None else sheet
     return StageContext(run_id=run_id, stage=stage, sheet=sheet, run=run,
                         upstream=upstream(config, run_id, stage, run, points), warn=log.warning,
-                        progress=progress, previous=previous)
+                        progress=progress)
 
 
 def run_config_yaml(config: dict, run_id: str) -> str:

@@ -14,12 +14,10 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
-from .cells import ReciprocalCell, cell_axes
-from .indexing import IndexingSettings, SeriesState, index_series, fit_range, scherrer_size_nm, series_q_ref
+from .cells import cell_axes
+from .indexing import IndexingSettings, index_series, fit_range, scherrer_size_nm, series_q_ref
 from .library import get_phase, phase_key
-from .lines import line_set
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
-from .pattern import PhaseState
 from .peaks import fit_peaks
 from .transitions import find_transitions
 
@@ -78,10 +76,8 @@ def phases(ctx: StageContext) -> StageResult:
     candidates = {name: get_phase(name) for name in names}
     keys = {name: phase_key(name) for name in names}
     usable = np.array([s == "ok" for s in xrd["status"]])
-    q_max = float(np.nanmax(q_A))
-    state = resume_state(ctx.previous, candidates, keys, q_max, wavelength_A) if ctx.previous is not None else None
     results, reasons, _ = index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, candidates, settings,
-                                       usable=usable, state=state, markers=tuple(markers), progress=ctx.progress)
+                                       usable=usable, markers=tuple(markers), progress=ctx.progress)
     n = len(point_ids)
     q_range = fit_range(q_A, settings)
     table = _phase_table(names, keys, candidates, results, settings, wavelength_A)
@@ -195,51 +191,6 @@ def _phase_table(names, keys, candidates, results, settings: IndexingSettings, w
             used[i] = st.hkl
         table[f"{key}/hkl_used"] = hkl_array(used)
     return table
-
-
-def resume_state(previous, candidates: dict, keys: dict, q_max_A: float, wavelength_A: float) -> SeriesState:
-    """The series state after the points of ``previous`` (the phase stage's own result for
-    the points before this sheet's first, when ``dacpipe watch`` resumes it): each phase's
-    last refined cell, widths and eta, and the phases present at the last point. The cells
-    are not moved along the EOS from there (the pressure they were refined at is not kept):
-    the next point's fit and scan take up the few per cent between neighbours."""
-    state = SeriesState()
-    for name, phase in candidates.items():
-        key = keys[name]
-        if f"{key}/present" not in previous.datasets:
-            continue
-        present = np.asarray(previous[f"{key}/present"], bool)
-        rows = np.flatnonzero(present)
-        if not len(rows):
-            continue
-        i = int(rows[-1])
-        values = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), phase.cell))
-        for label in values:
-            unit = "deg" if label in ("alpha", "beta", "gamma") else "A"
-            if f"{key}/{label}_{unit}" in previous.datasets:
-                values[label] = float(previous[f"{key}/{label}_{unit}"][i])
-        cell = _complete(phase, values)
-        state.refined[name] = (PhaseState(name, line_set(phase, q_max_A, wavelength_A),
-                                          ReciprocalCell.from_cell(phase.system, cell),
-                                          float(previous[f"{key}/width_q_A"][i]),
-                                          float(previous[f"{key}/width_slope"][i]),
-                                          float(previous[f"{key}/eta"][i])), math.nan)
-        if present[-1]:
-            state.present += (name,)
-    state.reported = state.present
-    return state
-
-
-def _complete(phase, values: dict) -> tuple:
-    """A full cell from the free parameters stored for a phase's system."""
-    a, b, c, al, be, ga = (values[k] for k in ("a", "b", "c", "alpha", "beta", "gamma"))
-    if phase.system == "cubic":
-        return (a, a, a, 90.0, 90.0, 90.0)
-    if phase.system in ("hexagonal", "trigonal", "tetragonal"):
-        if phase.system == "trigonal" and abs(phase.cell[5] - 120.0) > 1e-6:
-            return (a, a, a, al, al, al)     # rhombohedral axes
-        return (a, a, c, phase.cell[3], phase.cell[4], phase.cell[5])
-    return (a, b, c, al, be, ga)
 
 
 def marker_pressure(ctx: StageContext) -> StageResult:
