@@ -152,7 +152,7 @@ def _phase_table(names, keys, candidates, results, settings: IndexingSettings, w
         axes = cell_axes(phase.system)
         if phase.system == "trigonal" and abs(phase.cell[5] - 120.0) > 1e-6:
             axes = ("a", "alpha")
-        columns = ["fraction", "fraction_err", "volume_fu_A3", "volume_fu_err_A3", "crystallite_nm",
+        columns = ["fraction", "fraction_err", "fraction_background_err", "volume_fu_A3", "volume_fu_err_A3", "crystallite_nm",
                    "crystallite_err_nm", "fwhm_q_A", "fwhm_q_err_A", "width_q_A", "width_slope", "eta", "evidence_F",
                    "critical_F", "n_lines", *[f"{a}_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes],
                    *[f"{a}_err_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes]]
@@ -169,6 +169,7 @@ def _phase_table(names, keys, candidates, results, settings: IndexingSettings, w
                 continue
             table[f"{key}/present"][i] = True
             table[f"{key}/fraction_err"][i] = st.fraction_err
+            table[f"{key}/fraction_background_err"][i] = st.fraction_background_err
             for label, value in zip(("a", "b", "c"), st.cell[:3]):
                 if f"{key}/{label}_A" in table:
                     table[f"{key}/{label}_A"][i] = value
