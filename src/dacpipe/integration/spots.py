@@ -17,12 +17,12 @@ and only they are masked:
    with the Poisson spread sqrt(median) as a floor. The pixels are first
    divided by their solid angle and polarization (and flat), so that a
    ring's level is the same all around it. The quantiles come from one
-   histogram of (radial bin, log2 of the value in 1/16 octaves) over every
-   second row and column (a quarter of the pixels, chosen symmetrically),
-   filled with one ``np.bincount`` and interpolated inside a bucket: no
-   sort, about a millisecond on a 1M-pixel detector, and independent of the
-   order of the pixels (the dioptas-legacy orientation route gives the same
-   mask, flipped).
+   histogram of (radial bin, log2 of the value in 1/16 octaves) over a
+   sample of about a hundred pixels per bin (every third row and column on
+   a Pilatus 1M, chosen symmetrically), filled with one ``np.bincount`` and
+   interpolated inside a bucket: no sort, about a millisecond on a 1M-pixel
+   detector, and independent of the order of the pixels (the dioptas-legacy
+   orientation route gives the same mask, flipped).
 2. **Seeds**: pixels more than ``threshold`` robust sigmas above their
    ring's median. **Extent**: the connected pixels (8-connectivity) more
    than :data:`GROW_SIGMA` sigmas above it that hold a seed (hysteresis).
@@ -67,6 +67,9 @@ COUNT_SIGMA = 5.0
 
 RING_HALF_WIDTH_BINS = 2
 """Blobs whose brightest pixels are within this many radial bins (~pixels) are at one radius."""
+
+SAMPLE_PER_BIN = 100
+"""Pixels a radial bin's median and quartiles are taken from, about (see ``subsample``)."""
 
 _MANTISSA_BITS = 4        # histogram buckets of 1/16 octave (4.4 %)
 _SHIFT = 23 - _MANTISSA_BITS
@@ -135,23 +138,24 @@ class SpotFinder:
     ring_blobs : int
         This many blobs at one radius standing :data:`COUNT_SIGMA` sigmas out
         of their ring make a grainy powder ring, not spots.
-    subsample : int
-        Ring levels from every ``subsample``-th row and column (2: a quarter
-        of the pixels, ~250 per one-pixel ring on a Pilatus 1M; 4x faster
-        than all of them).
+    subsample : int or None
+        Ring levels from every ``subsample``-th row and column; None: the
+        largest step (at most 4) that leaves :data:`SAMPLE_PER_BIN` pixels in
+        a typical radial bin (3 on a Pilatus 1M: ~100 of ~900; 1 on a small
+        detector). The spots themselves are searched on every pixel.
     """
 
     def __init__(self, radial_map: np.ndarray, mask: np.ndarray | None = None, *,
                  normalization: np.ndarray | None = None, dark: np.ndarray | None = None,
                  bin_width: float | None = None, threshold: float = 10.0, dilate_px: int = 2,
-                 max_size_px: int = 40, ring_blobs: int = 5, subsample: int = 2):
+                 max_size_px: int = 40, ring_blobs: int = 5, subsample: int | None = None):
         radial = np.asarray(radial_map, dtype=np.float64)
         if radial.ndim != 2:
             raise InputError(f"spot search: a 2D radial map is needed, not shape {radial.shape}")
         if threshold < COUNT_SIGMA:
             raise InputError(f"spot search: threshold {threshold} must be at least {COUNT_SIGMA} sigma, "
                              f"the level a ring's grains are counted at")
-        if int(subsample) < 1:
+        if subsample is not None and int(subsample) < 1:
             raise InputError(f"spot search: subsample {subsample} must be a positive integer")
         self.shape = radial.shape
         usable = np.isfinite(radial)
@@ -170,16 +174,20 @@ class SpotFinder:
         index = np.floor((radial - lo) / bin_width).astype(np.int64)
         self.n_bins = int(index[usable].max()) + 1
         index[~usable] = self.n_bins  # a dump bin, never looked at
-        self.bin_index = index.ravel().astype(np.int32)
+        self.bin_index = index.ravel().astype(np.intp)  # np.take's own index type: no conversion per frame
         # Histogram cell of (bin, level 0); the dump bin's cells follow the last real bin's.
-        cells = (self.n_bins + 1) * _N_LEVELS
-        cell_base = (self.bin_index.astype(np.int64) * _N_LEVELS).astype(np.int32 if cells < 2**31 else np.int64)
+        cell_base = self.bin_index * _N_LEVELS  # intp, np.bincount's own index type: no conversion per frame
         self._dump_cell = self.n_bins * _N_LEVELS
         self.usable = usable.ravel()
         # The pixels the ring levels are measured on: every ``subsample``-th
         # row and column counted from both edges (min(i, n - 1 - i)), so that
         # the sample is the same pixels with the image turned upside down or
         # mirrored (the dioptas-legacy orientation route).
+        if subsample is None:
+            per_bin = np.bincount(self.bin_index[self.usable], minlength=self.n_bins)
+            typical = float(np.median(per_bin[per_bin > 0]))
+            subsample = int(np.clip(np.floor(np.sqrt(typical / SAMPLE_PER_BIN)), 1, 4))
+        self.subsample = int(subsample)
         rows = np.arange(self.shape[0])
         cols = np.arange(self.shape[1])
         take_rows = np.minimum(rows, rows[::-1]) % subsample == 0
@@ -239,7 +247,10 @@ class SpotFinder:
 
     def _quantile(self, histogram, cumulative, before, count, q) -> np.ndarray:
         target = before + q * count
-        cell = np.searchsorted(cumulative, target, side="right")
+        # The first cell whose cumulative count exceeds the target; for integer
+        # counts that is the first to exceed floor(target), which keeps the
+        # search on integers (a float target would copy the whole cumulative array).
+        cell = np.searchsorted(cumulative, np.floor(target).astype(cumulative.dtype), side="right")
         first = np.arange(self.n_bins) * _N_LEVELS
         level = np.clip(cell - first, 0, _N_LEVELS - 1)
         cell = first + level
@@ -260,7 +271,7 @@ class SpotFinder:
         sigma = np.append(rings.sigma, np.nan)
         grow = np.nan_to_num(median + GROW_SIGMA * sigma, nan=np.inf).astype(np.float32)
         # Dummies and NaN are below any level (or not comparable): never candidates.
-        candidates = np.flatnonzero(values > grow[self.bin_index])
+        candidates = np.flatnonzero(values > np.take(grow, self.bin_index))
         empty = SpotMask(mask=np.zeros(self.shape, bool), indices=np.zeros(0, np.int64), n_pixels=0, n_blobs=0)
         bins = self.bin_index[candidates]
         score = (values[candidates] - median[bins]) / sigma[bins]  # robust sigmas above the ring
