@@ -7,7 +7,8 @@ rule integrate:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
         calibration=integration_files,
-        frames=lambda w: sheet_files(w, [w.kind], chunk_of(w, w.kind)),
+        # the frames, and the patterns integrated elsewhere that replace them (sheet column pattern)
+        frames=lambda w: sheet_files(w, [w.kind] + (["pattern"] if w.kind == "xrd" else []), chunk_of(w, w.kind)),
     output:
         f"{RESULTS}/{{run}}/parts/{{kind}}/chunk{{chunk}}.h5",
     wildcard_constraints:
