@@ -68,10 +68,10 @@ def test_ruby_temperature_shift():
     # Datchi 2007 eq. 2 at 500 K: dT = 204 -> 1.5218 - 0.1253 + 0.0744 = 1.4710 nm
     assert ruby_thermal_shift_nm(500.0) == pytest.approx(1.4710, abs=1e-3)
     # Continuous at 296 K and monotonic below (R1 moves to shorter wavelength on cooling).
-    t = np.array([100.0, 200.0, 295.9, 296.0, 296.1])
+    t = np.array([60.0, 100.0, 200.0, 295.9, 296.0, 296.1])
     shift = ruby_thermal_shift_nm(t)
     assert np.all(np.diff(shift) > 0)
-    assert abs(shift[2]) < 1e-3
+    assert abs(shift[3]) < 1e-3
 
 
 def test_temperature_correction_removes_thermal_shift():
@@ -81,4 +81,5 @@ def test_temperature_correction_removes_thermal_shift():
     assert get_scale("shen2020").pressure_GPa(corrected, 694.24) == pytest.approx(0.0, abs=1e-9)
     # Other gauges are not moved.
     assert temperature_corrected_position(690.0, 400.0, 298.0, "none") == 690.0
-    assert not GAUGES["sm-srb4o7"].thermal_shift and GAUGES["ruby"].thermal_shift
+    assert GAUGES["sm-srb4o7"].thermal_shift and GAUGES["ruby"].thermal_shift
+    assert not GAUGES["diamond-raman"].thermal_shift

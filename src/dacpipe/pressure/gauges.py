@@ -59,6 +59,10 @@ class Gauge:
         ``signature(x, y, fit)`` raises InputError when the spectrum is
         certainly not this gauge's (another gauge's spectrum read with this
         one), or returns a warning when it may not be (else None).
+    x0_err_default : float
+        Standard uncertainty of the ambient position when the config gives
+        none (``pressure.x0_err``): the spread of the published ambient
+        positions, since an ``x0`` not measured on the day is one of them.
     """
 
     name: str
@@ -75,6 +79,7 @@ class Gauge:
     temperature_reference: str
     lines: Callable | None = None
     signature: Callable | None = None
+    x0_err_default: float = 0.0
 
 
 GAUGES: dict[str, Gauge] = {g.name: g for g in (
@@ -86,26 +91,31 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
            "r_squared": "r_squared", "n_spikes": "n_spikes"},
           thermal_shift=True,
           # Ruby is read to ~200 GPa at best (its lines fade into the anvils'
-          # fluorescence above ~150 GPa). The thermal shift was measured over
-          # 150-400 K by Vos & Schouten (1991) and to 900 K by Datchi et al.
-          # (2007), above which the R lines broaden into one weak band.
-          max_GPa=200.0, temperature_range_K=(150.0, 900.0), max_temperature_K=900.0,
-          temperature_reference="Vos & Schouten 1991, Datchi et al. 2007",
+          # fluorescence above ~150 GPa). Datchi et al. (2007) give the
+          # thermal shift from ~10 K (flat below 50 K, their eq. 3) to 900 K,
+          # above which the R lines broaden into one weak band.
+          max_GPa=200.0, temperature_range_K=(10.0, 900.0), max_temperature_K=900.0,
+          temperature_reference="Datchi et al. 2007, eqs. 2-4",
           lines=lambda f: [(f.r1_nm, f.r1_fwhm_nm), (f.r2_nm, f.r2_fwhm_nm)],
-          signature=check_ruby_splitting),
-    # The Sm:SrB4O7 0-0 line moves by about -1e-4 nm/K (Datchi et al. 1997),
-    # below any fit error over a few hundred kelvin.
+          signature=check_ruby_splitting,
+          # Published ambient R1: 694.22 (Mao 1986), 694.24, 694.25 nm (Shen 2020).
+          x0_err_default=0.03),
+    # The Sm:SrB4O7 0-0 line moves little with temperature (-1e-4 nm/K near
+    # room temperature, Datchi et al. 1997), but +0.8 nm by 800 K (Datchi
+    # et al. 2007): corrected like ruby (scales.sm_srb4o7_thermal_shift_nm).
     Gauge("sm-srb4o7", "datchi1997", "lambda0_nm", "nm",
           lambda x, y, profile: fit_single_line(x, y, profile=profile), ("center_nm", "center_err_nm"),
           {"line_nm": "center_nm", "line_err_nm": "center_err_nm", "line_fwhm_nm": "fwhm_nm",
            "amplitude": "amplitude", "reduced_chi2": "reduced_chi2", "r_squared": "r_squared",
            "n_spikes": "n_spikes"},
-          thermal_shift=False,
+          thermal_shift=True,
           # Calibrated to 124 GPa; its temperature dependence measured to
-          # 900 K (Datchi et al. 1997).
+          # 900 K (Datchi et al. 1997, 2007).
           max_GPa=200.0, temperature_range_K=(0.0, 900.0), max_temperature_K=900.0,
-          temperature_reference="Datchi et al. 1997",
-          lines=lambda f: [(f.center_nm, f.fwhm_nm)], signature=check_single_line_not_ruby),
+          temperature_reference="Datchi et al. 1997, 2007",
+          lines=lambda f: [(f.center_nm, f.fwhm_nm)], signature=check_single_line_not_ruby,
+          # Ambient 0-0 line: 685.41 nm (Datchi 1997), 685.51 nm (Rashchenko 2015).
+          x0_err_default=0.1),
     # The diamond edge scale is a 300 K scale.
     Gauge("diamond-raman", "akahama2006", "nu0_cm1", "cm-1", lambda x, y, profile: diamond_edge(x, y),
           ("edge_cm1", "edge_err_cm1"), {"edge_cm1": "edge_cm1", "edge_err_cm1": "edge_err_cm1"},
@@ -114,7 +124,10 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
           # to 410 GPa; it is not corrected for temperature, so a reading
           # away from room temperature is flagged.
           max_GPa=500.0, temperature_range_K=(273.0, 323.0), max_temperature_K=math.inf,
-          temperature_reference="Akahama & Kawamura 2006, at room temperature"),
+          temperature_reference="Akahama & Kawamura 2006, at room temperature",
+          # A judgement, not a published spread: anvils' ambient edges differ
+          # by a few cm^-1 from Akahama & Kawamura's 1334; measure nu0 on the day.
+          x0_err_default=2.0),
 )}
 
 

@@ -80,6 +80,13 @@ class PressureScale:
         h = 1e-4
         return (self.pressure_GPa(np.asarray(x) + h, x0) - self.pressure_GPa(np.asarray(x) - h, x0)) / (2 * h)
 
+    def x0_slope_GPa_per_unit(self, x: Array, x0: float | None = None) -> Array:
+        """dP/dx0 at ``x``: how an error of the ambient position moves the
+        pressure (the same for every point of a run: a systematic term)."""
+        h = 1e-4
+        x0 = self.x0_default if x0 is None else x0
+        return (self.pressure_GPa(x, x0 + h) - self.pressure_GPa(x, x0 - h)) / (2 * h)
+
     def scale_sigma_GPa(self, x: Array, x0: float | None = None) -> Array:
         """Pressure uncertainty from the scale's coefficients; NaN if unpublished."""
         if self.coefficient_sigma is None:
@@ -146,8 +153,8 @@ def _quadratic_in_relative_shift(A: float, B: float, sigma_A: float, sigma_B: fl
 # --- Datchi 1997 Sm:SrB4O7: P = A dl (1 + B dl) / (1 + C dl) --------------
 
 
-def _datchi1997():
-    A, B, C = 4.032, 9.29e-3, 2.32e-2  # GPa/nm, 1/nm, 1/nm
+def _datchi1997(A: float = 4.032, B: float = 9.29e-3, C: float = 2.32e-2):
+    """P = A dl (1 + B dl) / (1 + C dl): A in GPa/nm, B and C in 1/nm."""
 
     def pressure(x, x0):
         dl = np.asarray(x) - x0
@@ -222,6 +229,12 @@ def _scales() -> dict[str, PressureScale]:
             "Sm:SrB4O7 7D0-5F0 line",
             685.41, *_datchi1997(), valid_to_GPa=124.0),
         PressureScale(
+            "rashchenko2015", "sm-srb4o7",
+            "P = A dl (1 + B dl)/(1 + C dl), dl = l - l0, A = 4.20 GPa/nm, B = 0.020 /nm, C = 0.036 /nm",
+            "Rashchenko et al., J. Appl. Phys. 117, 145902 (2015), "
+            "Sm:SrB4O7 0-0 line against the Sm:YAG primary calibration, l0 = 685.51 nm",
+            685.51, *_datchi1997(4.20, 0.020, 0.036), valid_to_GPa=120.0),
+        PressureScale(
             "akahama2006", "diamond-raman",
             "P = K0 d [1 + (K0' - 1) d / 2], d = (nu - nu0)/nu0, K0 = 547(11) GPa, K0' = 3.75(20)",
             "Akahama & Kawamura, J. Appl. Phys. 100, 043516 (2006), high-frequency edge "
@@ -247,44 +260,83 @@ def get_scale(name: str, gauge: str | None = None) -> PressureScale:
 
 # --- temperature ------------------------------------------------------------
 
+RUBY_REFERENCE_K = 296.0
+"""Temperature at which Datchi et al. (2007) put the ruby (and Sm:SrB4O7) shift to zero."""
+
 
 def ruby_thermal_shift_nm(temperature_K: Array) -> Array:
     """Shift of the ruby R1 line at ambient pressure relative to 296 K, in nm.
 
-    Above 296 K: Datchi et al., High Press. Res. 27, 447 (2007), eq. 2,
-    ``dl = 7.46e-3 dT - 3.01e-6 dT^2 + 8.76e-9 dT^3`` with dT = T - 296 K
-    (valid to 900 K). Below 296 K, where that fit does not extend, Vos &
-    Schouten, J. Appl. Phys. 69, 6744 (1991):
-    ``dl = 6.591e-3 dT + 7.624e-6 dT^2 - 1.733e-8 dT^3`` with dT = T - 300 K,
-    offset so that both branches meet at 296 K.
+    Datchi, Dewaele, Loubeyre, Letoullec, Le Godec & Canny, High Press. Res.
+    27, 447 (2007), in its three ranges (dT = T - 296 K):
+
+    * T <= 50 K, eq. 3: ``dl = -0.887`` (the line no longer moves);
+    * 50-296 K, eq. 4: ``dl = 6.64e-3 dT + 6.76e-6 dT^2 - 2.33e-8 dT^3``;
+    * 296-900 K, eq. 2: ``dl = 7.46e-3 dT - 3.01e-6 dT^2 + 8.76e-9 dT^3``.
+
+    Eq. 4 gives -0.877 nm at 50 K, 0.010 nm off eq. 3: the paper's own
+    step, left as published. (The Vos & Schouten 1991 cubic used before
+    turns over below ~100 K and is 0.07 nm off at 10 K.)
     """
     t = np.asarray(temperature_K, dtype=float)
-    dt_hi = t - 296.0
-    high = 7.46e-3 * dt_hi - 3.01e-6 * dt_hi**2 + 8.76e-9 * dt_hi**3
-
-    def vos(temp):
-        dt = temp - 300.0
-        return 6.591e-3 * dt + 7.624e-6 * dt**2 - 1.733e-8 * dt**3
-
-    low = vos(t) - vos(296.0)
-    out = np.where(t >= 296.0, high, low)
+    dt = t - RUBY_REFERENCE_K
+    high = 7.46e-3 * dt - 3.01e-6 * dt**2 + 8.76e-9 * dt**3
+    low = 6.64e-3 * dt + 6.76e-6 * dt**2 - 2.33e-8 * dt**3
+    out = np.where(t >= RUBY_REFERENCE_K, high, np.where(t > 50.0, low, -0.887))
     return float(out) if out.ndim == 0 else out
 
+
+def sm_srb4o7_thermal_shift_nm(temperature_K: Array) -> Array:
+    """Shift of the Sm:SrB4O7 0-0 line at ambient pressure relative to 296 K, in nm.
+
+    Above 296 K, Datchi et al., High Press. Res. 27, 447 (2007), as quoted
+    with that paper in public ruby/Sm software:
+    ``dl = -8.7e-5 dT + 4.62e-6 dT^2 - 2.38e-9 dT^3``, dT = T - 296 K
+    (+0.03 nm at 400 K, +0.8 nm at 800 K). The coefficients could not be
+    checked against the paper here (unconfirmed). Below 296 K the cubic
+    would turn over; the line hardly moves there (Datchi et al., J. Appl.
+    Phys. 81, 3333 (1997): about -1e-4 nm/K), so only the linear term is
+    kept (+0.025 nm at 10 K, 0.1 GPa).
+    """
+    t = np.asarray(temperature_K, dtype=float)
+    dt = t - RUBY_REFERENCE_K
+    cubic = -8.7e-5 * dt + 4.62e-6 * dt**2 - 2.38e-9 * dt**3
+    out = np.where(t >= RUBY_REFERENCE_K, cubic, -8.7e-5 * dt)
+    return float(out) if out.ndim == 0 else out
+
+
+THERMAL_SHIFTS: dict[str, Callable[[Array], Array]] = {
+    "ruby": ruby_thermal_shift_nm,
+    "sm-srb4o7": sm_srb4o7_thermal_shift_nm,
+}
+"""Gauge -> its line's thermal shift at ambient pressure (nm, relative to 296 K)."""
 
 TEMPERATURE_CORRECTIONS = ("datchi2007", "none")
 
 
 def temperature_corrected_position(x: Array, temperature_K: Array, reference_K: float,
-                                   method: str = "datchi2007") -> Array:
-    """Ruby R1 position moved from ``temperature_K`` to ``reference_K``.
+                                   method: str = "datchi2007", gauge: str = "ruby") -> Array:
+    """Line position moved from ``temperature_K`` to ``reference_K``.
 
     The scales are calibrated at room temperature, and ``x0`` was measured at
-    ``reference_K``; removing the thermal shift between the two leaves only
-    the pressure shift. Which gauges shift enough to need it is the gauge
-    registry's business (:data:`dacpipe.pressure.gauges.GAUGES`).
+    ``reference_K``; removing the thermal shift between the two (of the
+    ``gauge``'s line, :data:`THERMAL_SHIFTS`) leaves only the pressure
+    shift. The pressure dependence of the thermal shift is neglected, as
+    Datchi et al. (2007) recommend below ~100 GPa. Which gauges shift enough
+    to need it is the gauge registry's business
+    (:data:`dacpipe.pressure.gauges.GAUGES`).
     """
     if method not in TEMPERATURE_CORRECTIONS:
         raise ValueError(f"unknown temperature correction {method!r}; known: {TEMPERATURE_CORRECTIONS}")
     if method == "none":
         return x
-    return np.asarray(x) - (ruby_thermal_shift_nm(temperature_K) - ruby_thermal_shift_nm(reference_K))
+    shift = THERMAL_SHIFTS[gauge]
+    return np.asarray(x) - (shift(temperature_K) - shift(reference_K))
+
+
+def thermal_slope_nm_per_K(temperature_K: float, gauge: str = "ruby") -> float:
+    """d(shift)/dT of the ``gauge``'s line at ``temperature_K`` (nm/K), for the
+    pressure error of an uncertain temperature. A central difference of
+    +-0.5 K; 0 on ruby's flat part below 50 K."""
+    shift = THERMAL_SHIFTS[gauge]
+    return float(shift(temperature_K + 0.5) - shift(temperature_K - 0.5))

@@ -2,16 +2,31 @@
 
 For each point the gauge spectra taken before and after the exposure are
 read, fitted, corrected for temperature and converted with the configured
-scale. The point's pressure is the mean of the two; its uncertainty combines,
-in quadrature,
+scale. The point's pressure is the mean of the two; its uncertainty has a
+random part, independent from point to point,
 
 * the fit: the standard error of the line position through dP/dx,
-* the scale: the published uncertainty of the scale's coefficients (fully
-  correlated between before and after, so it is not averaged down),
 * the drift: the pressure moved from P_before to P_after during the
   exposure; taken as a rectangular distribution over that interval, its
   standard uncertainty is |P_after - P_before| / (2 sqrt 3) (GUM, JCGM
-  100:2008, section 4.3.7).
+  100:2008, section 4.3.7),
+
+and a systematic part, the same error for every point of the run (fully
+correlated between points, and between before and after, so never averaged
+down):
+
+* the scale: the published uncertainty of the scale's coefficients,
+* the ambient position: sigma(x0) through dP/dx0 (``pressure.x0_err``, or
+  the gauge's spread of published values),
+* the temperature: ``pressure.temperature_err_K`` through the slope of the
+  line's thermal shift and dP/dx (gauges corrected for temperature only).
+
+``pressure_random_err_GPa`` and ``pressure_sys_err_GPa`` are the two parts
+(each in quadrature), ``pressure_err_GPa`` their quadrature sum (for
+display). Fits over the run (EOS, E(P)) weight the points by the random part
+only and carry each systematic term to their parameters separately
+(:mod:`dacpipe.eos.stage`, :mod:`dacpipe.optical.stage`): a scale error
+shifts every point the same way and is no scatter to average.
 
 A spectrum that cannot be used leaves NaN in its columns and its reason in
 the point's status; the point keeps the pressure of its other spectrum.
@@ -32,7 +47,12 @@ from ..io.sheet import Sheet
 from ..io.spectra import nm_to_raman_shift, read_spectrum
 from .checks import check_axis, check_misfit, check_pressure, check_temperature, plausible_positions
 from .gauges import Gauge, get_gauge
-from .scales import PressureScale, get_scale, temperature_corrected_position
+from .scales import PressureScale, get_scale, temperature_corrected_position, thermal_slope_nm_per_K
+
+SYSTEMATIC_TERMS = ("pressure_err_scale_GPa", "pressure_err_x0_GPa", "pressure_err_temperature_GPa")
+"""The pressure group's systematic terms, each a 1-sigma shift of every point
+in the same direction (one source each): what the EOS and E(P) stages
+propagate to their parameters."""
 
 @dataclass(frozen=True)
 class GaugeSettings:
@@ -41,6 +61,8 @@ class GaugeSettings:
     gauge: Gauge
     scale: PressureScale
     x0: float                      # ambient position (nm, or cm^-1 for diamond)
+    x0_err: float                  # its standard uncertainty (same unit)
+    temperature_err_K: float       # standard uncertainty of each point's temperature
     reference_temperature_K: float
     temperature_correction: str
     profile: str
@@ -56,7 +78,10 @@ class GaugeSettings:
         x0 = pressure_cfg[gauge.x0_key]
         spectrum = pressure_cfg["spectrum"]
         as_range = lambda r: None if r is None else (int(r[0]), int(r[1]))  # noqa: E731
+        x0_err = pressure_cfg.get("x0_err")
         return cls(gauge=gauge, scale=scale, x0=scale.x0_default if x0 is None else float(x0),
+                   x0_err=gauge.x0_err_default if x0_err is None else float(x0_err),
+                   temperature_err_K=float(pressure_cfg.get("temperature_err_K", 1.0)),
                    reference_temperature_K=float(pressure_cfg["reference_temperature_K"]),
                    temperature_correction=pressure_cfg["temperature_correction"],
                    profile=pressure_cfg["profile"], x_unit=spectrum["x_unit"], laser_nm=spectrum["laser_nm"],
@@ -73,6 +98,8 @@ class GaugeReading:
     fit_err_GPa: float         # from the position's standard error
     scale_err_GPa: float       # from the scale's coefficients (NaN if unpublished)
     warnings: tuple[str, ...] = ()  # doubts about the number (dacpipe.pressure.checks)
+    x0_err_GPa: float = 0.0    # from sigma(x0), systematic
+    temperature_err_GPa: float = 0.0  # from sigma(T) through the thermal shift, systematic
 
 
 def read_gauge_spectrum(path: str, settings: GaugeSettings):
@@ -109,7 +136,8 @@ def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeS
     pos_name, err_name = gauge.position
     raw, raw_err = getattr(fit, pos_name), getattr(fit, err_name)
     method = settings.temperature_correction if gauge.thermal_shift else "none"
-    position = float(temperature_corrected_position(raw, temperature_K, settings.reference_temperature_K, method))
+    position = float(temperature_corrected_position(raw, temperature_K, settings.reference_temperature_K, method,
+                                                    gauge=gauge.name))
     pressure = float(scale.pressure_GPa(position, settings.x0))
     warnings.append(check_pressure(pressure, raw, scale, unit))
     fit_err = float(abs(scale.slope_GPa_per_unit(position, settings.x0)) * raw_err)
@@ -117,39 +145,59 @@ def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeS
         raise InputError(f"no finite error for the line at {raw:.2f} {unit}")
     if gauge.lines is not None:
         warnings.append(check_misfit(x, y, fit, gauge.lines(fit), "R1" if gauge.name == "ruby" else "line"))
+    slope = float(abs(scale.slope_GPa_per_unit(position, settings.x0)))
+    x0_err = float(abs(scale.x0_slope_GPa_per_unit(position, settings.x0)) * settings.x0_err)
+    # A corrected line moves by (d shift/dT) sigma_T when T is off by sigma_T.
+    temperature_err = (slope * abs(thermal_slope_nm_per_K(temperature_K, gauge.name)) * settings.temperature_err_K
+                       if method != "none" else 0.0)
     return GaugeReading(fit=fit, position=position, pressure_GPa=pressure, fit_err_GPa=fit_err,
                         scale_err_GPa=float(scale.scale_sigma_GPa(position, settings.x0)),
-                        warnings=tuple(w for w in warnings if w))
+                        warnings=tuple(w for w in warnings if w), x0_err_GPa=x0_err,
+                        temperature_err_GPa=float(temperature_err))
 
 
 @dataclass(frozen=True)
 class PointPressure:
-    """A point's pressure and the three parts of its uncertainty."""
+    """A point's pressure and the parts of its uncertainty (module docstring)."""
 
     pressure_GPa: float
-    pressure_err_GPa: float
+    pressure_err_GPa: float    # total: random and systematic in quadrature
     fit_err_GPa: float
     scale_err_GPa: float
     drift_GPa: float           # P_after - P_before (NaN with one spectrum)
     drift_err_GPa: float
+    x0_err_GPa: float = math.nan
+    temperature_err_GPa: float = math.nan
+    random_err_GPa: float = math.nan   # fit and drift
+    sys_err_GPa: float = math.nan      # scale, x0 and temperature
+
+    @classmethod
+    def none(cls) -> "PointPressure":
+        """No pressure: every number NaN."""
+        return cls(*(math.nan,) * 10)
 
 
 def combine(readings: Sequence[GaugeReading]) -> PointPressure:
     """Mean pressure of the usable readings of a point, with its uncertainty (module docstring)."""
     if not readings:
-        return PointPressure(*(math.nan,) * 6)
+        return PointPressure.none()
     p = np.array([r.pressure_GPa for r in readings])
     fit_err = float(np.sqrt(np.sum(np.array([r.fit_err_GPa for r in readings]) ** 2)) / len(readings))
-    # The scale error is systematic: the same coefficients apply to both spectra.
+    # The systematic terms are the same for both spectra (same coefficients,
+    # same x0, same thermometer): averaged, not divided by sqrt(2).
     scale_err = float(np.mean([r.scale_err_GPa for r in readings]))
+    x0_err = float(np.mean([r.x0_err_GPa for r in readings]))
+    temperature_err = float(np.mean([r.temperature_err_GPa for r in readings]))
     if len(readings) >= 2:
         drift = float(p[-1] - p[0])
         drift_err = abs(drift) / (2.0 * math.sqrt(3.0))
     else:
         drift, drift_err = math.nan, math.nan
-    terms = np.array([fit_err, scale_err, drift_err])
-    total = float(np.sqrt(np.nansum(terms**2)))
-    return PointPressure(float(p.mean()), total, fit_err, scale_err, drift, drift_err)
+    random_err = float(np.sqrt(np.nansum(np.array([fit_err, drift_err]) ** 2)))
+    sys_err = float(np.sqrt(np.nansum(np.array([scale_err, x0_err, temperature_err]) ** 2)))
+    total = math.hypot(random_err, sys_err)
+    return PointPressure(float(p.mean()), total, fit_err, scale_err, drift, drift_err, x0_err, temperature_err,
+                         random_err, sys_err)
 
 
 def point_pressure(readings: Sequence[GaugeReading], reasons: Sequence[str],
@@ -163,7 +211,7 @@ def point_pressure(readings: Sequence[GaugeReading], reasons: Sequence[str],
     result = combine(readings)
     reasons = list(reasons)
     if not math.isfinite(result.pressure_GPa):
-        result = PointPressure(*(math.nan,) * 6)
+        result = PointPressure.none()
         if not reasons:
             reasons.append("pressure: no gauge spectrum gave a pressure")
     return result, "; ".join([*reasons, *warnings]) or "ok"
@@ -220,7 +268,8 @@ def run(ctx: StageContext) -> StageResult:
     side_status = {sides[c]: ["not measured"] * n for c in columns}
     combined = {name: np.full(n, np.nan) for name in
                 ("pressure_GPa", "pressure_err_GPa", "pressure_err_fit_GPa", "pressure_err_scale_GPa",
-                 "pressure_drift_GPa", "pressure_err_drift_GPa")}
+                 "pressure_drift_GPa", "pressure_err_drift_GPa", "pressure_err_x0_GPa",
+                 "pressure_err_temperature_GPa", "pressure_random_err_GPa", "pressure_sys_err_GPa")}
     status, inputs = [], []
     # The fitted part of each spectrum with its model, for the gallery of fits
     # (figures are drawn from the store alone).
@@ -271,7 +320,9 @@ def run(ctx: StageContext) -> StageResult:
             reasons.append("pressure: no gauge spectrum for this point")
         result, point_status = point_pressure(readings, reasons, warnings)
         for name, value in zip(combined, (result.pressure_GPa, result.pressure_err_GPa, result.fit_err_GPa,
-                                          result.scale_err_GPa, result.drift_GPa, result.drift_err_GPa)):
+                                          result.scale_err_GPa, result.drift_GPa, result.drift_err_GPa,
+                                          result.x0_err_GPa, result.temperature_err_GPa, result.random_err_GPa,
+                                          result.sys_err_GPa)):
             combined[name][i] = value
         status.append(point_status)
         ctx.progress(i + 1, n)
@@ -282,7 +333,8 @@ def run(ctx: StageContext) -> StageResult:
         datasets.update(_padded_windows(side, windows[side]))
     attrs = {"gauge": settings.gauge.name, "scale": settings.scale.name, "scale_formula": settings.scale.formula,
              "scale_reference": settings.scale.reference, "x0": settings.x0,
-             "x0_units": "1/cm" if settings.gauge.axis == "cm-1" else "nm",
+             "x0_units": "1/cm" if settings.gauge.axis == "cm-1" else "nm", "x0_err": settings.x0_err,
+             "temperature_err_K": settings.temperature_err_K,
              "reference_temperature_K": settings.reference_temperature_K,
              "temperature_correction": settings.temperature_correction, "profile": settings.profile}
     return StageResult(stage="pressure", point_ids=sheet.point_ids, datasets=datasets, attrs=attrs,
