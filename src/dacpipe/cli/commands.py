@@ -233,13 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _snakemake_hint(args) -> str:
+    """What a job Snakemake started adds to its error line: without
+    ``--keep-going`` Snakemake stops every other run's jobs at the first
+    failed one (an empty sheet in one run stops them all)."""
+    if getattr(args, "config_json", None) is None:  # not started by a rule
+        return ""
+    return (" (Snakemake stops the other runs' jobs too unless run with --keep-going, "
+            "as --workflow-profile workflow/profiles/local does)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
     try:
         return args.func(args)
     except DacpipeError as err:
-        log.error(str(err))
+        log.error(str(err) + _snakemake_hint(args))
         return 2
     except KeyboardInterrupt:
         log.error("interrupted")

@@ -96,6 +96,11 @@ def read_sheet(path: str | Path) -> Sheet:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise SheetError(f"{path}: sample sheet not found") from None
+    except IsADirectoryError:
+        raise SheetError(f"{path}: is a folder, not a sample sheet (name the .tsv file; "
+                         f"`dacpipe sheet FOLDER` writes a first one)") from None
+    except OSError as exc:  # permission denied, an I/O error
+        raise SheetError(f"{path}: cannot read the sample sheet ({(exc.strerror or str(exc)).lower()})") from None
     except UnicodeDecodeError:
         raise SheetError(f"{path}: not a text file (a sample sheet is tab-separated text)") from None
     rows = tsv_rows(text)

@@ -19,10 +19,10 @@ import math
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import numpy as np
 
 from ..core.errors import InputError
+from .store import StoreError, open_result, os_reason
 
 # A figure shows at most this many points, spread evenly over the run: a
 # waterfall or gallery of a thousand points would be a poster nobody reads
@@ -326,8 +326,12 @@ def draw_figure(name: str, store_path: str | Path, out_png: str | Path) -> list[
     plt = _pyplot()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(store_path, "r") as h5:
-        entry = h5[h5.attrs["default"]]
+    with open_result(store_path) as h5:  # a damaged store: one line saying how to rebuild it
+        run_id = h5.attrs.get("default")
+        if run_id is None or str(run_id) not in h5:
+            raise StoreError(f"{store_path}: not a dacpipe store (no default run entry); delete it and run "
+                             f"again to rebuild it")
+        entry = h5[str(run_id)]
         missing = [path for path in NEEDS[name] if path not in entry]
         if missing:
             raise InputError(f"figure {name}: the store has no {', '.join(missing)}", str(store_path))
@@ -335,7 +339,10 @@ def draw_figure(name: str, store_path: str | Path, out_png: str | Path) -> list[
     try:
         written = []
         for path in (out_png, out_png.with_suffix(".pdf")):
-            fig.savefig(path, dpi=150, bbox_inches="tight")
+            try:
+                fig.savefig(path, dpi=150, bbox_inches="tight")
+            except OSError as exc:  # a full disk: one line, not matplotlib's traceback
+                raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
             written.append(path)
         return written
     finally:

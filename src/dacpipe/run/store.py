@@ -11,9 +11,13 @@ sees a half-written file and a killed run leaves the previous file or none.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +26,7 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
+from ..core.errors import DacpipeError
 from ..core.results import StageResult
 from ..core.units import units_from_name
 from ..io.refs import FileRecord, file_records
@@ -36,20 +41,156 @@ _PATTERN_NXDATA = {"NX_class": "NXdata", "signal": "I", "axes": [".", "q"], "q_i
 NEXUS = {"xrd": _PATTERN_NXDATA, "saxs": _PATTERN_NXDATA}
 
 
+class StoreError(DacpipeError):
+    """A store or part that cannot be written (disk full) or read (damaged):
+    one line naming the file, the cause and what to do."""
+
+
 @contextmanager
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    """Open a new HDF5 file that appears at ``path`` only once fully written."""
+    """Open a new HDF5 file that appears at ``path`` only once fully written.
+
+    The file is built in memory (HDF5's core driver) and written out by
+    Python: HDF5 itself never writes to the disk, because a write that
+    fails inside HDF5 (a full disk) leaves the library unable to close the
+    file, and the process then dies of a segmentation fault on exit (seen
+    with HDF5 2.0 on a full tmpfs). Python's own write raises a plain
+    ``OSError``, turned into one :class:`StoreError` line; the previous file
+    at ``path`` is untouched. Temporaries left by a writer killed before its
+    rename (kill -9) are removed first (:func:`remove_stale_temporaries`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write it: {os_reason(exc)}") from None
     os.close(fd)
     try:
-        with h5py.File(tmp, "w") as h5:
+        with h5py.File(tmp, "w", driver="core", backing_store=False) as h5:
             yield h5
+            h5.flush()
+            image = h5.id.get_file_image()
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(image)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot write it: {os_reason(exc)} "
+                             f"({'the previous file is kept' if path.exists() else 'nothing written'})") from None
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# A temporary's name says which process on which machine writes it:
+# .<target>.<host>.<pid>.<random>.tmp
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<host>[^.]*)\.(?P<pid>\d+)\.[^.]+\.tmp$")
+# A temporary of another machine (a cluster's shared folder), or of an
+# older naming, whose writer cannot be asked, is stale once this old: no
+# store takes a day to write.
+STALE_TEMPORARY_AGE_S = 24 * 3600.0
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.{_host()}.{os.getpid()}."
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` whose writer is gone.
+
+    A writer killed between creating its temporary and renaming it
+    (``kill -9`` of the process group) leaves ``.<name>.<host>.<pid>.*.tmp``,
+    as large as the store it was writing. One of this machine whose process
+    no longer exists is removed; one of another machine, or named before the
+    writer's process was part of the name, only when older than
+    :data:`STALE_TEMPORARY_AGE_S`. A live writer's temporary is never touched.
+
+    Returns
+    -------
+    list of Path
+        The temporaries removed.
+    """
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    host, now = _host(), time.time()
+    for candidate in candidates:
+        match = _TEMPORARY.match(candidate.name)
+        if match and match["target"] != path.name:
+            continue  # the temporary of another file whose name starts like this one's
+        try:
+            if match and match["host"] == host:
+                stale = not _process_exists(int(match["pid"]))
+            else:
+                stale = now - candidate.stat().st_mtime > STALE_TEMPORARY_AGE_S
+            if stale:
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters taken literally."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but another user's
+        return True
+    return True
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError as a few words: "no space left on device", "permission denied"."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno).lower() if exc.errno != errno.ENOSPC else "no space left on device"
+    return " ".join(str(exc).split()).lower()
+
+
+def open_result(path: str | Path, run_id: str | None = None) -> h5py.File:
+    """Open a store or part for reading; one :class:`StoreError` line, saying
+    how to rebuild it, when it is missing or not a whole HDF5 file (damaged,
+    overwritten, cut short) or holds no entry ``run_id``."""
+    path = Path(path)
+    kind = "part" if path.parent.name == "parts" or path.parent.parent.name == "parts" else "store"
+    rebuild = (f"delete it and run again to rebuild it (`dacpipe run`, or Snakemake, which then reruns "
+               f"the job that writes it)")
+    try:
+        h5 = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise StoreError(f"{path}: {kind} not found; run the stages that write it first") from None
+    except OSError as exc:
+        raise StoreError(f"{path}: unreadable {kind}, not a whole HDF5 file "
+                         f"({_h5_reason(exc)}); {rebuild}") from None
+    if run_id is not None and run_id not in h5:
+        names = list(h5)
+        h5.close()
+        raise StoreError(f"{path}: the {kind} holds no run {run_id!r} (it has {', '.join(names[:3]) or 'nothing'}); "
+                         f"{rebuild}")
+    return h5
+
+
+def _h5_reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    text = re.sub(r"\s*\(.*", "", text)  # h5py's details after the first parenthesis: file names, offsets
+    return text[:120] or type(exc).__name__
 
 
 def write_dataset(group: h5py.Group, name: str, values) -> h5py.Dataset:
@@ -117,7 +258,14 @@ def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> N
     stage's whole-series step computes it on the joined series
     (:func:`dacpipe.run.runner.merge_stage`).
     """
-    sources = [h5py.File(p, "r") for p in paths]
+    sources = []
+    try:
+        for p in paths:
+            sources.append(open_result(p, run_id))
+    except StoreError:
+        for src in sources:
+            src.close()
+        raise
     try:
         entries = [src[run_id] for src in sources]
         point_ids = [s for e in entries for s in e["point_ids"].asstr()[()]]
@@ -153,7 +301,7 @@ def read_result(path: str | Path, run_id: str) -> StageResult:
     named their extras, the members of the stage's group that are not one row
     per point count as extras.
     """
-    with h5py.File(path, "r") as h5:
+    with open_result(path, run_id) as h5:
         entry = h5[run_id]
         point_ids = [str(p) for p in entry["point_ids"].asstr()[()]]
         n = len(point_ids)
@@ -470,7 +618,7 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
         entry.attrs["NX_class"] = "NXentry"
         entry.attrs["default"] = "points"
         for part in parts:
-            with h5py.File(part, "r") as src:
+            with open_result(part, run_id) as src:
                 src_entry = src[run_id]
                 part_ids = [s.decode() if isinstance(s, bytes) else s for s in src_entry["point_ids"][()]]
                 if part_ids != point_ids:
@@ -509,7 +657,7 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
 
 def read_points(store_path: str | Path, run_id: str | None = None) -> dict[str, np.ndarray]:
     """The ``points`` table of a store as arrays (strings decoded)."""
-    with h5py.File(store_path, "r") as h5:
+    with open_result(store_path, run_id) as h5:
         run_id = run_id or h5.attrs["default"]
         group = h5[run_id]["points"]
         return {name: (group[name].asstr()[()] if group[name].dtype.kind == "O" else group[name][()])
