@@ -14,4 +14,4 @@ rule calibrate:
     log:
         f"{RESULTS}/{{run}}/logs/calibrate.log",
     shell:
-        "dacpipe --log {log} calibrate --run {wildcards.run} --config-json {params.cfg:q} -o {output:q}"
+        "dacpipe --log {log:q} calibrate --run {wildcards.run:q} --config-json {params.cfg:q} -o {output:q}"

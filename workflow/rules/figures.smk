@@ -25,4 +25,4 @@ for _figure in FIGURES:
         log:
             f"{RESULTS}/{{run}}/logs/figure_{_figure}.log",
         shell:
-            "dacpipe --log {log} figure {params.name} --store {input} --out {output.png}"
+            "dacpipe --log {log:q} figure {params.name:q} --store {input:q} --out {output.png:q}"

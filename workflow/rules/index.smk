@@ -17,7 +17,7 @@ rule index:
     log:
         f"{RESULTS}/{{run}}/logs/phases/chunk{{chunk}}.log",
     shell:
-        "dacpipe --log {log:q} stage phases --run {wildcards.run} --chunk {params.chunk} --out {output:q}"
+        "dacpipe --log {log:q} stage phases --run {wildcards.run:q} --chunk {params.chunk:q} --out {output:q}"
         " --config-json {params.cfg:q}"
 
 
@@ -34,7 +34,7 @@ rule join_phases:
     log:
         f"{RESULTS}/{{run}}/logs/phases.log",
     shell:
-        "dacpipe --log {log:q} merge --run {wildcards.run} --stage phases --parts {input.chunks:q}"
+        "dacpipe --log {log:q} merge --run {wildcards.run:q} --stage phases --parts {input.chunks:q}"
         " --out {output:q} --config-json {params.cfg:q}"
 
 
@@ -49,4 +49,4 @@ rule eos:
     log:
         f"{RESULTS}/{{run}}/logs/eos.log",
     shell:
-        "dacpipe --log {log} stage eos --run {wildcards.run} --out {output} --config-json {params.cfg:q}"
+        "dacpipe --log {log:q} stage eos --run {wildcards.run:q} --out {output:q} --config-json {params.cfg:q}"

@@ -20,5 +20,5 @@ rule integrate:
     log:
         f"{RESULTS}/{{run}}/logs/{{kind}}/chunk{{chunk}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} dacpipe --log {log} stage {wildcards.kind} --run {wildcards.run}"
-        " --chunk {params.chunk} --out {output} --config-json {params.cfg:q}"
+        "OMP_NUM_THREADS={threads} dacpipe --log {log:q} stage {wildcards.kind:q} --run {wildcards.run:q}"
+        " --chunk {params.chunk:q} --out {output:q} --config-json {params.cfg:q}"

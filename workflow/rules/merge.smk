@@ -12,4 +12,4 @@ rule merge:
     log:
         f"{RESULTS}/{{run}}/logs/{{stage}}.log",
     shell:
-        "dacpipe --log {log} merge --run {wildcards.run} --parts {input} --out {output}"
+        "dacpipe --log {log:q} merge --run {wildcards.run:q} --parts {input:q} --out {output:q}"

@@ -15,4 +15,4 @@ rule optical:
     log:
         f"{RESULTS}/{{run}}/logs/optical.log",
     shell:
-        "dacpipe --log {log} stage optical --run {wildcards.run} --out {output} --config-json {params.cfg:q}"
+        "dacpipe --log {log:q} stage optical --run {wildcards.run:q} --out {output:q} --config-json {params.cfg:q}"

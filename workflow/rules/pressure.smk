@@ -16,5 +16,5 @@ rule pressure:
     log:
         f"{RESULTS}/{{run}}/logs/pressure/chunk{{chunk}}.log",
     shell:
-        "dacpipe --log {log} stage pressure --run {wildcards.run} --chunk {params.chunk} --out {output}"
+        "dacpipe --log {log:q} stage pressure --run {wildcards.run:q} --chunk {params.chunk:q} --out {output:q}"
         " --config-json {params.cfg:q}"

@@ -12,4 +12,4 @@ rule store:
     log:
         f"{RESULTS}/{{run}}/logs/store.log",
     shell:
-        "dacpipe --log {log} assemble --run {wildcards.run} --parts {input.parts} --out {output} --config-json {params.cfg:q}"
+        "dacpipe --log {log:q} assemble --run {wildcards.run:q} --parts {input.parts:q} --out {output:q} --config-json {params.cfg:q}"

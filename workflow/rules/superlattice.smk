@@ -13,4 +13,4 @@ rule superlattice:
     log:
         f"{RESULTS}/{{run}}/logs/superlattice.log",
     shell:
-        "dacpipe --log {log} stage superlattice --run {wildcards.run} --out {output} --config-json {params.cfg:q}"
+        "dacpipe --log {log:q} stage superlattice --run {wildcards.run:q} --out {output:q} --config-json {params.cfg:q}"

@@ -76,6 +76,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"config: {where} = {error.instance!r} has the wrong type; expected {error.validator_value}"
     if error.validator == "required":
         return f"config: {where}: {error.message}"
+    if error.validator == "pattern" and "x-allowed" in error.schema:
+        # a value that becomes a path in the workflow's shell commands (results_dir)
+        return f"config: {where} = {error.instance!r} is not allowed; it may hold {error.schema['x-allowed']}"
     if error.validator == "anyOf" and all(set(sub) == {"required"} for sub in error.validator_value):
         # e.g. an integration section needs poni or calibrant_image
         keys = [" and ".join(repr(k) for k in sub["required"]) for sub in error.validator_value]
