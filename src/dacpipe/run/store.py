@@ -46,6 +46,22 @@ class StoreError(DacpipeError):
     one line naming the file, the cause and what to do."""
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``/proc/self/status``,
+    Linux 4.7+); elsewhere set and put back at once, which another thread
+    creating a file in between could see."""
+    try:
+        with open("/proc/self/status", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
     """Open a new HDF5 file that appears at ``path`` only once fully written.
@@ -66,6 +82,13 @@ def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
         fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise StoreError(f"{path}: cannot write it: {os_reason(exc)}") from None
+    # mkstemp makes the file 0600 whatever the umask: give it the mode any
+    # new file gets (0644 under umask 022, 0664 under 002), as the figures
+    # beside it have, so that the beamline group can read the results.
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError:  # a file system without modes: as mkstemp made it
+        pass
     os.close(fd)
     try:
         with h5py.File(tmp, "w", driver="core", backing_store=False) as h5:
