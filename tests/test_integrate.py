@@ -128,8 +128,8 @@ def test_diamond_spot_rejection(run):
     assert excess_median < 0.05 * peak
     # The spot search masked the spot in frame b and nothing in frame a, where
     # the pattern is the plain one. The spot (80000 exp(-r^2/2) on a ~1000-count
-    # ring) stays above the growth level of 3 Poisson sigmas (~100 counts) out
-    # to r = 3.7 px, grown by 2 px: a disc of ~100 pixels.
+    # ring) stays above 5 Poisson sigmas (~160 counts) out to r = 3.5 px,
+    # grown by 2 px: a disc of ~95 pixels.
     np.testing.assert_array_equal(spots.datasets["spot_pixels"][:2] > 0, [False, True])
     assert 70 <= spots.datasets["spot_pixels"][1] <= 140 and spots.datasets["spot_blobs"][1] == 1
     assert np.all(np.isnan(spots.datasets["spot_pixels"][2:]))

@@ -96,7 +96,7 @@ def test_grainy_ring_kept_and_diamond_spots_masked(synthetic):
     for image in synthetic["spots"]:  # >= 95 % of every spot's counts masked (measured: > 99.9 %)
         assert image[spots.mask].sum() / image.sum() > 0.99
     # Nothing else: the masked pixels are all within 10 px of a spot (a spot
-    # 1.5 px wide and 2500x the background stays above 3 sigma out to 6 px,
+    # 1.5 px wide and 2500x the background stays above 5 sigma out to 5.7 px,
     # then grown by 2 px).
     rows, cols = np.nonzero(spots.mask)
     distance = np.min([np.hypot(rows - r, cols - c) for r, c, _ in SPOTS], axis=0)

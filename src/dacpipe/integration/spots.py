@@ -23,25 +23,28 @@ and only they are masked:
    interpolated inside a bucket: no sort, about a millisecond on a 1M-pixel
    detector, and independent of the order of the pixels (the dioptas-legacy
    orientation route gives the same mask, flipped).
-2. **Seeds**: pixels more than ``threshold`` robust sigmas above their
-   ring's median. **Extent**: the connected pixels (8-connectivity) more
-   than :data:`GROW_SIGMA` sigmas above it that hold a seed (hysteresis).
-3. **Which blobs are spots.** A blob is a spot when it is compact (at most
-   ``max_size_px`` pixels across, rows and columns) and alone at its radius:
-   a powder ring's grains make blobs by the dozen at the same radius, a
-   diamond's spots a handful per frame scattered over the detector. Fewer
-   than ``ring_blobs`` blobs standing :data:`COUNT_SIGMA` sigmas out of the
-   ring (their own included) with their highest pixel within
-   +-:data:`RING_HALF_WIDTH_BINS` radial bins of the blob's: a spot. The
-   count is taken below the seed threshold because only the brightest few
-   grains of a grainy ring reach it (an exponential population: measured on
-   a synthetic ring of 250 grains, 3 of them); Poisson noise does not reach
-   5 sigma on a 1M-pixel detector. A grainy ring's blobs stay in the
-   pattern, and so does a spot sitting on such a ring (nothing at that
-   radius tells it from the ring's own grains); on smooth rings
-   (nanocrystals) every compact outlier is masked.
+2. **Blobs**: the connected groups (8 neighbours) of pixels more than
+   :data:`STAND_SIGMA` robust sigmas above their ring's median (Poisson
+   noise does not reach 5 sigma on a 1M-pixel detector: a smooth frame has
+   none, and the few pixels left make the rest cheap).
+3. **Which blobs are spots.** A blob is a spot when its highest pixel is
+   more than ``threshold`` sigmas above its ring, it is compact (at most
+   ``max_size_px`` pixels across, rows and columns), and it is alone at its
+   radius: a powder ring's grains make blobs by the dozen at the same
+   radius, a diamond's spots a handful per frame scattered over the
+   detector. Fewer than ``ring_blobs`` blobs (its own included) with their
+   highest pixel within +-:data:`RING_HALF_WIDTH_BINS` radial bins of the
+   blob's: a spot. All blobs are counted, not only those above
+   ``threshold``, because only the brightest few grains of a grainy ring
+   reach it (an exponential population: measured on a synthetic ring of
+   250 grains, 3 of them). A grainy ring's blobs stay in the pattern, and
+   so does a spot sitting on such a ring (nothing at that radius tells it
+   from the ring's own grains); on smooth rings (nanocrystals) every
+   compact outlier is masked.
 4. The spots grown by ``dilate_px`` pixels (a disc), to take the faint
-   tails of their profile as well.
+   tails of their profile as well: a Gaussian spot 1.3 px wide and 100
+   times its ring (500 counts) is above 5 sigma out to 3.5 of its widths,
+   and grown by 2 px leaves out less than 1e-5 of its counts.
 
 What is masked leaves a bin's sums entirely (pyFAI's dummy value), so the
 pattern is the plain azimuthal average of the other pixels, with its
@@ -59,11 +62,8 @@ from scipy.sparse.csgraph import connected_components
 from ..core.errors import InputError
 from ..core.noise import MAD_TO_SIGMA
 
-GROW_SIGMA = 3.0
-"""A spot's extent: connected pixels this many robust sigmas above their ring (with a seed)."""
-
-COUNT_SIGMA = 5.0
-"""Blobs whose peak stands this many robust sigmas above their ring count towards a ring of grains."""
+STAND_SIGMA = 5.0
+"""Blobs are the connected pixels this many robust sigmas above their ring."""
 
 RING_HALF_WIDTH_BINS = 2
 """Blobs whose brightest pixels are within this many radial bins (~pixels) are at one radius."""
@@ -136,8 +136,8 @@ class SpotFinder:
     max_size_px : int
         Blobs wider or taller than this are not spots (a ring's arc, a streak).
     ring_blobs : int
-        This many blobs at one radius standing :data:`COUNT_SIGMA` sigmas out
-        of their ring make a grainy powder ring, not spots.
+        This many blobs (:data:`STAND_SIGMA` out of their ring) at one radius
+        make a grainy powder ring, not spots.
     subsample : int or None
         Ring levels from every ``subsample``-th row and column; None: the
         largest step (at most 4) that leaves :data:`SAMPLE_PER_BIN` pixels in
@@ -152,9 +152,9 @@ class SpotFinder:
         radial = np.asarray(radial_map, dtype=np.float64)
         if radial.ndim != 2:
             raise InputError(f"spot search: a 2D radial map is needed, not shape {radial.shape}")
-        if threshold < COUNT_SIGMA:
-            raise InputError(f"spot search: threshold {threshold} must be at least {COUNT_SIGMA} sigma, "
-                             f"the level a ring's grains are counted at")
+        if threshold < STAND_SIGMA:
+            raise InputError(f"spot search: threshold {threshold} must be at least {STAND_SIGMA} sigma, "
+                             f"the level blobs are found at")
         if subsample is not None and int(subsample) < 1:
             raise InputError(f"spot search: subsample {subsample} must be a positive integer")
         self.shape = radial.shape
@@ -269,9 +269,9 @@ class SpotFinder:
         # Per bin; the dump bin (index n_bins: unusable pixels) and empty bins never pass.
         median = np.append(rings.median, np.nan)
         sigma = np.append(rings.sigma, np.nan)
-        grow = np.nan_to_num(median + GROW_SIGMA * sigma, nan=np.inf).astype(np.float32)
+        stand = np.nan_to_num(median + STAND_SIGMA * sigma, nan=np.inf).astype(np.float32)
         # Dummies and NaN are below any level (or not comparable): never candidates.
-        candidates = np.flatnonzero(values > np.take(grow, self.bin_index))
+        candidates = np.flatnonzero(values > np.take(stand, self.bin_index))
         empty = SpotMask(mask=np.zeros(self.shape, bool), indices=np.zeros(0, np.int64), n_pixels=0, n_blobs=0)
         bins = self.bin_index[candidates]
         score = (values[candidates] - median[bins]) / sigma[bins]  # robust sigmas above the ring
@@ -283,9 +283,8 @@ class SpotFinder:
         last = np.searchsorted(label[order], np.arange(n_labels), side="right") - 1
         peak_score = score[order[last]]
         peak_bin = bins[order[last]]
-        # Blobs at each radius that stand out of the noise: a grainy ring's grains.
-        standing = peak_score > COUNT_SIGMA
-        per_bin = np.bincount(peak_bin[standing], minlength=self.n_bins + 1)
+        # Blobs at each radius: a grainy ring's grains, or a spot alone.
+        per_bin = np.bincount(peak_bin, minlength=self.n_bins + 1)
         window = np.ones(2 * RING_HALF_WIDTH_BINS + 1, int)
         at_radius = np.convolve(per_bin, window, mode="same")[peak_bin]
         seeded = (peak_score > self.threshold) & (at_radius < self.ring_blobs)
