@@ -171,6 +171,8 @@ def main() -> None:
                              "rejects, so 'none' compares like with like")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run (a) and (b) this many times, interleaved, and report the median ratio")
+    parser.add_argument("--also-none", action="store_true",
+                        help="in every repeat also run (b) with rejection none: the rejection's own cost")
     parser.add_argument("--poni-convention", default="pyfai", choices=["pyfai", "dioptas-legacy"],
                         help="for (b) and (c): dioptas-legacy measures the cost of honouring a Dioptas < 0.7 "
                              "PONI file (pyFAI orientation 2, or a flipped copy of every frame)")
@@ -187,12 +189,18 @@ def main() -> None:
             folder = Path(tmp)
             poni, frames = make_frames(folder, shape, suffix, args.frames)
             config = write_run(folder, poni, frames, args.rejection, args.poni_convention)
+            plain = write_run(folder / "none", poni, frames, "none", args.poni_convention)
             small = dacpipe_stage(config, max(1, args.frames // 4))
-            ratios = []
+            ratios, plain_ratios = [], []
             for repeat in range(args.repeat):  # interleaved: a load that comes and goes hits both
                 bare = bare_loop(poni, frames)
                 full = dacpipe_stage(config, args.frames)
                 ratios.append(full["fps"] / bare["fps"])
+                if args.also_none:
+                    none = dacpipe_stage(plain, args.frames)
+                    plain_ratios.append(none["fps"] / bare["fps"])
+                    print(f"{name:<10} {'':16} {none['fps']:6.1f} [{none['cpu_ms']:5.1f} ms] "
+                          f"{plain_ratios[-1]:5.2f}  rejection none", flush=True)
                 a, b = bare["fps"], full["fps"]
                 spot_px = float("nan") if full["spot_pixels"] is None else full["spot_pixels"]
                 if repeat < args.repeat - 1:
@@ -210,6 +218,9 @@ def main() -> None:
             if args.repeat > 1:
                 print(f"{name:<10} median b/a over {args.repeat} interleaved runs: {float(np.median(ratios)):.2f} "
                       f"(min {min(ratios):.2f}, max {max(ratios):.2f})", flush=True)
+            if plain_ratios:
+                print(f"{name:<10} with rejection none: median b/a {float(np.median(plain_ratios)):.2f} "
+                      f"(min {min(plain_ratios):.2f}, max {max(plain_ratios):.2f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -233,8 +233,11 @@ class SpotFinder:
         level = values.view(np.int32) >> _SHIFT
         level -= _LEVEL_BASE
         np.clip(level, 0, _N_LEVELS - 1, out=level)  # negative floats have negative bits: bucket 0
+        cells = self._sample_cell_base + level
         # Dummies (negative raw values) and NaN go to the dump bin's cells.
-        cells = np.where(raw > -0.5, self._sample_cell_base + level, self._dump_cell)
+        dummy = ~(raw > -0.5)
+        if dummy.any():
+            cells[dummy] = self._dump_cell
         histogram = np.bincount(cells, minlength=(self.n_bins + 1) * _N_LEVELS)[:self._dump_cell]
         cumulative = np.cumsum(histogram)
         end = cumulative[_N_LEVELS - 1::_N_LEVELS]    # pixels of this bin and the earlier ones
