@@ -705,3 +705,81 @@ def fit_eos_excluding_outliers(pressure_GPa, volume_A3, *, sigma_P_GPa, sigma_V_
     reasons = tuple(_reason(fit, P[i], V[i], float(zi)) for i, zi in zip(out, z_out))
     return RobustEosFit(fit=fit, fit_all=fit_all, kept=kept, excluded=tuple(excluded), reasons=reasons,
                         warnings=tuple(fit_warnings(fit) + notes), limit_sigma=float(limit_sigma))
+
+
+# --------------------------------------------------------------------------
+# Systematic pressure errors: a shift of every point, not scatter
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystematicErrors:
+    """What the systematic pressure terms do to the fitted parameters.
+
+    Attributes
+    ----------
+    errors : dict[str, float]
+        Per free parameter, the quadrature sum over sources of its shift.
+    by_source : dict[str, dict[str, float]]
+        Source name -> parameter -> |shift| for a 1-sigma shift of that
+        source (NaN for a source whose term is unknown, e.g. a scale that
+        publishes no coefficient errors; left out of ``errors``).
+    """
+
+    errors: dict[str, float]
+    by_source: dict[str, dict[str, float]]
+
+
+def propagate_systematic(pressure_GPa, volume_A3, shifts_GPa: dict, *, sigma_P_GPa, sigma_V_A3,
+                         **fit_options) -> SystematicErrors:
+    """The parameters' systematic errors from pressure errors that are the same for every point.
+
+    A pressure scale's coefficient error (or an error of the ambient line
+    position, or of the thermometer) moves every pressure of a run in the
+    same direction: it is one error, fully correlated between points, and a
+    fit that weighted it as independent scatter would both mis-weight the
+    points and average it down (Angel, Rev. Mineral. Geochem. 41, 35
+    (2000), on pressure-scale errors in EOS fits). The fit is therefore
+    weighted by the random errors only, and each systematic source k, with
+    its 1-sigma shift s_ik of point i, is carried to the parameters by
+    refitting with P_i + s_ik and P_i - s_ik:
+
+        sigma_sys(p) = sqrt( sum_k [ (p(P + s_k) - p(P - s_k)) / 2 ]^2 ),
+
+    the sources being independent of each other (GUM, JCGM 100:2008,
+    5.2: correlated inputs, here through one common shift per source).
+
+    Parameters
+    ----------
+    pressure_GPa, volume_A3 : array_like
+        The points fitted.
+    shifts_GPa : dict[str, array_like]
+        Source name -> 1-sigma shift of each point's pressure (GPa, >= 0,
+        same direction for every point). A source NaN at every point is
+        unknown: NaN in ``by_source``, left out of ``errors``; NaN at some
+        points is taken as 0 there.
+    sigma_P_GPa, sigma_V_A3
+        The random errors the fit is weighted with.
+    **fit_options
+        As :func:`fit_eos` (model, fix, V0_A3, Kp ...): the same fit as the
+        one whose parameters are reported.
+    """
+    P = np.asarray(pressure_GPa, dtype=float).ravel()
+    by_source: dict[str, dict[str, float]] = {}
+    total: dict[str, float] = {}
+    for source, shift in shifts_GPa.items():
+        s = np.asarray(shift, dtype=float).ravel()
+        if not np.any(np.isfinite(s)):
+            by_source[source] = {}
+            continue
+        s = np.where(np.isfinite(s), s, 0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            up = fit_eos(P + s, volume_A3, sigma_P_GPa=sigma_P_GPa, sigma_V_A3=sigma_V_A3, **fit_options)
+            down = fit_eos(P - s, volume_A3, sigma_P_GPa=sigma_P_GPa, sigma_V_A3=sigma_V_A3, **fit_options)
+        shifts = {name: abs(float(getattr(up.params, name)) - float(getattr(down.params, name))) / 2.0
+                  for name in up.parameter_names}
+        by_source[source] = shifts
+        for name, value in shifts.items():
+            total[name] = math.hypot(total.get(name, 0.0), value)
+    return SystematicErrors(errors=total, by_source=by_source)

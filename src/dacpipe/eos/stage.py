@@ -7,22 +7,46 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from .ff import f_F
-from .fit import OUTLIER_LIMIT_SIGMA, EosFit, _model_parameters, fit_eos_excluding_outliers, fit_warnings
+from .fit import (OUTLIER_LIMIT_SIGMA, EosFit, _model_parameters, fit_eos_excluding_outliers, fit_warnings,
+                  propagate_systematic)
 
 # Store names of the parameters and their errors.
 _STORE_NAMES = {"V0_A3": ("V0_fu_A3", "V0_fu_err_A3"), "K0_GPa": ("K0_GPa", "K0_err_GPa"), "Kp": ("Kp", "Kp_err"),
                 "K0pp_per_GPa": ("K0pp_per_GPa", "K0pp_err_per_GPa")}
+# Store names of the parameters' systematic errors.
+_SYS_NAMES = {"V0_A3": "V0_fu_sys_err_A3", "K0_GPa": "K0_sys_err_GPa", "Kp": "Kp_sys_err",
+              "K0pp_per_GPa": "K0pp_sys_err_per_GPa"}
+
+def pressure_errors(pressure) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The random error of each point and the systematic terms of a pressure group.
+
+    A group with ``pressure_random_err_GPa`` (the gauge spectra) gives it and
+    the terms its ``@systematic_terms`` names (one per scale coefficient,
+    lambda0, temperature: :mod:`dacpipe.pressure.stage`), each a 1-sigma
+    shift of every point in one direction; one without (pressures from the
+    sheet, an XRD marker) gives ``pressure_err_GPa`` as the random error and
+    no terms.
+    """
+    names = pressure.datasets
+    if "pressure_random_err_GPa" in names:
+        terms = [str(t) for t in pressure.attrs.get("systematic_terms", ())]
+        return (np.asarray(pressure["pressure_random_err_GPa"], float),
+                {name: np.asarray(pressure[name], float) for name in terms if name in names})
+    return np.asarray(pressure["pressure_err_GPa"], float), {}
 
 
 def run(ctx: StageContext) -> StageResult:
     """The EOS stage of a run: :func:`fit_phase_volumes` on the points'
-    pressures (``upstream["pressure"]``) and each phase's volumes
+    pressures (``upstream["pressure"]``), weighted by their random errors,
+    with the systematic terms carried separately, and each phase's volumes
     (``upstream["phases"]``)."""
     pressure, phases = ctx.upstream["pressure"], ctx.upstream["phases"]
     volumes = {name: (phases[f"{name}/volume_fu_A3"], phases[f"{name}/volume_fu_err_A3"])
                for name in (str(n) for n in phases.attrs["phases"])}
-    return fit_phase_volumes(ctx.sheet.point_ids, pressure["pressure_GPa"], pressure["pressure_err_GPa"], volumes,
-                             ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"))
+    random_err, systematic = pressure_errors(pressure)
+    return fit_phase_volumes(ctx.sheet.point_ids, pressure["pressure_GPa"], random_err, volumes,
+                             ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"),
+                             systematic_GPa=systematic)
 
 
 def _fit_datasets(base: str, fit: EosFit, model: str, point_ids) -> dict[str, np.ndarray]:
@@ -43,8 +67,28 @@ def _fit_datasets(base: str, fit: EosFit, model: str, point_ids) -> dict[str, np
     return out
 
 
+def _finite_or_zero(value: float) -> float:
+    return float(value) if np.isfinite(value) else 0.0
+
+
+def _systematic_datasets(base: str, model: str, P, V, sigma_P, sigma_V, shifts: dict, options: dict
+                         ) -> dict[str, np.ndarray]:
+    """``<base>/<param>_sys_err`` and ``<base>/systematic/...`` (see :func:`fit_phase_volumes`)."""
+    names = ("V0_A3", "K0_GPa", "Kp") + (("K0pp_per_GPa",) if model == "bm4" else ())
+    result = propagate_systematic(P, V, shifts, sigma_P_GPa=sigma_P, sigma_V_A3=sigma_V, **options)
+    out = {f"{base}/{_SYS_NAMES[nm]}": np.array(result.errors.get(nm, np.nan) if result.by_source else np.nan)
+           for nm in names}
+    sources = list(result.by_source)
+    out[f"{base}/systematic/sources"] = np.array(sources, dtype=object)
+    for nm in names:
+        out[f"{base}/systematic/{_SYS_NAMES[nm]}"] = np.array(
+            [result.by_source[src].get(nm, np.nan) for src in sources], dtype=float)
+    return out
+
+
 def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: dict[str, tuple], section: dict,
-                      warn=lambda message: None, *, limit_sigma: float = OUTLIER_LIMIT_SIGMA) -> StageResult:
+                      warn=lambda message: None, *, limit_sigma: float = OUTLIER_LIMIT_SIGMA,
+                      systematic_GPa: dict | None = None) -> StageResult:
     """Fit each phase's volume per formula unit against pressure, excluding outliers.
 
     Per phase, :func:`~dacpipe.eos.fit.fit_eos_excluding_outliers`: the
@@ -58,7 +102,8 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
     ----------
     point_ids : sequence of str
     pressure_GPa, pressure_err_GPa : array [N]
-        The points' pressures and uncertainties (the pressure stage).
+        The points' pressures and their random uncertainties (the pressure
+        stage's ``pressure_random_err_GPa``): the fit's weights.
     phase_volumes : dict
         Phase name -> (volume_fu_A3 [N], volume_fu_err_A3 [N]), NaN where the
         phase was not refined (the indexing stage).
@@ -70,6 +115,15 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         Takes one line per problem.
     limit_sigma : float
         :data:`~dacpipe.eos.fit.OUTLIER_LIMIT_SIGMA`.
+    systematic_GPa : dict, optional
+        Source name -> [N] 1-sigma shift of every point's pressure, the same
+        error for all points (:func:`pressure_errors`): carried to the
+        parameters of the fit of the kept points by
+        :func:`~dacpipe.eos.fit.propagate_systematic` and stored as
+        ``K0_sys_err_GPa``, ``Kp_sys_err``, ``V0_fu_sys_err_A3`` (and
+        ``K0pp_sys_err_per_GPa``; NaN for a fixed parameter or no terms),
+        with each source's share under ``systematic/`` (``sources``, and per
+        parameter an array over the sources).
 
     Returns
     -------
@@ -128,9 +182,15 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         for message in robust.warnings:
             warn(f"eos {name}: {message}")
             all_warnings.append(f"{name}: {message}")
+        extra.update(_systematic_datasets(base, model, P[use][kept], V[use][kept], sigma_P[kept], sV[use][kept],
+                                          {k: np.asarray(v, float)[use][kept] for k, v in (systematic_GPa or {}).items()},
+                                          dict(model=model, V0_A3=V0_fixed if V0_fixed is not None else fit.params.V0_A3,
+                                               fix=fix, Kp=Kp_fixed)))
         fitted.append(name)
         try:
-            ff = f_F(P[use][kept], V[use][kept], fit.params.V0_A3, sigma_P[kept], sV[use][kept])
+            # The F-f error bars carry sigma(V0) of the fit (Angel 2000).
+            ff = f_F(P[use][kept], V[use][kept], fit.params.V0_A3, sigma_P[kept], sV[use][kept],
+                     sigma_V0_A3=_finite_or_zero(fit.errors.get("V0_A3", np.nan)))
         except ValueError as err:  # fewer than 2 points strained enough for F
             warn(f"eos {name}: no F-f plot: {err}")
             continue

@@ -42,11 +42,14 @@ class PressureScale:
         ``pressure(x, x0) -> P_GPa``.
     position : callable
         ``position(P_GPa, x0) -> x``, the exact inverse of ``pressure``.
-    coefficient_sigma : callable or None
-        ``coefficient_sigma(x, x0) -> sigma_P_GPa`` from the published
-        uncertainties of the coefficients (first-order propagation), or None
-        where the paper publishes none: the scale term is then NaN rather
-        than a made-up number.
+    coefficient_terms : callable or None
+        ``coefficient_terms(x, x0) -> {coefficient: dP_GPa}``: the pressure
+        change of a 1-sigma change of each coefficient, from the published
+        uncertainties (first order), or None where the paper publishes none:
+        the scale term is then NaN rather than a made-up number. Each
+        coefficient's term moves every point of a run together (a
+        systematic error, :func:`dacpipe.eos.fit.propagate_systematic`);
+        the coefficients are independent of each other.
     valid_to_GPa : float
         Highest pressure of the data the scale was calibrated on; beyond it
         the formula is extrapolated (the pressure stage says so in the
@@ -60,7 +63,7 @@ class PressureScale:
     x0_default: float
     pressure: Callable[[Array, float], Array]
     position: Callable[[Array, float], Array]
-    coefficient_sigma: Callable[[Array, float], Array] | None = None
+    coefficient_terms: Callable[[Array, float], dict] | None = None
     valid_to_GPa: float = math.inf
 
     def pressure_GPa(self, x: Array, x0: float | None = None) -> Array:
@@ -89,9 +92,17 @@ class PressureScale:
 
     def scale_sigma_GPa(self, x: Array, x0: float | None = None) -> Array:
         """Pressure uncertainty from the scale's coefficients; NaN if unpublished."""
-        if self.coefficient_sigma is None:
+        if self.coefficient_terms is None:
             return np.full(np.shape(x), np.nan) if np.ndim(x) else math.nan
-        return self.coefficient_sigma(x, self.x0_default if x0 is None else x0)
+        terms = self.scale_terms_GPa(x, x0)
+        return np.sqrt(sum(np.asarray(t, dtype=float) ** 2 for t in terms.values()))
+
+    def scale_terms_GPa(self, x: Array, x0: float | None = None) -> dict:
+        """Coefficient name -> |dP| of its 1-sigma change at ``x`` ({} if unpublished)."""
+        if self.coefficient_terms is None:
+            return {}
+        return {name: np.abs(value) for name, value in
+                self.coefficient_terms(x, self.x0_default if x0 is None else x0).items()}
 
 
 # --- Mao-type scales: P = (A/B) [(x/x0)^B - 1] -----------------------------
@@ -111,7 +122,7 @@ def _mao_type(A: float, B: float, sigma_A: float | None = None, sigma_B: float |
         r = np.asarray(x) / x0
         dP_dA = (r**B - 1.0) / B
         dP_dB = A / B * (r**B * np.log(r)) - A / B**2 * (r**B - 1.0)
-        return np.hypot(dP_dA * sigma_A, dP_dB * sigma_B)
+        return {"A": dP_dA * sigma_A, "B": dP_dB * sigma_B}
 
     return pressure, position, sigma
 
@@ -124,7 +135,7 @@ def _linear(slope_GPa_per_nm: float, sigma_slope: float):
         return x0 + np.asarray(p) / slope_GPa_per_nm
 
     def sigma(x, x0):
-        return np.abs(np.asarray(x) - x0) * sigma_slope
+        return {"slope": (np.asarray(x) - x0) * sigma_slope}
 
     return pressure, position, sigma
 
@@ -145,7 +156,7 @@ def _quadratic_in_relative_shift(A: float, B: float, sigma_A: float, sigma_B: fl
 
     def sigma(x, x0):
         d = (np.asarray(x) - x0) / x0
-        return np.hypot(d * (1.0 + B * d) * sigma_A, A * d**2 * sigma_B)
+        return {"A": d * (1.0 + B * d) * sigma_A, "B": A * d**2 * sigma_B}
 
     return pressure, position, sigma
 
@@ -189,7 +200,7 @@ def _akahama2006():
 
     def sigma(nu, nu0):
         d = (np.asarray(nu) - nu0) / nu0
-        return np.hypot(d * (1.0 + 0.5 * (K0p - 1.0) * d) * sigma_K0, 0.5 * K0 * d**2 * sigma_K0p)
+        return {"K0": d * (1.0 + 0.5 * (K0p - 1.0) * d) * sigma_K0, "Kp": 0.5 * K0 * d**2 * sigma_K0p}
 
     return pressure, position, sigma
 

@@ -49,10 +49,12 @@ from .checks import check_axis, check_misfit, check_pressure, check_temperature,
 from .gauges import Gauge, get_gauge
 from .scales import PressureScale, get_scale, temperature_corrected_position, thermal_slope_nm_per_K
 
-SYSTEMATIC_TERMS = ("pressure_err_scale_GPa", "pressure_err_x0_GPa", "pressure_err_temperature_GPa")
-"""The pressure group's systematic terms, each a 1-sigma shift of every point
-in the same direction (one source each): what the EOS and E(P) stages
-propagate to their parameters."""
+SYSTEMATIC_TERMS = ("pressure_err_x0_GPa", "pressure_err_temperature_GPa")
+"""The pressure group's systematic terms besides the scale's, each a 1-sigma
+shift of every point in the same direction (one source each). With one
+``pressure_err_scale_<coefficient>_GPa`` per coefficient of the scale, they
+are listed in the group's ``@systematic_terms``: what the EOS and E(P)
+stages propagate to their parameters."""
 
 @dataclass(frozen=True)
 class GaugeSettings:
@@ -100,6 +102,7 @@ class GaugeReading:
     warnings: tuple[str, ...] = ()  # doubts about the number (dacpipe.pressure.checks)
     x0_err_GPa: float = 0.0    # from sigma(x0), systematic
     temperature_err_GPa: float = 0.0  # from sigma(T) through the thermal shift, systematic
+    scale_terms_GPa: dict = None  # coefficient -> |dP| of its 1-sigma change, systematic
 
 
 def read_gauge_spectrum(path: str, settings: GaugeSettings):
@@ -153,7 +156,8 @@ def measure(x: np.ndarray, y: np.ndarray, temperature_K: float, settings: GaugeS
     return GaugeReading(fit=fit, position=position, pressure_GPa=pressure, fit_err_GPa=fit_err,
                         scale_err_GPa=float(scale.scale_sigma_GPa(position, settings.x0)),
                         warnings=tuple(w for w in warnings if w), x0_err_GPa=x0_err,
-                        temperature_err_GPa=float(temperature_err))
+                        temperature_err_GPa=float(temperature_err),
+                        scale_terms_GPa={k: float(v) for k, v in scale.scale_terms_GPa(position, settings.x0).items()})
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ class PointPressure:
     temperature_err_GPa: float = math.nan
     random_err_GPa: float = math.nan   # fit and drift
     sys_err_GPa: float = math.nan      # scale, x0 and temperature
+    scale_terms_GPa: dict = None       # coefficient -> its systematic term
 
     @classmethod
     def none(cls) -> "PointPressure":
@@ -196,8 +201,10 @@ def combine(readings: Sequence[GaugeReading]) -> PointPressure:
     random_err = float(np.sqrt(np.nansum(np.array([fit_err, drift_err]) ** 2)))
     sys_err = float(np.sqrt(np.nansum(np.array([scale_err, x0_err, temperature_err]) ** 2)))
     total = math.hypot(random_err, sys_err)
+    terms = {name: float(np.mean([(r.scale_terms_GPa or {}).get(name, math.nan) for r in readings]))
+             for name in (readings[0].scale_terms_GPa or {})}
     return PointPressure(float(p.mean()), total, fit_err, scale_err, drift, drift_err, x0_err, temperature_err,
-                         random_err, sys_err)
+                         random_err, sys_err, terms)
 
 
 def point_pressure(readings: Sequence[GaugeReading], reasons: Sequence[str],
@@ -270,6 +277,9 @@ def run(ctx: StageContext) -> StageResult:
                 ("pressure_GPa", "pressure_err_GPa", "pressure_err_fit_GPa", "pressure_err_scale_GPa",
                  "pressure_drift_GPa", "pressure_err_drift_GPa", "pressure_err_x0_GPa",
                  "pressure_err_temperature_GPa", "pressure_random_err_GPa", "pressure_sys_err_GPa")}
+    # One systematic term per coefficient of the scale (none if unpublished).
+    scale_terms = {f"pressure_err_scale_{c}_GPa": np.full(n, np.nan)
+                   for c in settings.scale.scale_terms_GPa(settings.x0 + 1.0, settings.x0)}
     status, inputs = [], []
     # The fitted part of each spectrum with its model, for the gallery of fits
     # (figures are drawn from the store alone).
@@ -324,10 +334,12 @@ def run(ctx: StageContext) -> StageResult:
                                           result.x0_err_GPa, result.temperature_err_GPa, result.random_err_GPa,
                                           result.sys_err_GPa)):
             combined[name][i] = value
+        for coefficient, value in (result.scale_terms_GPa or {}).items():
+            scale_terms[f"pressure_err_scale_{coefficient}_GPa"][i] = value
         status.append(point_status)
         ctx.progress(i + 1, n)
 
-    datasets = {**combined, **table}
+    datasets = {**combined, **scale_terms, **table}
     for side, values in side_status.items():
         datasets[f"{side}/status"] = values
         datasets.update(_padded_windows(side, windows[side]))
@@ -335,6 +347,7 @@ def run(ctx: StageContext) -> StageResult:
              "scale_reference": settings.scale.reference, "x0": settings.x0,
              "x0_units": "1/cm" if settings.gauge.axis == "cm-1" else "nm", "x0_err": settings.x0_err,
              "temperature_err_K": settings.temperature_err_K,
+             "systematic_terms": [*scale_terms, *SYSTEMATIC_TERMS],
              "reference_temperature_K": settings.reference_temperature_K,
              "temperature_correction": settings.temperature_correction, "profile": settings.profile}
     return StageResult(stage="pressure", point_ids=sheet.point_ids, datasets=datasets, attrs=attrs,
