@@ -19,7 +19,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from ..core.units import q_from_two_theta, two_theta_from_q
-from ..io.images import read_frame_file, read_image
+from ..io.images import input_files, read_frame_file, read_image
 from ..io.refs import FileRecord, file_part, file_record
 from ..io.sheet import Point
 from .from_patterns import (frame_header, frame_normalization, has_patterns, header_warnings, header_wavelength,
@@ -27,7 +27,7 @@ from .from_patterns import (frame_header, frame_normalization, has_patterns, hea
 from .integrator import FrameIntegrator, IntegrationSettings
 
 def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | None], np.ndarray]
-              ) -> Iterator[tuple[int, np.ndarray | InputError | None, FileRecord | None]]:
+              ) -> Iterator[tuple[int, np.ndarray | InputError | None, list[FileRecord] | None, object]]:
     """Frames in order, each with its file's checksum, the next one read (and
     hashed) in a thread while the caller integrates this one.
 
@@ -49,18 +49,24 @@ def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | Non
             header = frame_header(ref, content)  # wavelength, distance: from the same bytes
         except InputError as err:
             frame = err.with_path(path)
-        record = None
+        records = []
         if path not in hashed:
-            record = file_record(path, content=content)
+            records.append(file_record(path, content=content))
             hashed.add(path)
-        return frame, record, header
+            # An HDF5 master's linked data files (and any file a virtual
+            # dataset or external storage reads) are inputs too.
+            for linked in map(str, input_files(ref)[1:] if content is None else ()):  # a CBF links nothing
+                if linked not in hashed:
+                    records.append(file_record(linked))
+                    hashed.add(linked)
+        return frame, records, header
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load, references[0]) if references else None
         for i in range(len(references)):
-            current, record, header = pending.result()
+            current, records, header = pending.result()
             pending = pool.submit(load, references[i + 1]) if i + 1 < len(references) else None
-            yield i, current, record, header
+            yield i, current, records, header
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -98,10 +104,9 @@ def run(ctx: StageContext) -> StageResult:
     # The reader thread also prepares each frame (orientation, the spot search):
     # numpy's passes over the image run there beside pyFAI's integration.
     prepare = integrator.prepare
-    for i, frame, record, header in _prefetch(references,
-                                              lambda ref, content: prepare(read_image(ref, shape, content=content))):
-        if record is not None:
-            inputs.append(record)
+    for i, frame, records, header in _prefetch(references,
+                                               lambda ref, content: prepare(read_image(ref, shape, content=content))):
+        inputs.extend(records or ())
         point = sheet.points[i]
         if frame is None:
             status[i] = f"{kind}: not measured"

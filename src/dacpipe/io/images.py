@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import base64
 import bz2
+import functools
 import gzip
 import hashlib
 import io
@@ -689,10 +690,146 @@ def _read_npy(ref: FileRef) -> np.ndarray:
 # --- HDF5 / NeXus ------------------------------------------------------------
 
 def _open_hdf5(path: Path) -> h5py.File:
+    """Open an HDF5 file for reading, once its links are known to stay in its
+    folder (:func:`hdf5_linked_files` raises otherwise)."""
+    hdf5_linked_files(path)
     try:
         return h5py.File(path, "r")
     except Exception as exc:
         raise InputError(f"truncated or damaged HDF5 file (h5py: {_describe(exc)})", path) from None
+
+
+# --- files an HDF5 file makes HDF5 read: links, virtual datasets, external storage ---
+
+def input_files(reference: str | os.PathLike | FileRef) -> list[Path]:
+    """Every file reading ``reference`` reads: its own file, and for an HDF5
+    file the files its external links, virtual datasets and external raw
+    storage point at (:func:`hdf5_linked_files`), so that provenance
+    checksums them and a workflow reruns when one of them changes.
+
+    Never raises: a file that cannot be read is listed alone, and its reader
+    says why.
+    """
+    path = parse_reference(reference).path
+    try:
+        if not path.is_file() or not h5py.is_hdf5(str(path)):
+            return [path]
+        return [path, *hdf5_linked_files(path)]
+    except (InputError, OSError):
+        return [path]
+
+
+def hdf5_linked_files(path: str | os.PathLike) -> list[Path]:
+    """The other files HDF5 reads when ``path`` is read, found without reading them.
+
+    External links (an Eiger master file's ``/entry/data/data_000001``),
+    the sources of virtual datasets and the files of external raw storage,
+    followed into the HDF5 files they name (at most :data:`_MAX_LINK_DEPTH`
+    files deep). Each is resolved where HDF5 opens it: external links and
+    virtual sources relative to the linking file's folder first (then as
+    written); external raw storage relative to the current folder, as HDF5
+    does by default.
+
+    Returns
+    -------
+    list of Path
+        The linked files, absolute, each once, in the order found.
+
+    Raises
+    ------
+    InputError
+        A link leaves the folder of ``path`` (or of the file linking to it):
+        ``/entry/data/data_000001 -> /etc/passwd`` would be read wherever it
+        points, while provenance checksummed the wrapper alone. Copy the
+        target beside the file to read it.
+    """
+    path = Path(path).absolute()
+    try:
+        stat = path.stat()
+    except OSError:
+        return []
+    return list(_linked_files_cached(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+_MAX_LINK_DEPTH = 4
+
+
+@functools.lru_cache(maxsize=256)
+def _linked_files_cached(path: str, mtime_ns: int, size: int) -> tuple[Path, ...]:
+    """:func:`hdf5_linked_files` of one version of a file (every frame of a
+    stack is read through the same master: its links are walked once)."""
+    found: dict[Path, None] = {}
+    pending = [(Path(path), 0)]
+    seen = {Path(path)}
+    while pending:
+        current, depth = pending.pop(0)
+        for kind, name, target, is_hdf5 in _links_of_file(current):
+            # The HDF5 link is judged, not the filesystem's symlinks (a data
+            # folder linked into a processing folder is the user's choice).
+            folder = Path(os.path.normpath(current.parent.absolute()))
+            real = Path(os.path.normpath(target))
+            if folder != real.parent and folder not in real.parents:
+                raise InputError(f"{name} is {kind} to {target}, outside the file's folder {current.parent}: "
+                                 f"refused (copy that file beside it to read it)", current)
+            if real in seen:
+                continue
+            seen.add(real)
+            found[real] = None
+            if is_hdf5 and depth + 1 < _MAX_LINK_DEPTH and real.is_file():
+                try:
+                    if h5py.is_hdf5(str(real)):
+                        pending.append((real, depth + 1))
+                except Exception:
+                    pass
+    return tuple(found)
+
+
+def _links_of_file(path: Path) -> list[tuple[str, str, Path, bool]]:
+    """(kind, object name, target path, whether the target is an HDF5 file) of
+    every link of ``path`` to another file; a file h5py cannot open has none
+    (its reader reports it)."""
+    out = []
+    try:
+        h5 = h5py.File(path, "r")
+    except Exception:
+        return out
+    with h5:
+        def visit(name, link):
+            if isinstance(link, h5py.ExternalLink):
+                out.append(("an external link", f"/{name}", _hdf5_target(link.filename, path), True))
+            elif isinstance(link, h5py.HardLink):
+                try:
+                    obj = h5[name]
+                except Exception:
+                    return
+                if not isinstance(obj, h5py.Dataset):
+                    return
+                if obj.is_virtual:
+                    for source in obj.virtual_sources():
+                        if source.file_name != ".":
+                            out.append(("a virtual dataset whose source is", f"/{name}",
+                                        _hdf5_target(source.file_name, path), True))
+                for file_name, _offset, _size in (obj.external or ()):
+                    file_name = file_name.decode() if isinstance(file_name, bytes) else str(file_name)
+                    out.append(("external raw storage in", f"/{name}", Path(file_name).absolute(), False))
+
+        h5.visititems_links(visit)
+    return out
+
+
+def _hdf5_target(name: str, linking: Path) -> Path:
+    """Where HDF5 opens the file an external link or virtual source names:
+    relative to the linking file's folder when it is there, else as written
+    (an absolute path, or relative to the current folder)."""
+    written = Path(name)
+    beside = linking.parent / (written.name if written.is_absolute() else written)
+    if not written.is_absolute():
+        # beside the linking file first; a file missing from both places is
+        # counted beside it (nothing is read: its reader says it is missing)
+        return (written.absolute() if not beside.exists() and written.exists() else beside.absolute())
+    if not written.exists() and beside.exists():
+        return beside.absolute()  # HDF5 tries an absolute name's base name beside the linking file too
+    return written
 
 
 class _Stack:
