@@ -407,3 +407,81 @@ def volume_A3(params: EosParams, pressure_GPa):
     out = np.array([_volume_scalar(params, float(t)) for t in p_arr.ravel()]).reshape(p_arr.shape)
     return _scalar_or_array(out, pressure_GPa)
 
+
+
+# ---------------------------------------------------------------------------
+# Thermal pressure: Mie-Grueneisen-Debye
+# ---------------------------------------------------------------------------
+
+K_B_J_PER_K = 1.380649e-23  # Boltzmann constant (SI, exact since 2019)
+
+
+@dataclass(frozen=True)
+class ThermalParams:
+    """Mie-Grueneisen-Debye parameters of a material (one row of Fei et al. 2007, Table 1).
+
+    Attributes
+    ----------
+    theta0_K : float
+        Debye temperature at V0.
+    gamma0 : float
+        Grueneisen parameter at V0.
+    q : float
+        Its volume exponent: gamma = gamma0 (V/V0)^q.
+    atoms_per_cell : int
+        Atoms in the cell whose volume the EOS uses (Au, Pt, Ne fcc: 4).
+    reference_K : float
+        Temperature of the isotherm the EOS gives (Fei et al.: 300 K).
+    reference : str
+        The paper.
+    """
+
+    theta0_K: float
+    gamma0: float
+    q: float
+    atoms_per_cell: int
+    reference_K: float = 300.0
+    reference: str = ""
+
+
+def debye_function_3(x: float) -> float:
+    """D3(x) = (3/x^3) integral_0^x t^3 / (e^t - 1) dt (scipy.integrate.quad); D3(0) = 1.
+
+    The thermal energy of a Debye solid of N atoms is E = 3 N k T D3(theta/T)
+    (e.g. Anderson, *Equations of State of Solids for Geophysics and Ceramic
+    Science*, 1995, ch. 5).
+    """
+    from scipy.integrate import quad
+
+    if x <= 0.0:
+        return 1.0
+    integral, _ = quad(lambda t: t**3 / math.expm1(t) if t > 0 else 0.0, 0.0, x)
+    return 3.0 * integral / x**3
+
+
+def thermal_pressure_GPa(thermal: ThermalParams, eos: EosParams, volume_A3: float, temperature_K: float) -> float:
+    """Mie-Grueneisen-Debye thermal pressure P_th(V, T) = gamma(V) E_th(V, T) / V, in GPa.
+
+    Fei, Ricolleau, Frank, Mysen, Zhang & Prakapenka, Proc. Natl. Acad. Sci.
+    104, 9182 (2007), eqs. 2-4: gamma = gamma0 (V/V0)^q, theta = theta0
+    exp[(gamma0 - gamma)/q], E_th = 9 N k T (T/theta)^3 int_0^{theta/T}
+    x^3/(e^x - 1) dx (= 3 N k T D3(theta/T)), N the atoms in the volume V
+    (A^3 per cell) and V0 that of ``eos``.
+    """
+    eta = volume_A3 / eos.V0_A3
+    gamma = thermal.gamma0 * eta**thermal.q
+    theta = thermal.theta0_K * math.exp((thermal.gamma0 - gamma) / thermal.q)
+    if temperature_K <= 0.0:
+        return 0.0
+    energy_J = 3.0 * thermal.atoms_per_cell * K_B_J_PER_K * temperature_K * debye_function_3(theta / temperature_K)
+    return gamma * energy_J / (volume_A3 * 1e-30) * 1e-9
+
+
+def pressure_at_temperature_GPa(eos: EosParams, thermal: ThermalParams, volume_A3: float,
+                                temperature_K: float) -> float:
+    """P(V, T) = P_ref(V) + P_th(V, T) - P_th(V, T_ref) (Fei et al. 2007, eq. 1):
+    the isotherm of ``eos`` at ``thermal.reference_K`` plus the thermal pressure
+    gained from there to ``temperature_K`` at the same volume."""
+    return (float(pressure_GPa(eos, volume_A3))
+            + thermal_pressure_GPa(thermal, eos, volume_A3, temperature_K)
+            - thermal_pressure_GPa(thermal, eos, volume_A3, thermal.reference_K))

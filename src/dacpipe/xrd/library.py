@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from ..core.errors import InputError
-from ..eos.models import EosParams, volume_A3
+from ..eos.models import EosParams, ThermalParams, volume_A3
 from ..io.phase_files import CifStructure, JcpdsFile, Site, read_cif, read_jcpds
 from .cells import cell_volume_A3
 from .structure import Phase
@@ -55,10 +55,31 @@ def _phase_from_entry(entry: dict) -> Phase:
 
 
 @functools.lru_cache(maxsize=1)
+def _entries() -> tuple[dict, ...]:
+    text = resources.files(__package__).joinpath("library.yaml").read_text(encoding="utf-8")
+    return tuple(yaml.safe_load(text))
+
+
+@functools.lru_cache(maxsize=1)
 def library() -> dict[str, Phase]:
     """Every library phase by name, read once from ``library.yaml``."""
-    text = resources.files(__package__).joinpath("library.yaml").read_text(encoding="utf-8")
-    return {entry["name"]: _phase_from_entry(entry) for entry in yaml.safe_load(text)}
+    return {entry["name"]: _phase_from_entry(entry) for entry in _entries()}
+
+
+@functools.lru_cache(maxsize=1)
+def thermal_library() -> dict[str, ThermalParams]:
+    """The library phases with a thermal EOS (a ``thermal`` block: Au, Pt, Ne of
+    Fei et al. 2007), by name: what a marker's pressure at a temperature needs
+    (:func:`dacpipe.eos.models.pressure_at_temperature_GPa`)."""
+    out = {}
+    for entry in _entries():
+        block = entry.get("thermal")
+        if block:
+            out[entry["name"]] = ThermalParams(
+                theta0_K=float(block["theta0_K"]), gamma0=float(block["gamma0"]), q=float(block["q"]),
+                atoms_per_cell=int(block["atoms_per_cell"]), reference_K=float(block.get("reference_K", 300.0)),
+                reference=str(block["reference"]))
+    return out
 
 
 def library_names() -> list[str]:

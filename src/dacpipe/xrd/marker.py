@@ -17,7 +17,12 @@ ruby spectrum:
    line) is dropped while at least ``min_lines`` remain;
 4. the refined volume gives the pressure through the marker's EOS, and the
    volume's standard error gives the pressure's: sigma_P = K(V) / V * sigma_V
-   (K = -V dP/dV).
+   (K = -V dP/dV). At a point's temperature the pressure is that of the
+   marker's thermal EOS, P(V, T) = P_300(V) + P_th(V, T) - P_th(V, 300 K)
+   with the Mie-Grueneisen-Debye P_th of Fei et al. (2007) (Au, Pt, Ne:
+   ``thermal`` in library.yaml); a marker without one is read only within
+   :data:`ISOTHERMAL_TOLERANCE_K` of its isotherm (NaN with the reason
+   beyond: gold 100 K hotter is 0.7 GPa higher at the same volume).
 
 A marker's EOS is that of the library (Au and Pt: Fei et al., PNAS 104,
 9182 (2007); NaCl-B1: Dorogokupets & Dewaele, High Pressure Res. 27, 431
@@ -46,8 +51,10 @@ from ..core.errors import InputError
 from ..eos.models import bulk_modulus_GPa
 from ..eos.models import pressure_GPa as eos_pressure_GPa
 from ..eos.models import volume_A3 as eos_volume_A3
+from ..eos.models import pressure_at_temperature_GPa
 from . import cells as lattice
 from .cells import cell_volume_A3
+from .library import thermal_library
 from .indexing import IndexingSettings
 from .lines import PredictedLine, predicted_lines
 from .peaks import Peak
@@ -65,6 +72,10 @@ DEFAULT_MAX_PRESSURE_GPA = 200.0
 # Step 3 drops the worst line while the refinement's reduced chi^2 is above
 # this (a 2-sigma disagreement of one line among a few), keeping min_lines.
 OUTLIER_REDUCED_CHI2 = 4.0
+# A marker without a thermal EOS is read within this of its isotherm's 300 K
+# (gold: 7 MPa/K, 0.07 GPa over 10 K, about a marker reading's own error).
+ISOTHERMAL_TOLERANCE_K = 10.0
+ISOTHERM_K = 300.0
 
 
 @dataclass(frozen=True)
@@ -99,17 +110,34 @@ def check_marker(phase: Phase) -> None:
                          "do not move), so it cannot give a pressure")
 
 
-def marker_pressure_GPa(phase: Phase, volume_A3: float, volume_err_A3: float) -> tuple[float, float]:
-    """Pressure and its standard error from a marker's cell volume (A^3, per cell)."""
+def marker_pressure_GPa(phase: Phase, volume_A3: float, volume_err_A3: float,
+                        temperature_K: float | None = None) -> tuple[float, float]:
+    """Pressure and its standard error from a marker's cell volume (A^3, per cell).
+
+    ``temperature_K`` None: the EOS isotherm. Otherwise the marker's thermal
+    EOS (:func:`dacpipe.eos.models.pressure_at_temperature_GPa`, Fei et al.
+    2007); a marker without one raises InputError beyond
+    :data:`ISOTHERMAL_TOLERANCE_K` of 300 K. The error is K(V)/V sigma_V of
+    the isotherm (the thermal term changes K by < 2 % below 1000 K).
+    """
     check_marker(phase)
     ratio = _eos_volume_ratio(phase)
     v, v_err = volume_A3 * ratio, volume_err_A3 * ratio
-    pressure = float(eos_pressure_GPa(phase.eos, v))
-    return pressure, float(bulk_modulus_GPa(phase.eos, v) / v * v_err)
+    error = float(bulk_modulus_GPa(phase.eos, v) / v * v_err)
+    thermal = thermal_library().get(phase.name)
+    if temperature_K is None:
+        return float(eos_pressure_GPa(phase.eos, v)), error
+    if thermal is None:
+        if abs(temperature_K - ISOTHERM_K) > ISOTHERMAL_TOLERANCE_K:
+            raise InputError(f"marker {phase.name} has no thermal EOS: its {ISOTHERM_K:g} K isotherm cannot give "
+                             f"the pressure at {temperature_K:g} K (use Au, Pt or Ne)")
+        return float(eos_pressure_GPa(phase.eos, v)), error
+    return pressure_at_temperature_GPa(phase.eos, thermal, v, temperature_K), error
 
 
 def read_marker(found: Sequence[Peak], q_max_A: float, wavelength_A: float, phase: Phase,
-                settings: IndexingSettings, max_pressure_GPa: float) -> MarkerReading:
+                settings: IndexingSettings, max_pressure_GPa: float,
+                temperature_K: float | None = None) -> MarkerReading:
     """Find the marker's lines among fitted peaks and turn its lattice into a pressure.
 
     Parameters
@@ -126,6 +154,9 @@ def read_marker(found: Sequence[Peak], q_max_A: float, wavelength_A: float, phas
         apply as for the sample's phases.
     max_pressure_GPa : float
         The highest pressure the scan of step 2 considers.
+    temperature_K : float, optional
+        The point's temperature, for the marker's thermal EOS
+        (:func:`marker_pressure_GPa`); None reads the isotherm.
 
     Raises
     ------
@@ -168,7 +199,7 @@ def read_marker(found: Sequence[Peak], q_max_A: float, wavelength_A: float, phas
             fit = lattice.refine_cell(indexed, phase.system, cell, phase.z_formula_units)
         cell = fit.cell
         lines = predicted_lines(phase, cell, wavelength_A, q_max_A, settings.min_intensity_percent)
-    pressure, pressure_err = marker_pressure_GPa(phase, fit.volume_A3, fit.volume_err_A3)
+    pressure, pressure_err = marker_pressure_GPa(phase, fit.volume_A3, fit.volume_err_A3, temperature_K)
     if pressure > max_pressure_GPa * (1 + BELOW_REFERENCE_REL):
         raise InputError(f"marker {phase.name}: refined to {pressure:.1f} GPa, beyond max_pressure_GPa")
     return MarkerReading(pressure, pressure_err, tuple(cell), dict(fit.errors), fit.volume_A3, fit.volume_err_A3,
