@@ -373,3 +373,31 @@ def test_damaged_jcamp_gives_a_spectrum_or_one_line(tmp_path_factory, cut, edits
         assert "\n" not in str(err) and str(path) in str(err)
         return
     assert np.all(np.isfinite(data.y)) and np.all(np.diff(data.x) > 0) and data.x.size >= 10
+
+
+def test_temperature_series_and_systematic_terms_in_the_optical_group():
+    """series: temperature fits E(T) per phase with both models; the E(P)
+    fits carry the pressure's systematic terms beside their random esds."""
+    from dacpipe.core.results import StageResult
+    from dacpipe.optical.temperature_fit import varshni_eV
+
+    n = 8
+    ids = [f"p{i}" for i in range(n)]
+    t = np.linspace(20.0, 300.0, n)
+    p = np.linspace(0.1, 0.3, n)            # about one pressure
+    gap = varshni_eV(t, 1.519, 5.405e-4, 204.0)
+    datasets = {f"band_gap/{name}": np.full(n, np.nan) for name in optical_stage._GAP_FIELDS}
+    datasets.update({f"pl_peak/{name}": np.full(n, np.nan) for name in optical_stage._PL_FIELDS})
+    datasets["band_gap/band_gap_eV"], datasets["band_gap/band_gap_err_eV"] = gap, np.full(n, 1e-3)
+    measured = StageResult(stage="optical", point_ids=ids, datasets=datasets, status=["ok"] * n)
+    terms = {"pressure_err_scale_A_GPa": 0.005 * p}
+    result = optical_stage.fit_series(measured, {"series": "temperature"}, p, None,
+                                      systematic_GPa=terms, temperature_K=t)
+    base = "optical/band_gap/temperature_fit/all"
+    assert float(result.extra[f"{base}/varshni/E0_eV"]) == pytest.approx(1.519, abs=1e-6)
+    assert float(result.extra[f"{base}/varshni/beta_K"]) == pytest.approx(204.0, rel=1e-3)
+    assert f"{base}/bose_einstein/theta_K" in result.extra
+    # A 0.5 % scale error (P x 1.005) moves dE/dP by 0.5 % of it (weights without pressure errors: exact).
+    alpha = float(result.extra["optical/band_gap/fit/all/alpha_eV_per_GPa"])
+    sys_err = float(result.extra["optical/band_gap/fit/all/alpha_sys_err_eV_per_GPa"])
+    assert sys_err == pytest.approx(abs(alpha) * 0.005, rel=0.05)

@@ -34,7 +34,9 @@ from ..core.results import StageContext, StageResult, Upstream
 from ..io.config import validate_section
 from ..io.sheet import Sheet
 from .pl import EmissionFit, fit_pl_peak
-from .pressure_fit import PressureFit, fit_energy_vs_pressure
+from .pressure_fit import PressureFit, fit_energy_vs_pressure, propagate_systematic_energy
+from .temperature_fit import MODELS as TEMPERATURE_MODELS
+from .temperature_fit import TemperatureFit, fit_energy_vs_temperature
 from .spectra import absorbance_from, read_optical
 from .tauc import TRANSITIONS, TaucFit, tauc_gap
 
@@ -154,9 +156,24 @@ def summarise(ctx: StageContext, measured: StageResult) -> StageResult:
     (:func:`fit_series`)."""
     pressure = ctx.upstream["pressure"]
     phases = ctx.upstream.get("phases")
+    random_err, systematic = pressure_errors(pressure)
     return fit_series(measured, ctx.run["optical"], pressure["pressure_GPa"],
                       None if phases is None else dominant_phases(phases), ctx.warn,
-                      pressure_err_GPa=pressure["pressure_err_GPa"])
+                      pressure_err_GPa=random_err, systematic_GPa=systematic,
+                      temperature_K=np.array([p.temperature_K for p in ctx.sheet.points], dtype=float))
+
+
+def pressure_errors(pressure: Upstream) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The points' random pressure errors and the group's systematic terms
+    (``@systematic_terms``, :mod:`dacpipe.pressure.stage`); a group without
+    the split (pressures from the sheet, an XRD marker) gives its
+    ``pressure_err_GPa`` and no terms."""
+    names = pressure.datasets
+    if "pressure_random_err_GPa" in names:
+        terms = [str(t) for t in pressure.attrs.get("systematic_terms", ())]
+        return (np.asarray(pressure["pressure_random_err_GPa"], float),
+                {name: np.asarray(pressure[name], float) for name in terms if name in names})
+    return np.asarray(pressure["pressure_err_GPa"], float), {}
 
 
 def dominant_phases(phases: Upstream) -> list[str]:
@@ -211,7 +228,7 @@ def _attrs(cfg: dict) -> dict[str, object]:
     ab_cfg, pl_cfg = cfg["absorption"], cfg["pl"]
     return {"tauc": cfg["tauc"], "tauc_window": cfg["tauc_window"], "min_r2": float(cfg["min_r2"]),
             "baseline": cfg["baseline"], "smoothing_eV": float(cfg["smoothing_eV"]),
-            "fit_model": cfg["fit_model"], "absorption_quantity": ab_cfg["quantity"],
+            "fit_model": cfg["fit_model"], "series": cfg["series"], "absorption_quantity": ab_cfg["quantity"],
             "absorption_x_unit": ab_cfg["x_unit"], "absorption_reference": ab_cfg["reference"] or "",
             "pl_x_unit": pl_cfg["x_unit"], "pl_profile": pl_cfg["profile"], "pl_min_snr": float(pl_cfg["min_snr"]),
             "tauc_units": f"(absorbance eV)^{TRANSITIONS[cfg['tauc']]:g}; slopes per eV",
@@ -303,10 +320,40 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
                        status=status, inputs=inputs)
 
 
+def _systematic_extras(prefix: str, fit: PressureFit, member: np.ndarray, p, E, s, sp, systematic: dict
+                       ) -> dict[str, np.ndarray]:
+    """``<prefix>/<coefficient>_sys_err`` from the pressure terms common to all points, and ``systematic/``."""
+    shifts = {name: np.asarray(v, float)[member] for name, v in systematic.items()}
+    result = propagate_systematic_energy(p[member], E[member], s[member], shifts, model=fit.model,
+                                         pressure_err_GPa=None if sp is None else sp[member])
+    names = {"E0_eV": "E0_sys_err_eV", "alpha_eV_per_GPa": "alpha_sys_err_eV_per_GPa",
+             "beta_eV_per_GPa2": "beta_sys_err_eV_per_GPa2"}
+    out = {f"{prefix}/{store}": np.asarray(result.errors.get(name, np.nan) if result.by_source else np.nan)
+           for name, store in names.items()}
+    sources = list(result.by_source)
+    out[f"{prefix}/systematic/sources"] = np.array(sources, dtype=object)
+    out[f"{prefix}/systematic/alpha_sys_err_eV_per_GPa"] = np.array(
+        [result.by_source[src].get("alpha_eV_per_GPa", np.nan) for src in sources], dtype=float)
+    return out
+
+
+def _temperature_extras(prefix: str, fit: TemperatureFit, point_ids: list[str]) -> dict[str, np.ndarray]:
+    out = {f"{prefix}/{name}": np.asarray(value) for name, value in fit.values.items()}
+    out.update({f"{prefix}/{name}_err": np.asarray(value) for name, value in fit.errors.items()})
+    out.update({f"{prefix}/covariance": fit.covariance, f"{prefix}/n_points": np.int64(fit.n_points),
+                f"{prefix}/temperature_min_K": np.asarray(fit.temperature_min_K),
+                f"{prefix}/temperature_max_K": np.asarray(fit.temperature_max_K),
+                f"{prefix}/reduced_chi2": np.asarray(fit.reduced_chi2),
+                f"{prefix}/dEdT_eV_per_K": np.asarray(fit.dEdT_eV_per_K),
+                f"{prefix}/points": np.array(point_ids, dtype=object)})
+    return out
+
+
 def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarray,
                phase_per_point: list[str] | None = None,
                warn: Callable[[str], None] = lambda message: None, *,
-               pressure_err_GPa: np.ndarray | None = None) -> StageResult:
+               pressure_err_GPa: np.ndarray | None = None, systematic_GPa: dict | None = None,
+               temperature_K: np.ndarray | None = None) -> StageResult:
     """The optical group of a run from the values of its points: each
     point's pressure and phase beside them, and E(P) per phase (:func:`fit_phases`).
 
@@ -318,7 +365,19 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
     optical_cfg : dict
         The run's ``optical`` section.
     pressure_GPa, phase_per_point, warn, pressure_err_GPa
-        As for :func:`optical_series`.
+        As for :func:`optical_series`; ``pressure_err_GPa`` the random part
+        of the pressure errors (the fits' weights).
+    systematic_GPa : dict, optional
+        Source -> [N] 1-sigma shift of every point's pressure, common to all
+        points (:func:`pressure_errors`): carried to E0, dE/dP and beta
+        (:func:`~dacpipe.optical.pressure_fit.propagate_systematic_energy`)
+        as ``E0_sys_err_eV``, ``alpha_sys_err_eV_per_GPa``,
+        ``beta_sys_err_eV_per_GPa2`` beside each fit, with each source's
+        dE/dP share under ``systematic/``.
+    temperature_K : ndarray, optional
+        Each point's temperature: with ``series: temperature``, E(T) per phase
+        with each model of :mod:`~dacpipe.optical.temperature_fit` under
+        ``optical/<group>/temperature_fit/<phase>/<model>/``.
 
     Returns
     -------
@@ -346,8 +405,27 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
                                        ("pl_peak", pl["energy_eV"], pl["energy_err_eV"], "PL peak")):
         fits = fit_phases(pressure, energy, error, phases, ids, model=cfg["fit_model"],
                           pressure_err_GPa=pressure_err_GPa, warn=warn, what=what)
+        labels = np.array(phases, dtype=object)
+        sp = None if pressure_err_GPa is None else np.asarray(pressure_err_GPa, dtype=float)
         for phase, (fit, used) in fits.items():
             extra.update(_fit_extras(f"optical/{group}/fit/{phase}", fit, used))
+            if systematic_GPa:
+                member = (labels == phase) & np.isfinite(pressure) & np.isfinite(energy)
+                extra.update(_systematic_extras(f"optical/{group}/fit/{phase}", fit, member, pressure, energy,
+                                                np.asarray(error, float), sp, systematic_GPa))
+        if cfg["series"] == "temperature" and temperature_K is not None:
+            t = np.asarray(temperature_K, dtype=float)
+            for phase in dict.fromkeys(label for label in phases if label):
+                member = (labels == phase) & np.isfinite(t) & np.isfinite(energy)
+                for model in TEMPERATURE_MODELS:
+                    try:
+                        tfit = fit_energy_vs_temperature(t[member], energy[member], np.asarray(error)[member],
+                                                         model=model)
+                    except InputError as err:
+                        warn(f"optical: {what} of phase {phase}: no {model} E(T) fit: {err}")
+                        break
+                    extra.update(_temperature_extras(f"optical/{group}/temperature_fit/{phase}/{model}", tfit,
+                                                     [ids[i] for i in np.flatnonzero(member)]))
 
     method = f"tauc-{cfg['tauc']}"
     datasets: dict[str, np.ndarray] = {"band_gap/pressure_GPa": pressure.copy(),
