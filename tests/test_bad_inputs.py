@@ -298,3 +298,144 @@ def test_bad_config_stops_before_any_work(small_run, capsys, setting, words):
     for word in words:
         assert word in line, line
     assert not (results / RUN / "parts").exists()
+
+
+# --- images that would integrate to plausible wrong patterns (issue 13 item 3) ------------
+
+def _trust_run(folder: Path, rows: list[tuple[str, str]], mask: Path | None = None):
+    """The xrd stage on a Pilatus 300k PONI (its module gaps in pyFAI's detector mask): the part read back."""
+    import pyFAI
+
+    from dacpipe.io.config import load_config
+    from dacpipe.run.runner import run_stage
+    from dacpipe.run.store import read_result
+
+    poni = folder / "p300k.poni"
+    if not poni.exists():
+        pyFAI.load({"detector": "Pilatus300k", "dist": 0.15, "poni1": 0.06, "poni2": 0.045,
+                    "wavelength": 4e-11}).save(str(poni))
+    sheet = folder / f"trust_{len(list(folder.glob('trust_*.tsv')))}.tsv"
+    sheet.write_text("point\txrd\tpressure_GPa\n" + "".join(f"{p}\t{f}\t1.0\n" for p, f in rows))
+    mask_line = f", mask: {mask}" if mask else ""
+    config = folder / "trust.yaml"
+    config.write_text(f"results_dir: {folder / 'results'}\nruns:\n  t:\n    sheet: {sheet}\n"
+                      f"    pressure: {{gauge: sheet}}\n"
+                      f"    xrd: {{poni: {poni}, npt: 300, rejection: {{method: none}}{mask_line}}}\n")
+    return read_result(run_stage(load_config([config]), "t", "xrd"), "t")
+
+
+@pytest.fixture(scope="module")
+def pilatus_frame():
+    """A ring pattern on a Pilatus 300k, uint16, its gaps at 65535 (what a
+    signed -1 wraps to), 30 dead pixels outside the gaps at 65535 too."""
+    import pyFAI
+
+    detector = pyFAI.detector_factory("Pilatus300k")
+    rows, cols = np.indices(detector.shape)
+    radius = np.hypot(rows - 350.0, cols - 260.0)
+    rng = np.random.default_rng(7)
+    image = rng.poisson(50 + 400 * np.exp(-0.5 * ((radius - 150) / 3) ** 2)
+                        + 250 * np.exp(-0.5 * ((radius - 230) / 3) ** 2)).astype(np.uint16)
+    gaps = detector.mask.astype(bool)
+    dead = np.zeros_like(gaps)
+    free = np.flatnonzero(~gaps)
+    dead.ravel()[rng.choice(free, 30, replace=False)] = True
+    return image, gaps, dead
+
+
+def test_a_uint16_tiff_with_wrapped_gaps_integrates_as_if_masked(tmp_path, pilatus_frame):
+    """65535 in the gaps and dead pixels is no count: the pattern equals that of
+    the same frame with those pixels masked (a 65535 ring pixel would be ~100x its neighbours)."""
+    image, gaps, dead = pilatus_frame
+    wrapped = image.copy()
+    wrapped[gaps | dead] = 65535
+    fabio.tifimage.TifImage(data=wrapped).write(str(tmp_path / "wrapped.tif"))
+    clean = image.copy()
+    clean[gaps | dead] = 0
+    fabio.tifimage.TifImage(data=clean).write(str(tmp_path / "clean.tif"))
+    np.save(tmp_path / "dead.npy", dead)
+    got = _trust_run(tmp_path, [("w", str(tmp_path / "wrapped.tif"))])
+    want = _trust_run(tmp_path, [("c", str(tmp_path / "clean.tif"))], mask=tmp_path / "dead.npy")
+    assert got.status == ["ok"] and want.status == ["ok"]
+    finite = np.isfinite(want.datasets["I"][0])
+    assert finite.sum() > 250
+    np.testing.assert_allclose(got.datasets["I"][0][finite], want.datasets["I"][0][finite], rtol=1e-5)
+
+
+def test_transposed_and_all_zero_frames_are_refused(tmp_path, pilatus_frame):
+    image, gaps, _ = pilatus_frame
+    fabio.tifimage.TifImage(data=np.ascontiguousarray(image.T)).write(str(tmp_path / "transposed.tif"))
+    fabio.tifimage.TifImage(data=np.zeros_like(image)).write(str(tmp_path / "zero.tif"))
+    dark_gaps = np.zeros(image.shape, np.int32)
+    dark_gaps[gaps] = -1  # a Pilatus frame with no counts: gaps -1, the rest 0
+    fabio.tifimage.TifImage(data=dark_gaps).write(str(tmp_path / "dark.tif"))
+    result = _trust_run(tmp_path, [("t", str(tmp_path / "transposed.tif")), ("z", str(tmp_path / "zero.tif")),
+                                   ("d", str(tmp_path / "dark.tif"))])
+    transposed, zero, dark = result.status
+    assert transposed == (f"xrd skipped: {tmp_path / 'transposed.tif'}: image is 487x619 but the detector is "
+                          f"619x487 (transposed: rows and columns swapped)")
+    for status, name in ((zero, "zero.tif"), (dark, "dark.tif")):
+        assert status == (f"xrd skipped: {tmp_path / name}: no usable pixel in the image: every pixel is zero, "
+                          f"negative or invalid (no counts)")
+    assert np.all(np.isnan(result.datasets["I"]))
+
+
+def test_a_mask_that_leaves_almost_nothing(tmp_path, pilatus_frame):
+    """Below 1 % of the pixels left: refused, naming the fraction; below 10 %:
+    integrated, each pattern's warnings saying how little was left."""
+    from dacpipe.core.errors import InputError
+
+    image, gaps, _ = pilatus_frame
+    fabio.tifimage.TifImage(data=image).write(str(tmp_path / "frame.tif"))
+    keep = np.zeros(image.shape, bool)
+    keep[300:400, 200:320] = True  # 12000 of 301453 pixels: 4 % (a few in the gaps)
+    np.save(tmp_path / "few.npy", ~keep)
+    result = _trust_run(tmp_path, [("f", str(tmp_path / "frame.tif"))], mask=tmp_path / "few.npy")
+    left = 100 * np.count_nonzero(keep & ~gaps) / keep.size
+    assert result.status == ["ok"]
+    assert result.datasets["warnings"][0] == f"the mask and the detector's gaps leave only {left:.2g} % of the pixels"
+    nearly = np.ones(image.shape, bool)
+    nearly[340:360, 250:270] = False  # 400 pixels: 0.13 %
+    np.save(tmp_path / "nearly.npy", nearly)
+    with pytest.raises(InputError, match=r"nearly\.npy: the mask and the detector's gaps leave 0\.13 % of the "
+                                         r"pixels \(fewer than 1 %\)"):
+        _trust_run(tmp_path, [("f", str(tmp_path / "frame.tif"))], mask=tmp_path / "nearly.npy")
+
+
+def _phases_result(present_a, present_b):
+    from dacpipe.core.results import StageResult
+
+    n = len(present_a)
+    datasets = {"A/present": np.array(present_a, bool), "B/present": np.array(present_b, bool),
+                "A/fraction": np.where(present_a, 1.0, 0.0), "B/fraction": np.where(present_b, 1.0, 0.0),
+                "reduced_chi2": np.array([1.2] * (n - 1) + [np.nan])}  # the last point had no pattern
+    return StageResult(stage="phases", point_ids=[f"p{i}" for i in range(n)], datasets=datasets,
+                       status=["ok"] * n, attrs={"phases": ["A", "B"], "markers": []})
+
+
+@pytest.mark.parametrize("present_a, present_b, warned", [
+    # 4 of 5 fitted patterns explained by no phase: the wavelength or geometry is suspect
+    ([1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0], True),
+    # half explained (a transition to a phase not listed is possible): no warning
+    ([1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], False),
+    ([1, 1, 1, 0, 0, 0], [0, 0, 1, 1, 1, 1], False),
+])
+def test_a_run_whose_patterns_no_phase_explains_warns_once(present_a, present_b, warned):
+    from conftest import stage_context
+
+    from dacpipe.core.results import Upstream
+    from dacpipe.io.sheet import Point, Sheet
+    from dacpipe.xrd.stage import finish_phases
+
+    result = _phases_result(present_a, present_b)
+    sheet = Sheet(path=Path("points.tsv"), columns=("point",), points=tuple(Point(p) for p in result.point_ids))
+    messages = []
+    ctx = stage_context("phases", sheet, {}, run_id="r", warn=messages.append,
+                        upstream={"pressure": {"pressure_GPa": np.arange(6.0)},
+                                  "xrd": Upstream({}, {"wavelength_A": 0.4133})})
+    finish_phases(ctx, result)
+    if warned:
+        assert messages == ["r: phases: no configured phase explains 4 of 5 patterns: check the wavelength "
+                            "(0.4133 A) and the detector distance of the PONI file, then the phase list"]
+    else:
+        assert messages == []

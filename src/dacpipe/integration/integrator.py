@@ -77,6 +77,10 @@ log = logging.getLogger("dacpipe")
 # a per-frame mask (exact in float32: 999999.5 is representable).
 DUMMY = -1.0e6
 DELTA_DUMMY = 1.0e6 - 0.5
+# Fraction of the detector's pixels the mask and gaps must leave: below 1 %
+# (a mask drawn inverted) the run is refused; below 10 % every pattern says so.
+MIN_UNMASKED_FRACTION = 0.01
+WARN_UNMASKED_FRACTION = 0.10
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,16 @@ class FrameIntegrator:
             static |= self.user_mask
         if static.all():
             raise InputError("the mask and the detector's gaps leave no pixel", settings.mask or settings.poni)
+        # A mask that leaves almost nothing gives patterns of a few pixels per
+        # bin that look like patterns: refused below MIN_UNMASKED_FRACTION,
+        # a warning on every pattern below WARN_UNMASKED_FRACTION.
+        unmasked = 1.0 - float(np.count_nonzero(static)) / static.size
+        if unmasked < MIN_UNMASKED_FRACTION:
+            raise InputError(f"the mask and the detector's gaps leave {100 * unmasked:.2g} % of the pixels "
+                             f"(fewer than {100 * MIN_UNMASKED_FRACTION:g} %): a mask drawn inverted?",
+                             settings.mask or settings.poni)
+        self.mask_warning = "" if unmasked >= WARN_UNMASKED_FRACTION else (
+            f"the mask and the detector's gaps leave only {100 * unmasked:.2g} % of the pixels")
         self.static_mask = static
         self.spot_finder = self._spot_finder() if settings.rejection == "spots" else None
         self._reported_fallback = False
@@ -284,6 +298,8 @@ class FrameIntegrator:
         pyFAI's dummy value in a copy: the part of the work that the stage
         does in its reader thread, beside the integration of the previous
         frame (numpy releases the GIL in the whole-image passes)."""
+        if not np.any(raw_image > 0):  # NaN > 0 is False: gaps and flagged pixels are no counts either
+            raise InputError("no usable pixel in the image: every pixel is zero, negative or invalid (no counts)")
         image = self.geometry.orient(raw_image)  # a flipped copy only under legacy_method "flip"
         if self.spot_finder is None:
             return PreparedFrame(raw=raw_image, image=image, masked=image, spots=None)

@@ -104,6 +104,8 @@ def run(ctx: StageContext) -> StageResult:
     # The reader thread also prepares each frame (orientation, the spot search):
     # numpy's passes over the image run there beside pyFAI's integration.
     prepare = integrator.prepare
+    if integrator.mask_warning:  # once per run; each pattern's warnings say it too
+        ctx.warn(f"{ctx.run_id}: {kind}: {integrator.mask_warning} ({settings.mask or settings.poni})")
     for i, frame, records, header in _prefetch(references,
                                                lambda ref, content: prepare(read_image(ref, shape, content=content))):
         inputs.extend(records or ())
@@ -131,9 +133,10 @@ def run(ctx: StageContext) -> StageResult:
                 if cake is not None:
                     cake[i], chi = pattern.cake, pattern.chi_deg
                 methods.add(pattern.method)
-                header_notes[i] = "; ".join(header_warnings(integrator.geometry, header))
-                if header_notes[i]:
-                    ctx.warn_point(point.point, f"{file_part(references[i])}: {header_notes[i]}")
+                header_text = "; ".join(header_warnings(integrator.geometry, header))
+                if header_text:
+                    ctx.warn_point(point.point, f"{file_part(references[i])}: {header_text}")
+                header_notes[i] = "; ".join(filter(None, [header_text, integrator.mask_warning]))
         ctx.progress(i + 1, n)
 
     if radial is None:  # no frame could be integrated: axes from the geometry alone

@@ -1219,7 +1219,10 @@ def _check_shape(shape, expected, what: str, path: Path) -> None:
         return
     expected = tuple(int(n) for n in expected)
     if tuple(shape) != expected:
-        raise InputError(f"{what} is {_fmt(shape)} but the detector is {_fmt(expected)}", path)
+        # rows and columns swapped: written by a program that stores images
+        # the other way round; integrating it would put every ring elsewhere
+        hint = " (transposed: rows and columns swapped)" if tuple(shape) == expected[::-1] else ""
+        raise InputError(f"{what} is {_fmt(shape)} but the detector is {_fmt(expected)}{hint}", path)
 
 
 def _kind(img) -> str:

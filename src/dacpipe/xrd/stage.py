@@ -138,9 +138,45 @@ def finish_phases(ctx: StageContext, result: StageResult) -> StageResult:
     # a point was fitted where it has a reduced chi^2; the others had no pattern to fit
     fitted = np.isfinite(np.asarray(result.datasets["reduced_chi2"], float))
     transitions = find_transitions(sample, present, fraction, pressure_GPa, list(result.point_ids), usable=fitted)
+    warning = no_phase_warning(present, fitted, ctx.upstream.get("xrd"))
+    if warning:
+        ctx.warn(f"{ctx.run_id}: {warning}")
     extra = {k: v for k, v in result.extra.items() if not k.startswith("transitions/")}
     extra.update({f"transitions/{k}": v for k, v in transitions.items()})
     return dataclasses.replace(result, extra=extra)
+
+
+# Share of the fitted patterns without any configured phase above which the
+# run is suspected of a wrong wavelength or geometry (every line shifted)
+# rather than of points beyond the phases listed.
+NO_PHASE_WARN_SHARE = 0.5
+NO_PHASE_MIN_POINTS = 3
+
+
+def no_phase_warning(present: dict[str, np.ndarray], fitted: np.ndarray, xrd=None) -> str:
+    """The warning of a run where no configured phase explains most patterns, or "".
+
+    A wrong wavelength in the PONI (or a wrong distance) scales every line's
+    q, so that no phase's lines meet the measured ones at any point: the
+    fits then keep no phase. Phases simply not listed would leave some
+    points explained. Judged on the points fitted (those with a pattern),
+    at least :data:`NO_PHASE_MIN_POINTS` of them.
+    """
+    fitted = np.asarray(fitted, bool)
+    n_fitted = int(fitted.sum())
+    if n_fitted < NO_PHASE_MIN_POINTS:
+        return ""
+    any_present = np.zeros(len(fitted), bool)
+    for flags in present.values():
+        any_present |= np.asarray(flags, bool)
+    empty = int(np.count_nonzero(fitted & ~any_present))
+    if empty <= NO_PHASE_WARN_SHARE * n_fitted:
+        return ""
+    wavelength = ""
+    if xrd is not None and "wavelength_A" in xrd.attrs:
+        wavelength = f" ({float(xrd.attrs['wavelength_A']):.5g} A)"
+    return (f"phases: no configured phase explains {empty} of {n_fitted} patterns: check the wavelength"
+            f"{wavelength} and the detector distance of the PONI file, then the phase list")
 
 
 def _phase_table(names, keys, candidates, results, settings: IndexingSettings, wavelength_A: float) -> dict:
