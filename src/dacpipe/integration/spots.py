@@ -18,7 +18,7 @@ and only they are masked:
    divided by their solid angle and polarization (and flat), so that a
    ring's level is the same all around it. The quantiles come from one
    histogram of (radial bin, log2 of the value in 1/16 octaves) over a
-   sample of about a hundred pixels per bin (every third row and column on
+   sample of about 64 pixels per bin (every third row and column on
    a Pilatus 1M, chosen symmetrically), filled with one ``np.bincount`` and
    interpolated inside a bucket: no sort, about a millisecond on a 1M-pixel
    detector, and independent of the order of the pixels (the dioptas-legacy
@@ -68,7 +68,7 @@ STAND_SIGMA = 5.0
 RING_HALF_WIDTH_BINS = 2
 """Blobs whose brightest pixels are within this many radial bins (~pixels) are at one radius."""
 
-SAMPLE_PER_BIN = 100
+SAMPLE_PER_BIN = 64
 """Pixels a radial bin's median and quartiles are taken from, about (see ``subsample``)."""
 
 _MANTISSA_BITS = 4        # histogram buckets of 1/16 octave (4.4 %)
@@ -141,7 +141,7 @@ class SpotFinder:
     subsample : int or None
         Ring levels from every ``subsample``-th row and column; None: the
         largest step (at most 4) that leaves :data:`SAMPLE_PER_BIN` pixels in
-        a typical radial bin (3 on a Pilatus 1M: ~100 of ~900; 1 on a small
+        a typical radial bin (3 on a Pilatus 1M at 200 mm: ~70 of ~650; 1 on a small
         detector). The spots themselves are searched on every pixel.
     """
 
