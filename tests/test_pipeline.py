@@ -38,17 +38,24 @@ def test_pressures_match_truth(store):
 
 
 def test_uncertainty_parts(store):
+    """The random part (fit, drift) and the systematic part (the ambient line
+    position, the temperature; Mao 1986 publishes no coefficient errors), the
+    total of both."""
     with h5py.File(store) as h5:
         g = h5[f"{RUN}/pressure"]
         fit, scale = g["pressure_err_fit_GPa"][()], g["pressure_err_scale_GPa"][()]
         drift, drift_err, total = g["pressure_drift_GPa"][()], g["pressure_err_drift_GPa"][()], g["pressure_err_GPa"][()]
+        random, systematic = g["pressure_random_err_GPa"][()], g["pressure_sys_err_GPa"][()]
+        x0_err, t_err = g["pressure_err_x0_GPa"][()], g["pressure_err_temperature_GPa"][()]
         assert g.attrs["scale"] == "mao1986-hydrostatic"
-    assert np.all(np.isnan(scale))  # Mao 1986 publishes no coefficient errors
+    assert np.all(np.isnan(scale))
     assert np.all((fit > 0) & (fit < 0.01))
     both = ~np.isnan(drift)
     np.testing.assert_allclose(drift_err[both], np.abs(drift[both]) / (2 * np.sqrt(3)))
-    np.testing.assert_allclose(total[both], np.hypot(fit[both], drift_err[both]))
-    np.testing.assert_allclose(total[~both], fit[~both])
+    np.testing.assert_allclose(random[both], np.hypot(fit[both], drift_err[both]))
+    np.testing.assert_allclose(random[~both], fit[~both])
+    np.testing.assert_allclose(systematic, np.hypot(x0_err, t_err))
+    np.testing.assert_allclose(total, np.hypot(random, systematic))
 
 
 def test_points_status_and_provenance(store):

@@ -255,6 +255,10 @@ def marker_pressure(ctx: StageContext) -> StageResult:
     hkl_used: list = [()] * n
     status = ["ok"] * n
     finite_q = np.isfinite(q_A)
+    # The marker's thermal EOS at the points' temperatures where the sheet gives them;
+    # else at its reference, 300 K (not at the sheet's default of 298 K, a room
+    # temperature nobody measured: 2 K are 0.014 GPa on gold).
+    heated = "temperature_K" in ctx.sheet.columns
     for i in range(n):
         if xrd["status"][i] != "ok":
             status[i] = "pressure: no XRD pattern for the marker"
@@ -265,7 +269,8 @@ def marker_pressure(ctx: StageContext) -> StageResult:
             if ok.sum() < 10:
                 raise InputError("no XRD pattern for the marker")
             fitted = fit_peaks(q_A[ok], intensity[i][ok], sigma[i][ok], min_snr=settings.min_snr)
-            reading = read_marker(fitted.peaks, float(q_A[ok].max()), wavelength_A, phase, settings, max_pressure)
+            reading = read_marker(fitted.peaks, float(q_A[ok].max()), wavelength_A, phase, settings, max_pressure,
+                                  temperature_K=ctx.sheet.points[i].temperature_K if heated else None)
         except InputError as err:
             status[i] = f"pressure: {err}"
             ctx.warn_point(point_ids[i], str(err))
