@@ -19,6 +19,7 @@ from ..io.sheet import make_sheet, read_sheet
 from ..run.config import run_config
 from ..run.figures import FIGURES, draw_figure, figures_for
 from ..run.layout import figure_path, store_path
+from ..run.lock import LOCK_WAIT_HELP, lock_path, run_lock
 from ..run.runner import assemble_run, merge_stage, run_stage
 from ..run.stages import STAGES, finish_function, stages_for
 from ..run.store import merge_chunks
@@ -35,15 +36,18 @@ def cmd_run(args) -> int:
     failed = []
     for run_id in run_ids:
         try:
-            _calibrate_run(run_config(config, run_id), run_id)
-            for stage in stages_for(run_config(config, run_id)):
-                run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
-            out = assemble_run(config, run_id)
-            log.info(f"{run_id}: wrote {out}")
-            if args.figures:
-                for name in figures_for(run_config(config, run_id)):
-                    draw_figure(name, out, figure_path(config, run_id, name))
-                log.info(f"{run_id}: figures in {figure_path(config, run_id, '').parent}")
+            run_config(config, run_id)   # an unknown run: no folder made for its lock
+            # One process at a time writes a run (dacpipe.run.lock): a second waits, saying for whom.
+            with run_lock(lock_path(config, run_id), wait_s=args.lock_wait, say=log.warning):
+                _calibrate_run(run_config(config, run_id), run_id)
+                for stage in stages_for(run_config(config, run_id)):
+                    run_stage(config, run_id, stage, progress=Progress(f"{run_id} {stage}"))
+                out = assemble_run(config, run_id)
+                log.info(f"{run_id}: wrote {out}")
+                if args.figures:
+                    for name in figures_for(run_config(config, run_id)):
+                        draw_figure(name, out, figure_path(config, run_id, name))
+                    log.info(f"{run_id}: figures in {figure_path(config, run_id, '').parent}")
         except DacpipeError as err:
             log.error(f"{run_id}: {err}")
             failed.append(run_id)
@@ -108,7 +112,9 @@ def cmd_merge(args) -> int:
 
 def cmd_assemble(args) -> int:
     config = config_from_args(args)
-    out = assemble_run(config, args.run, parts=args.parts, out=args.out)
+    run_config(config, args.run)
+    with run_lock(lock_path(config, args.run), wait_s=args.lock_wait, say=log.warning):
+        out = assemble_run(config, args.run, parts=args.parts, out=args.out)
     log.info(f"{args.run}: wrote {out}")
     return 0
 
@@ -153,6 +159,10 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def add_lock_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lock-wait", type=float, metavar="SECONDS", help=LOCK_WAIT_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dacpipe", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"dacpipe {__version__}")
@@ -163,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(p)
     p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs (default: all in the config)")
     p.add_argument("--figures", action="store_true", help="also draw the run's figures from its store")
+    add_lock_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("calibrate", help="refine a PONI geometry from a calibrant image, without a click")
@@ -213,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="store to write (default <results>/<run>.h5)")
     p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
     add_config_options(p)
+    add_lock_option(p)
     p.set_defaults(func=cmd_assemble)
 
     p = sub.add_parser("validate", help="check the config and sample sheets without processing")

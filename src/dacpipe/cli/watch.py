@@ -43,6 +43,7 @@ from ..io.sheet import FILE_COLUMNS, make_sheet, read_sheet, tsv_rows
 from ..run.config import run_config
 from ..run.incremental import RunState, StageUpdate, point_files, settings_key, update_run
 from ..run.layout import store_path
+from ..run.lock import LOCK_WAIT_HELP, RunBusy, lock_path, run_lock
 from .options import add_config_options, config_from_args
 
 log = logging.getLogger("dacpipe")
@@ -151,6 +152,8 @@ class Watcher:
     run_state: RunState | None = None
     last_update: dict[str, StageUpdate] = field(default_factory=dict)
     checksums: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+    # How long an update waits for another process writing the run (None: until it is done).
+    lock_wait: float | None = None
 
     def __post_init__(self):
         self.folder = Path(self.folder)
@@ -254,8 +257,15 @@ class Watcher:
         config["runs"][self.run_id]["sheet"] = str(self.points_file)
         sheet = read_sheet(self.points_file)
         state, self.run_state = self.run_state, None   # a failed update leaves parts half updated
-        state, self.last_update, out = update_run(config, self.run_id, state, self.work, sheet=sheet,
-                                                  checksums=self.file_checksums(point_files(sheet).values()))
+        try:
+            # One process at a time writes the run (dacpipe.run.lock): `dacpipe run` on it meanwhile waits.
+            with run_lock(lock_path(self.config, self.run_id), wait_s=self.lock_wait,
+                          say=lambda line: self._say(line, repeat=True)):
+                state, self.last_update, out = update_run(config, self.run_id, state, self.work, sheet=sheet,
+                                                          checksums=self.file_checksums(point_files(sheet).values()))
+        except RunBusy:
+            self.last_signature = None   # retried at the next cycle
+            raise
         self.run_state = state
         return None if out is None else summary(out, self.run_id, latest)
 
@@ -352,7 +362,8 @@ def cmd_watch(args) -> int:
         raise ConfigError(f"{folder}: not a folder")
     config = config_from_args(args)
     run_id = choose_run(config, folder, args.run)
-    watcher = Watcher(config, run_id, folder, settle=args.settle, make_sheet=args.make_sheet)
+    watcher = Watcher(config, run_id, folder, settle=args.settle, make_sheet=args.make_sheet,
+                      lock_wait=args.lock_wait)
     print(f"watching {folder} for run {run_id} (store {store_path(config, run_id)}); Ctrl-C to stop", flush=True)
     try:
         return watch(watcher, interval=args.interval, once=args.once, max_cycles=args.max_cycles)
@@ -374,4 +385,5 @@ def add_parser(sub) -> None:
                    help="without a sheet, make one from the folder each cycle (as `dacpipe sheet`)")
     p.add_argument("--once", action="store_true", help="one pass: look, wait --settle, process, stop")
     p.add_argument("--max-cycles", type=int, metavar="N", help="stop after N cycles (for tests)")
+    p.add_argument("--lock-wait", type=float, metavar="SECONDS", help=LOCK_WAIT_HELP)
     p.set_defaults(func=cmd_watch)

@@ -19,6 +19,7 @@ from ..core.results import StageContext, StageResult, Upstream
 from ..io.sheet import Sheet, read_sheet
 from .config import run_config
 from .layout import part_path, store_path
+from .provenance import SETTINGS_ATTR, settings_digest
 from .stages import LEAD_IN_POINTS, chunks, finish_function, needs, reads, stage_function, stages_for
 from .store import assemble, merge_chunks, open_result, read_result, splice_results, write_part
 
@@ -142,7 +143,7 @@ def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = No
     else:
         result = stage_function(stage, run)(stage_context(config, run_id, stage, sheet, progress=progress))
     out = Path(out) if out else part_path(config, run_id, stage)
-    write_part(out, run_id, result)
+    write_part(out, run_id, stamped(result, config, run_id, stage))
     return out
 
 
@@ -174,7 +175,15 @@ def finish_stage(config: dict, run_id: str, stage: str, joined: StageResult) -> 
     ctx = StageContext(run_id=run_id, stage=stage, sheet=read_sheet(run["sheet"]), run=run,
                        upstream=upstream(config, run_id, stage, run, joined.point_ids, one_value_per_point=True),
                        warn=log.warning)
-    return finish(ctx, joined)
+    return stamped(finish(ctx, joined), config, run_id, stage)
+
+
+def stamped(result: StageResult, config: dict, run_id: str, stage: str) -> StageResult:
+    """``result`` with the digest of the settings it was computed with
+    (:func:`~dacpipe.run.provenance.settings_digest`) in its attributes, which
+    its part keeps and the store's assembly checks."""
+    result.attrs[SETTINGS_ATTR] = settings_digest(run_config(config, run_id), stage)
+    return result
 
 
 def merge_stage(config: dict | None, run_id: str, stage: str, paths: Sequence[str | Path], out: str | Path) -> Path:
@@ -199,5 +208,7 @@ def assemble_run(config: dict, run_id: str, parts: list[str | Path] | None = Non
             log.warning(f"{run_id}/{point.point}: {sheet.path}: {problem}")
     parts = parts if parts is not None else [part_path(config, run_id, s) for s in stages_for(run)]
     out = Path(out) if out else store_path(config, run_id)
-    assemble(out, run_id, sheet, parts, run_config_yaml(config, run_id))
+    # The parts' settings must be the config written as the store's provenance.
+    settings = {stage: settings_digest(run, stage) for stage in stages_for(run)}
+    assemble(out, run_id, sheet, parts, run_config_yaml(config, run_id), settings=settings)
     return out

@@ -21,7 +21,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
@@ -31,7 +31,7 @@ from ..core.results import StageResult
 from ..core.units import units_from_name
 from ..io.refs import FileRecord, file_records
 from ..io.sheet import Sheet
-from .provenance import versions
+from .provenance import SETTINGS_ATTR, versions
 
 STRING = h5py.string_dtype()
 
@@ -296,6 +296,12 @@ def merge_chunks(paths: Sequence[str | Path], out: str | Path, run_id: str) -> N
         if stage is None:  # a part written before parts named their stage: its one group
             (stage,) = [name for name in entries[0] if name not in ("point_ids", "inputs")]
         stage = _attr_value(stage)
+        # Chunks computed with other settings (one left by another config) are not one result.
+        digests = [_attr_value(e[stage].attrs.get(SETTINGS_ATTR, "")) for e in entries]
+        odd = next((k for k, d in enumerate(digests) if d and digests[0] and d != digests[0]), None)
+        if odd is not None:
+            raise StoreError(f"{out}: chunks {paths[0]} and {paths[odd]} were computed with different settings "
+                             f"of {stage} (a chunk left by another config); rerun the stage's chunks")
         with atomic_h5(out) as h5:
             entry = h5.create_group(run_id)
             write_dataset(entry, "point_ids", point_ids)
@@ -618,11 +624,20 @@ def _merge(source, dest: h5py.Group, name: str, part) -> None:
 
 
 def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[str | Path],
-             config_yaml: str) -> None:
+             config_yaml: str, settings: Mapping[str, str] | None = None) -> None:
     """Merge stage parts into the run's store, with points and provenance.
+
+    ``settings`` maps each stage to the digest of its settings in the config
+    ``config_yaml`` (:func:`~dacpipe.run.provenance.settings_digest`); a part
+    that records another digest was computed with other settings than the
+    provenance would say, and is refused. (A part without a digest, written
+    before parts recorded one, is taken as it is.)
 
     Raises
     ------
+    StoreError
+        A part computed with other settings than ``settings``: one line
+        naming it and how to rebuild it.
     ValueError
         If a part was computed for other points than the sheet's (a stale
         part after the sheet changed: the workflow reruns it).
@@ -649,7 +664,10 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
                 for name in src_entry:
                     if name in ("point_ids", "inputs"):
                         continue
+                    _check_settings(part, run_id, name, src_entry[name], settings)
                     _merge(src_entry[name], entry, name, part)
+                    if SETTINGS_ATTR in entry[name].attrs:   # checked; the provenance holds the config itself
+                        del entry[name].attrs[SETTINGS_ATTR]
                     stage = src_entry[name]
                     if isinstance(stage, h5py.Group) and "status" in stage:
                         stage_status.append(list(stage["status"].asstr()[()]))
@@ -676,6 +694,16 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
         write_dataset(prov, "versions", json.dumps(versions(), sort_keys=True))
         records = sorted(file_records(inputs), key=lambda r: r.path)
         write_inputs(prov.create_group("inputs"), records)
+
+
+def _check_settings(part, run_id: str, name: str, member, settings: Mapping[str, str] | None) -> None:
+    """Refuse a part's stage group whose settings digest is not the config's."""
+    if settings is None or not isinstance(member, h5py.Group) or SETTINGS_ATTR not in member.attrs:
+        return
+    if name in settings and _attr_value(member.attrs[SETTINGS_ATTR]) != settings[name]:
+        raise StoreError(f"{part}: computed with other settings of runs.{run_id} ({name}) than the config being "
+                         "stored (a part left by an earlier config, or written by another process); rebuild it: "
+                         "dacpipe run, or snakemake --forcerun on its rule")
 
 
 def read_points(store_path: str | Path, run_id: str | None = None) -> dict[str, np.ndarray]:
