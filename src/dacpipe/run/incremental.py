@@ -50,7 +50,7 @@ from ..io.refs import file_part, file_record
 from ..io.sheet import Sheet, read_sheet
 from .config import run_config
 from .layout import part_path, store_path
-from .runner import assemble_run, compute_chunk, finish_stage, run_stage, stage_context
+from .runner import assemble_run, compute_chunk, finish_stage, run_stage, stage_context, stamped
 from .stages import LEAD_IN_POINTS, chunks, needs, stage_function, stages_for
 from .store import SpliceError, read_result, splice_results, write_part
 
@@ -352,7 +352,7 @@ class _Updater:
         else:
             write_part(measured_part, self.run_id, measured)
         ctx = stage_context(self.config, self.run_id, stage, self.sheet)
-        write_part(part, self.run_id, summarise(ctx, measured))
+        write_part(part, self.run_id, stamped(summarise(ctx, measured), self.config, self.run_id, stage))
         self.dirty[stage] = None
         self.written += [measured_part, part]
         return StageUpdate("all" if todo is None else "series", computed)
