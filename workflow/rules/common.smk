@@ -119,4 +119,13 @@ def sheet_files(wildcards, columns, span=None):
             ref = point.files.get(column)
             if ref and os.path.isfile(file_part(ref)):
                 found.append(file_part(ref))
+    # An HDF5 file's job reruns when a file it links to changes (an Eiger master's data files).
+    linked = [f for f in set(found) if f.lower().endswith(HDF5_SUFFIXES)]
+    if linked:
+        from dacpipe.io.images import input_files
+
+        found += [str(p) for f in linked for p in input_files(f)]
     return sorted(set(found))
+
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
