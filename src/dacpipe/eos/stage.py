@@ -7,6 +7,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from .ff import f_F
+from .report import (fit_axial_eos, k0_kp_ellipses, volume_change_from_eos, volume_change_from_points)
 from .fit import (OUTLIER_LIMIT_SIGMA, EosFit, _model_parameters, fit_eos_excluding_outliers, fit_warnings,
                   propagate_systematic)
 
@@ -46,7 +47,78 @@ def run(ctx: StageContext) -> StageResult:
     random_err, systematic = pressure_errors(pressure)
     return fit_phase_volumes(ctx.sheet.point_ids, pressure["pressure_GPa"], random_err, volumes,
                              ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"),
-                             systematic_GPa=systematic)
+                             systematic_GPa=systematic, phase_edges=phase_edges(phases),
+                             transitions=transitions_of(phases))
+
+
+def phase_edges(phases) -> dict[str, dict[str, tuple]]:
+    """Per phase with more than one free cell edge (hexagonal, trigonal,
+    tetragonal and lower), edge name -> (edge_A [N], edge_err_A [N]) from
+    the phases group's ``<phase>/<a|b|c>_A`` and ``_err_A``, where the
+    upstream holds them; a cubic phase (one edge: M = 3K) is left out."""
+    out = {}
+    for name in (str(n) for n in phases.attrs["phases"]):
+        edges = {e: (phases[f"{name}/{e}_A"], phases[f"{name}/{e}_err_A"]) for e in ("a", "b", "c")
+                 if f"{name}/{e}_A" in phases.datasets and f"{name}/{e}_err_A" in phases.datasets}
+        if len(edges) > 1:
+            out[name] = edges
+    return out
+
+
+def transitions_of(phases) -> dict[str, np.ndarray] | None:
+    """The ``transitions/`` columns (:mod:`dacpipe.xrd.transitions`) where the upstream holds them, else None."""
+    if "transitions/from_phase" not in phases.datasets:
+        return None
+    return {k.split("/", 1)[1]: np.asarray(v) for k, v in phases.datasets.items() if k.startswith("transitions/")}
+
+
+def _axes_datasets(base: str, name: str, edges: dict, P, sP, use, kept, model: str, warn) -> dict:
+    """``<base>/axes/<edge>/...``: each edge's linearised EOS over the points of the volume fit
+    (``P``, ``sP`` those points'; ``use`` then ``kept`` select them from the series)."""
+    out = {}
+    for axis, (edge, edge_err) in edges.items():
+        a, sa = np.asarray(edge, float)[use][kept], np.asarray(edge_err, float)[use][kept]
+        ok = np.isfinite(a) & np.isfinite(sa) & (sa > 0)
+        try:
+            fit = fit_axial_eos(P[ok], a[ok], sigma_P_GPa=sP[ok], sigma_edge_A=sa[ok], axis=axis, model=model)
+        except ValueError as err:
+            warn(f"eos {name}: no axial modulus of {axis}: {err}")
+            continue
+        for field in ("a0_A", "a0_err_A", "M0_GPa", "M0_err_GPa", "Mp", "Mp_err", "beta0_per_GPa",
+                      "reduced_chi2", "n_points"):
+            out[f"{base}/axes/{axis}/{field}"] = np.array(getattr(fit, field))
+    return out
+
+
+def _transition_datasets(transitions: dict, fits: dict, phase_volumes: dict) -> dict[str, np.ndarray]:
+    """``eos/transitions/``: Delta V/V of each transition between two phases
+    (:func:`~dacpipe.eos.report.volume_change_from_eos` at the onset when both
+    were fitted, else :func:`~dacpipe.eos.report.volume_change_from_points`)."""
+    rows = []
+    for a, b, onset in zip(transitions["from_phase"], transitions["to_phase"], transitions["onset_GPa"]):
+        a, b, onset = str(a), str(b), float(onset)
+        if not a or not b or a not in phase_volumes or b not in phase_volumes:
+            continue
+        change = None
+        if a in fits and b in fits and np.isfinite(onset):
+            try:
+                change = volume_change_from_eos(onset, fits[a], fits[b])
+            except ValueError:  # onset beyond a fit's stable branch
+                change = None
+        if change is None:
+            change = volume_change_from_points(*phase_volumes[a], *phase_volumes[b])
+        rows.append((a, b, onset, change))
+    if not rows:
+        return {}
+    base = "eos/transitions"
+    return {f"{base}/from_phase": np.array([r[0] for r in rows], dtype=object),
+            f"{base}/to_phase": np.array([r[1] for r in rows], dtype=object),
+            f"{base}/onset_GPa": np.array([r[2] for r in rows]),
+            f"{base}/delta_V_rel": np.array([r[3].delta_V_rel for r in rows]),
+            f"{base}/delta_V_rel_err": np.array([r[3].delta_V_rel_err for r in rows]),
+            f"{base}/V_from_fu_A3": np.array([r[3].V_from_A3 for r in rows]),
+            f"{base}/V_to_fu_A3": np.array([r[3].V_to_A3 for r in rows]),
+            f"{base}/method": np.array([r[3].method for r in rows], dtype=object)}
 
 
 def _fit_datasets(base: str, fit: EosFit, model: str, point_ids) -> dict[str, np.ndarray]:
@@ -88,7 +160,8 @@ def _systematic_datasets(base: str, model: str, P, V, sigma_P, sigma_V, shifts: 
 
 def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: dict[str, tuple], section: dict,
                       warn=lambda message: None, *, limit_sigma: float = OUTLIER_LIMIT_SIGMA,
-                      systematic_GPa: dict | None = None) -> StageResult:
+                      systematic_GPa: dict | None = None, phase_edges: dict | None = None,
+                      transitions: dict | None = None) -> StageResult:
     """Fit each phase's volume per formula unit against pressure, excluding outliers.
 
     Per phase, :func:`~dacpipe.eos.fit.fit_eos_excluding_outliers`: the
@@ -124,6 +197,17 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         ``K0pp_sys_err_per_GPa``; NaN for a fixed parameter or no terms),
         with each source's share under ``systematic/`` (``sources``, and per
         parameter an array over the sources).
+    phase_edges : dict, optional
+        Phase -> {edge: (edge_A [N], edge_err_A [N])} (:func:`phase_edges`):
+        each edge's linearised EOS (:func:`~dacpipe.eos.report.fit_axial_eos`,
+        the phase's model, over the points its volume fit kept) under
+        ``axes/<edge>/`` (``M0_GPa``, ``M0_err_GPa``, ``Mp``, ``Mp_err``,
+        ``a0_A``, ``a0_err_A``, ``beta0_per_GPa``, ``reduced_chi2``, ``n_points``).
+    transitions : dict, optional
+        The ``transitions/`` columns of the phases stage: Delta V/V of each
+        transition between two phases at its onset under ``eos/transitions/``
+        (``from_phase``, ``to_phase``, ``onset_GPa``, ``delta_V_rel``,
+        ``delta_V_rel_err``, ``V_from_fu_A3``, ``V_to_fu_A3``, ``method``).
 
     Returns
     -------
@@ -134,7 +218,10 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         line (``ff/``); ``excluded_points`` and ``excluded_reasons`` (the
         outliers, and points with a volume but no pressure or no volume
         error); ``warnings`` (one string, "" when none); ``all_points/``:
-        the same parameters and ``warnings`` for the fit of every point. The group's
+        the same parameters and ``warnings`` for the fit of every point;
+        ``ellipse/``: the K0-K' joint confidence ellipses at 68.3 and 95.4 %
+        (``K0_68_GPa``, ``Kp_68``, ``K0_95_GPa``, ``Kp_95``; none when K' is
+        fixed). The group's
         ``@warnings`` lists every phase's warnings, ``@outlier_limit_sigma``
         the limit. A phase with too few points is left out with a message.
     """
@@ -142,6 +229,7 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
     ids = np.array(list(point_ids), dtype=object)
     extra: dict[str, np.ndarray] = {}
     fitted, all_warnings = [], []
+    fits: dict[str, tuple] = {}
     for name, (V, sV) in phase_volumes.items():
         V, sV = np.asarray(V, float), np.asarray(sV, float)
         own = section.get("phases", {}).get(name, {})
@@ -187,6 +275,12 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
                                           dict(model=model, V0_A3=V0_fixed if V0_fixed is not None else fit.params.V0_A3,
                                                fix=fix, Kp=Kp_fixed)))
         fitted.append(name)
+        fits[name] = (fit.params, fit.covariance, fit.parameter_names)
+        extra.update({f"{base}/ellipse/{k}": v
+                      for k, v in k0_kp_ellipses(fit.params, fit.covariance, fit.parameter_names).items()})
+        if phase_edges and name in phase_edges:
+            extra.update(_axes_datasets(base, name, phase_edges[name], P[use][kept], sigma_P[kept], use, kept,
+                                        model, warn))
         try:
             # The F-f error bars carry sigma(V0) of the fit (Angel 2000).
             ff = f_F(P[use][kept], V[use][kept], fit.params.V0_A3, sigma_P[kept], sV[use][kept],
@@ -200,6 +294,8 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         extra[f"{base}/ff/F_err_GPa"] = ff.sigma_F_GPa
         extra[f"{base}/ff/intercept_GPa"] = np.array(ff.intercept_GPa)
         extra[f"{base}/ff/slope_GPa"] = np.array(ff.slope_GPa)
+    if transitions:
+        extra.update(_transition_datasets(transitions, fits, phase_volumes))
     return StageResult(stage="eos", point_ids=list(point_ids), status=["ok"] * len(point_ids),
                        attrs={"phases_fitted": fitted, "model": section["model"], "warnings": all_warnings,
                               "outlier_limit_sigma": float(limit_sigma)}, extra=extra)
