@@ -34,6 +34,18 @@ NUMBER_COLUMNS = ("pressure_GPa", "pressure_err_GPa", "temperature_K", "monitor"
 COLUMNS = ("point", *FILE_COLUMNS, *NUMBER_COLUMNS, "note")
 DEFAULT_TEMPERATURE_K = 298.0
 
+GAUGE_POSITION_COLUMN = re.compile(r"ruby_[2-9]")
+"""Extra gauge columns ``ruby_2`` ... ``ruby_9``: the same gauge at other places
+of the chamber (more ruby balls), measured with the point's ``ruby`` or
+``ruby_before`` spectrum. Their pressures' spread is the point's pressure
+gradient (:mod:`dacpipe.pressure.hydrostatic`); the point's pressure stays
+that of its ``ruby``/``ruby_before``/``ruby_after`` columns (the ruby by the sample)."""
+
+
+def is_gauge_position_column(name: str) -> bool:
+    """Whether ``name`` is an extra gauge column (:data:`GAUGE_POSITION_COLUMN`)."""
+    return GAUGE_POSITION_COLUMN.fullmatch(name) is not None
+
 
 @dataclass(frozen=True)
 class Point:
@@ -69,6 +81,10 @@ class Sheet:
     def ruby_columns(self) -> tuple[str, ...]:
         """The gauge-spectrum columns present, in measurement order."""
         return tuple(c for c in ("ruby_before", "ruby", "ruby_after") if c in self.columns)
+
+    def gauge_position_columns(self) -> tuple[str, ...]:
+        """The extra gauge columns present (``ruby_2``, ``ruby_3``, ...), in number order."""
+        return tuple(sorted(c for c in self.columns if is_gauge_position_column(c)))
 
 
 def tsv_rows(text: str) -> list[tuple[int, list[str]]]:
@@ -112,7 +128,7 @@ def read_sheet(path: str | Path) -> Sheet:
         hint = " (columns must be separated by tabs)" if "\t" not in header_line else ""
         raise SheetError(f"{path}: line {header_line_no}: no 'point' column in the header{hint}")
     for name in header:
-        if name not in COLUMNS:
+        if name not in COLUMNS and not is_gauge_position_column(name):
             close = difflib.get_close_matches(name, COLUMNS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SheetError(f"{path}: unknown column {name!r}{hint}; known columns: {', '.join(COLUMNS)}")
@@ -191,6 +207,8 @@ def _point_from_row(row: dict[str, str], folder: Path) -> Point:
             value = math.nan
         numbers[name] = value
     files = {name: resolve(folder, row[name]) for name in FILE_COLUMNS if row.get(name)}
+    files.update({name: resolve(folder, text) for name, text in row.items()
+                  if text and is_gauge_position_column(name)})
     return Point(point=row["point"], files=files, note=row.get("note", ""), problems=tuple(problems), **numbers)
 
 

@@ -47,6 +47,8 @@ from ..io.sheet import Sheet
 from ..io.spectra import nm_to_raman_shift, read_spectrum
 from .checks import check_axis, check_misfit, check_pressure, check_temperature, plausible_positions
 from .gauges import Gauge, get_gauge
+from .hydrostatic import broadening_warning, line_shape, pressure_gradient
+from .media import get_medium, medium_attrs, medium_regime, regime_warning
 from .scales import PressureScale, get_scale, temperature_corrected_position, thermal_slope_nm_per_K
 
 SYSTEMATIC_TERMS = ("pressure_err_x0_GPa", "pressure_err_temperature_GPa")
@@ -284,6 +286,13 @@ def run(ctx: StageContext) -> StageResult:
     # The fitted part of each spectrum with its model, for the gallery of fits
     # (figures are drawn from the store alone).
     windows = {side: [None] * n for side in side_status}
+    positions = sheet.gauge_position_columns()
+    for column in positions:
+        table.update({f"{column}/{name}": np.full(n, np.nan) for name in [*fields, "pressure_GPa"]})
+        side_status[column] = ["not measured"] * n
+        windows[column] = [None] * n
+    gradient = {name: np.full(n, np.nan) for name in
+                ("pressure_gradient_GPa", "pressure_gradient_std_GPa", "pressure_err_gradient_GPa")}
 
     for i, point in enumerate(sheet.points):
         readings, reasons, warnings = [], [], []
@@ -328,6 +337,14 @@ def run(ctx: StageContext) -> StageResult:
                 windows[side][i] = (spectrum.x[inside], spectrum.y[inside], reading.fit.evaluate(spectrum.x[inside]))
         if not readings and not reasons:
             reasons.append("pressure: no gauge spectrum for this point")
+        if positions:
+            # The first reading stands for the ruby by the sample at the time
+            # the other places were measured (with ruby / ruby_before).
+            others = _position_readings(point, positions, settings, table, side_status, i, ctx, reasons, warnings)
+            spread = pressure_gradient([readings[0].pressure_GPa] + others if readings else others)
+            gradient["pressure_gradient_GPa"][i], gradient["pressure_gradient_std_GPa"][i] = spread.range_GPa, \
+                spread.std_GPa
+            gradient["pressure_err_gradient_GPa"][i] = spread.err_GPa
         result, point_status = point_pressure(readings, reasons, warnings)
         for name, value in zip(combined, (result.pressure_GPa, result.pressure_err_GPa, result.fit_err_GPa,
                                           result.scale_err_GPa, result.drift_GPa, result.drift_err_GPa,
@@ -339,7 +356,12 @@ def run(ctx: StageContext) -> StageResult:
         status.append(point_status)
         ctx.progress(i + 1, n)
 
-    datasets = {**combined, **scale_terms, **table}
+    _add_gradient(combined, gradient["pressure_err_gradient_GPa"])
+    hydro_datasets, hydro_attrs = _hydrostaticity(pressure_cfg.get("medium"), settings, combined["pressure_GPa"],
+                                                  table, sheet, status)
+    datasets = {**combined, **scale_terms, **table, **hydro_datasets}
+    if positions:
+        datasets.update(gradient)
     for side, values in side_status.items():
         datasets[f"{side}/status"] = values
         datasets.update(_padded_windows(side, windows[side]))
@@ -349,6 +371,90 @@ def run(ctx: StageContext) -> StageResult:
              "temperature_err_K": settings.temperature_err_K,
              "systematic_terms": [*scale_terms, *SYSTEMATIC_TERMS],
              "reference_temperature_K": settings.reference_temperature_K,
-             "temperature_correction": settings.temperature_correction, "profile": settings.profile}
+             "temperature_correction": settings.temperature_correction, "profile": settings.profile,
+             **hydro_attrs}
+    if positions:
+        attrs["gauge_position_columns"] = list(positions)
     return StageResult(stage="pressure", point_ids=sheet.point_ids, datasets=datasets, attrs=attrs,
                        status=status, inputs=inputs)
+
+
+def _position_readings(point, positions, settings: GaugeSettings, table: dict, side_status: dict, i: int,
+                       ctx: StageContext, reasons: list, warnings: list) -> list[float]:
+    """The pressures of the point's extra gauge columns (``ruby_2`` ...), each
+    fitted like the main spectra and stored under its column's name; a
+    spectrum that cannot be read is NaN with its reason in ``<column>/status``
+    and a warning of the point (it never takes the point's pressure away)."""
+    out = []
+    for column in positions:
+        path = point.files.get(column)
+        if path is None:
+            continue
+        try:
+            spectrum = read_gauge_spectrum(path, settings)
+            reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
+        except InputError as err:
+            err = err.with_path(path)
+            side_status[column][i] = err.reason
+            warnings.append(f"{column} skipped: {err}")
+            ctx.warn_point(point.point, str(err))
+            continue
+        doubts = [*spectrum.notes, *reading.warnings]
+        side_status[column][i] = "; ".join(doubts) or "ok"
+        for name, attr in settings.gauge.fields.items():
+            table[f"{column}/{name}"][i] = getattr(reading.fit, attr)
+        table[f"{column}/pressure_GPa"][i] = reading.pressure_GPa
+        out.append(reading.pressure_GPa)
+    return out
+
+
+def _add_gradient(combined: dict, gradient_err_GPa: np.ndarray) -> None:
+    """Add the gradient's standard uncertainty to each point's random error (and the total) in place:
+    where the sample sits in the chamber's spread differs from point to point."""
+    err = np.nan_to_num(gradient_err_GPa)
+    has = np.isfinite(combined["pressure_random_err_GPa"]) & (err > 0)
+    random = np.hypot(combined["pressure_random_err_GPa"], err)
+    combined["pressure_random_err_GPa"] = np.where(has, random, combined["pressure_random_err_GPa"])
+    total = np.hypot(random, np.nan_to_num(combined["pressure_sys_err_GPa"]))
+    combined["pressure_err_GPa"] = np.where(has, total, combined["pressure_err_GPa"])
+    combined["pressure_err_gradient_GPa"] = np.where(np.isfinite(combined["pressure_GPa"]), gradient_err_GPa, np.nan)
+
+
+def _finite_mean(rows) -> np.ndarray:
+    """Column means over the finite values of ``rows`` (NaN where none is finite)."""
+    stack = np.asarray(rows, dtype=float)
+    finite = np.isfinite(stack)
+    count = finite.sum(axis=0)
+    total = np.where(finite, stack, 0.0).sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _hydrostaticity(medium_key, settings: GaugeSettings, pressure_GPa: np.ndarray, table: dict, sheet: Sheet,
+                    status: list) -> tuple[dict, dict]:
+    """The point's hydrostaticity (:mod:`dacpipe.pressure.media`,
+    :mod:`dacpipe.pressure.hydrostatic`): the medium's regime at its pressure
+    and, for ruby, the R1 width and R1-R2 splitting against the run's
+    low-pressure ones; a point past its medium's hydrostatic limit or with a
+    broadened R1 gets a warning in its status (modified in place)."""
+    medium = get_medium(medium_key) if medium_key else None
+    regime = medium_regime(pressure_GPa, medium)
+    datasets = {"medium_regime": np.array(regime, dtype=object)}
+    attrs = medium_attrs(medium)
+    for i, value in enumerate(regime):
+        message = regime_warning(pressure_GPa[i], value, medium) if medium else ""
+        if message:
+            status[i] = message if status[i] == "ok" else f"{status[i]}; {message}"
+    if settings.gauge.name != "ruby":
+        return datasets, attrs
+    sides = [s for s in ("before", "after") if f"{s}/R1_fwhm_nm" in table]
+    mean = {name: _finite_mean([table[f"{s}/{name}"] for s in sides]) for name in ("R1_fwhm_nm", "R1_nm", "R2_nm")}
+    temperature = np.array([p.temperature_K for p in sheet.points], dtype=float)
+    shape = line_shape(mean["R1_fwhm_nm"], mean["R1_nm"], mean["R2_nm"], pressure_GPa, temperature)
+    datasets.update({"R1_fwhm_nm": mean["R1_fwhm_nm"], "R1_width_ratio": shape.width_ratio,
+                     "R1_R2_splitting_cm1": shape.splitting_cm1,
+                     "R1_R2_splitting_change_cm1": shape.splitting_change_cm1})
+    attrs["R1_reference_fwhm_nm"] = shape.reference_fwhm_nm
+    for i in np.flatnonzero(shape.broadened):
+        message = broadening_warning(mean["R1_fwhm_nm"][i], shape.width_ratio[i], shape.reference_fwhm_nm)
+        status[i] = message if status[i] == "ok" else f"{status[i]}; {message}"
+    return datasets, attrs

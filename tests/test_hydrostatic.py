@@ -1,0 +1,142 @@
+"""Hydrostaticity: the medium's limits, R1 broadening and the gradient from rubies at several places."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from dacpipe.core.errors import SheetError
+from dacpipe.core.results import StageContext
+from dacpipe.io.config import validate_section
+from dacpipe.io.sheet import read_sheet
+from dacpipe.pressure import stage
+from dacpipe.pressure.gauges import get_gauge
+from dacpipe.pressure.hydrostatic import BROADENING_FACTOR, line_shape, pressure_gradient
+from dacpipe.pressure.media import get_medium, media, medium_regime
+from dacpipe.pressure.scales import get_scale
+from dacpipe.synth.ruby import ruby_spectrum, write_spectrum
+
+SHEN = get_scale("shen2020")
+SQRT12 = 2.0 * math.sqrt(3.0)
+
+
+def test_every_medium_of_the_schema_has_limits_with_sources():
+    schema = yaml.safe_load((Path(stage.__file__).parents[1] / "io" / "schema.yaml").read_text())
+    names = {e for e in schema["$defs"]["pressure"]["properties"]["medium"]["enum"] if e is not None}
+    assert names == set(media())
+    for medium in media().values():
+        # a limit with no source must be a definition (solid media, no medium), marked confirmed
+        assert medium.sources or (medium.confirmed and medium.hydrostatic_GPa == 0.0)
+
+
+def test_regime_follows_the_limits():
+    me = get_medium("4:1 methanol-ethanol")   # 10.5 GPa hydrostatic, 20 GPa quasi-hydrostatic
+    assert list(medium_regime([0.0, 10.4, 12.0, 25.0, math.nan], me)) == \
+        ["hydrostatic", "hydrostatic", "quasi-hydrostatic", "non-hydrostatic", "unknown"]
+    # no quasi-hydrostatic limit known: past the hydrostatic one is non-hydrostatic (the cautious reading)
+    assert list(medium_regime([14.0, 16.0], get_medium("Ne"))) == ["hydrostatic", "non-hydrostatic"]
+    assert list(medium_regime([3.0], get_medium("NaCl"))) == ["non-hydrostatic"]
+    assert list(medium_regime([3.0], None)) == ["unknown"]
+
+
+def test_gradient_is_the_spread_and_its_rectangular_uncertainty():
+    g = pressure_gradient([5.0, 5.6, 5.3, math.nan])
+    assert g.n == 3
+    assert g.range_GPa == pytest.approx(0.6)
+    assert g.std_GPa == pytest.approx(0.3)
+    assert g.err_GPa == pytest.approx(0.6 / SQRT12)
+    assert math.isnan(pressure_gradient([5.0]).range_GPa)
+
+
+def test_line_shape_against_the_low_pressure_width():
+    fwhm = [0.50, 0.52, 0.51, 0.90, 1.20]
+    r1 = [694.5, 694.7, 696.0, 700.0, 700.0]
+    r2 = [1e7 / (1e7 / x + 29.0) for x in r1[:4]] + [1e7 / (1e7 / r1[4] + 33.0)]
+    pressure = [0.5, 1.2, 5.0, 20.0, 20.0]
+    temperature = [298.0, 298.0, 298.0, 298.0, 400.0]  # the last one hot: broad for another reason
+    shape = line_shape(fwhm, r1, r2, pressure, temperature)
+    assert shape.reference_fwhm_nm == pytest.approx(0.51)   # median of the points within 1 GPa of 0.5
+    assert shape.width_ratio[3] == pytest.approx(0.90 / 0.51)
+    assert list(shape.broadened) == [False, False, False, True, False]
+    assert math.isnan(shape.width_ratio[4])
+    assert shape.splitting_cm1[0] == pytest.approx(29.0, abs=1e-6)
+    assert shape.splitting_change_cm1[4] == pytest.approx(4.0, abs=1e-6)
+
+
+def test_sheet_takes_extra_gauge_columns(tmp_path):
+    path = tmp_path / "points.tsv"
+    path.write_text("point\truby\truby_2\truby_3\np1\ta.txt\tb.txt\t\n")
+    sheet = read_sheet(path)
+    assert sheet.gauge_position_columns() == ("ruby_2", "ruby_3")
+    assert sheet.points[0].files["ruby_2"] == str(tmp_path / "b.txt")
+    assert "ruby_3" not in sheet.points[0].files
+    path.write_text("point\truby\truby_10\np1\ta.txt\tb.txt\n")
+    with pytest.raises(SheetError, match="unknown column 'ruby_10'"):
+        read_sheet(path)
+
+
+def _ruby(path: Path, pressure_GPa: float, seed: int, lorentz_fwhm_nm: float = 0.35) -> str:
+    x, y = ruby_spectrum(float(SHEN.position_at(pressure_GPa)), np.random.default_rng(seed),
+                         lorentz_fwhm_nm=lorentz_fwhm_nm, spike_probability=0.0)
+    write_spectrum(path, x, y)
+    return path.name
+
+
+def _voigt_fwhm(lorentz: float, gauss_sigma: float) -> float:
+    """Olivero & Longbothum (1977), good to 0.02 %."""
+    gauss = 2.0 * math.sqrt(2.0 * math.log(2.0)) * gauss_sigma
+    return 0.5346 * lorentz + math.sqrt(0.2166 * lorentz ** 2 + gauss ** 2)
+
+
+def test_stage_flags_medium_broadening_and_stores_the_gradient(tmp_path):
+    rows = [
+        f"p1\t{_ruby(tmp_path / 'a1.txt', 1.0, 1)}\t\t298",
+        f"p2\t{_ruby(tmp_path / 'a2.txt', 5.0, 2)}\t{_ruby(tmp_path / 'b2.txt', 5.0, 3)}\t298",
+        # past 10.5 GPa in 4:1 methanol-ethanol, R1 broadened, a second ruby 0.6 GPa higher
+        f"p3\t{_ruby(tmp_path / 'a3.txt', 12.0, 4, 0.9)}\t{_ruby(tmp_path / 'b3.txt', 12.6, 5, 0.9)}\t298",
+    ]
+    (tmp_path / "points.tsv").write_text("\n".join(["point\truby\truby_2\ttemperature_K", *rows]) + "\n")
+    cfg = validate_section("pressure", {"medium": "4:1 methanol-ethanol"})
+    cfg["scale"] = get_gauge(cfg["gauge"]).default_scale
+    ctx = StageContext(run_id="t", stage="pressure", sheet=read_sheet(tmp_path / "points.tsv"),
+                       run={"pressure": cfg})
+    result = stage.run(ctx)
+    d = result.datasets
+    assert list(d["medium_regime"]) == ["hydrostatic", "hydrostatic", "quasi-hydrostatic"]
+    assert result.attrs["medium_hydrostatic_limit_GPa"] == 10.5
+    assert "Klotz" in result.attrs["medium_limit_sources"]
+    assert result.status[0] == "ok" and result.status[1] == "ok"
+    assert "past the hydrostatic limit" in result.status[2]
+    assert "non-hydrostatic broadening?" in result.status[2]
+    # The width ratio is that of the two Voigt lines the spectra were made with
+    # (instrument sigma 0.06 nm): the pseudo-Voigt fit recovers a FWHM to ~2 %.
+    truth = _voigt_fwhm(0.9, 0.06) / _voigt_fwhm(0.35, 0.06)
+    assert truth > BROADENING_FACTOR
+    assert d["R1_width_ratio"][2] == pytest.approx(truth, rel=0.05)
+    assert d["R1_width_ratio"][1] == pytest.approx(1.0, abs=0.05)
+    # Gradient: 0.6 GPa at p3, none at p2 (same pressure), within the two readings' fit errors.
+    fit_err = d["pressure_err_fit_GPa"]
+    assert abs(d["pressure_gradient_GPa"][2] - 0.6) < 4 * math.sqrt(2) * fit_err[2]
+    assert abs(d["pressure_gradient_GPa"][1]) < 4 * math.sqrt(2) * fit_err[1]
+    assert math.isnan(d["pressure_gradient_GPa"][0])      # one ruby: no gradient
+    assert d["ruby_2/pressure_GPa"][2] == pytest.approx(12.6, abs=4 * fit_err[2])
+    # the gradient joins the random part (one ruby column: no drift)
+    expected = math.hypot(fit_err[2], d["pressure_gradient_GPa"][2] / SQRT12)
+    assert d["pressure_random_err_GPa"][2] == pytest.approx(expected, rel=1e-9)
+    assert d["pressure_err_GPa"][2] == pytest.approx(math.hypot(expected, d["pressure_sys_err_GPa"][2]), rel=1e-9)
+    assert d["pressure_random_err_GPa"][0] == pytest.approx(fit_err[0], rel=1e-9)
+
+
+def test_no_medium_no_flag(tmp_path):
+    (tmp_path / "points.tsv").write_text(f"point\truby\np1\t{_ruby(tmp_path / 'a.txt', 30.0, 7)}\n")
+    cfg = validate_section("pressure", {})
+    cfg["scale"] = get_gauge(cfg["gauge"]).default_scale
+    result = stage.run(StageContext(run_id="t", stage="pressure", sheet=read_sheet(tmp_path / "points.tsv"),
+                                    run={"pressure": cfg}))
+    assert result.status == ["ok"]
+    assert list(result.datasets["medium_regime"]) == ["unknown"]
+    assert result.attrs["medium"] == "unknown"
