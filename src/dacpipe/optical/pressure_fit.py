@@ -8,12 +8,19 @@ from dataclasses import dataclass
 import lmfit
 import numpy as np
 
+from scipy.stats import f as f_distribution
+
 from ..core.errors import InputError
 from ..core.lsq import covariance_scale
 
 MODELS = ("auto", "quadratic", "linear")
 
 _NAMES = ("E0_eV", "alpha_eV_per_GPa", "beta_eV_per_GPa2")
+
+F_TEST_LEVEL = 0.05
+"""Significance level of the F-test that keeps the quadratic term of an
+``auto`` E(P) fit: the term is kept when a linear law would leave a drop in
+chi^2 this improbable."""
 
 
 def _energy(pressure_GPa, E0_eV, alpha_eV_per_GPa, beta_eV_per_GPa2):
@@ -52,6 +59,10 @@ class PressureFit:
     error_scale : float
         Factor applied to the covariance: the Birge ratio sqrt(chi2_red)
         when above 1 (the scatter says the point errors are too small), else 1.
+    F_quadratic, F_critical : float
+        The ``auto`` model's F-test of the quadratic term and the F(1, n-3)
+        value it had to exceed (:data:`F_TEST_LEVEL`); NaN when no test was
+        made (a model asked for, fewer than 4 points).
     """
 
     model: str
@@ -67,6 +78,8 @@ class PressureFit:
     pressure_max_GPa: float
     reduced_chi2: float
     error_scale: float
+    F_quadratic: float = math.nan
+    F_critical: float = math.nan
 
     def energy_eV(self, pressure_GPa):
         """The fitted E at ``pressure_GPa``."""
@@ -93,9 +106,14 @@ def fit_energy_vs_pressure(pressure_GPa, energy_eV, energy_err_eV=None, *, model
         Standard errors of E. Without them (or when any is not a positive
         number) the fit is unweighted and its errors come from the scatter.
     model : {"auto", "quadratic", "linear"}
-        ``"auto"``: quadratic with >= 4 points (one more than its three
-        parameters, so the scatter is measured), linear with 2-3.
-        ``"quadratic"`` with fewer than 4 points falls back to linear.
+        ``"auto"``: with >= 4 points, the line and the parabola are both
+        fitted and the quadratic kept when F = (chi2_lin - chi2_quad) /
+        (chi2_quad / (n - 3)) exceeds the F(1, n - 3) critical value at
+        :data:`F_TEST_LEVEL` (the extra-term F-test, Bevington & Robinson,
+        *Data Reduction and Error Analysis*, 11.4; chi^2 weighted by the
+        points' errors, or the plain residual sums without them: the ratio
+        is the same); linear with 2-3 points. ``"quadratic"`` with fewer
+        than 4 points falls back to linear.
     pressure_err_GPa : array_like, optional
         Pressure errors, turned into energy errors through the fitted slope
         (effective variance, Orear, Am. J. Phys. 50, 912 (1982); two passes).
@@ -126,9 +144,58 @@ def fit_energy_vs_pressure(pressure_GPa, energy_eV, energy_err_eV=None, *, model
         raise InputError(f"{n} point(s) with an energy and a pressure; a fit needs at least 2")
     if np.ptp(p) <= 0:
         raise InputError(f"all {n} points are at {p[0]:g} GPa")
-    chosen = "quadratic" if (model in ("auto", "quadratic") and n >= 4) else "linear"
-    k = 3 if chosen == "quadratic" else 2
     weighted = bool(np.all(np.isfinite(s) & (s > 0)))
+    F_value, F_crit = math.nan, math.nan
+    if n < 4 or model == "linear":
+        chosen = "linear"
+    elif model == "quadratic":
+        chosen = "quadratic"
+    else:
+        linear, quadratic = (_weighted_fit(p, E, s, sp, k, weighted) for k in (2, 3))
+        # chi^2 of the line at rounding level (points exactly on a line): nothing for beta to explain.
+        w = 1.0 / s**2 if weighted else np.ones(n)
+        floor = 1e-20 * float(np.sum(w * (E - np.average(E, weights=w)) ** 2))
+        F_value, F_crit = _f_test(linear[2] if linear[2] > floor else 0.0, quadratic[2], n)
+        chosen = "quadratic" if F_value > F_crit else "linear"
+    k = 3 if chosen == "quadratic" else 2
+    coef, cov, chi2_sum = _weighted_fit(p, E, s, sp, k, weighted)
+    dof = n - k
+    chi2 = float(chi2_sum / dof) if dof > 0 else math.nan
+    # No errors and no scatter (2 points, a line): the errors are unknown.
+    scale = covariance_scale(chi2, weighted) if dof > 0 else (1.0 if weighted else math.nan)
+    if not weighted:
+        chi2 = math.nan
+    cov = cov * scale
+    full = np.full((3, 3), np.nan)
+    full[:k, :k] = cov
+    err = np.sqrt(np.diag(full))
+    beta = float(coef[2]) if k == 3 else math.nan
+    return PressureFit(model=chosen, E0_eV=float(coef[0]), E0_err_eV=float(err[0]),
+                       alpha_eV_per_GPa=float(coef[1]), alpha_err_eV_per_GPa=float(err[1]),
+                       beta_eV_per_GPa2=beta, beta_err_eV_per_GPa2=float(err[2]), covariance=full,
+                       n_points=n, pressure_min_GPa=float(p.min()), pressure_max_GPa=float(p.max()),
+                       reduced_chi2=chi2, error_scale=float(math.sqrt(scale)) if np.isfinite(scale) else math.nan,
+                       F_quadratic=F_value, F_critical=F_crit)
+
+
+def _f_test(chi2_linear: float, chi2_quadratic: float, n: int) -> tuple[float, float]:
+    """F = (chi2_lin - chi2_quad) / (chi2_quad / (n - 3)) and the F(1, n - 3)
+    critical value at :data:`F_TEST_LEVEL` (Bevington & Robinson, *Data
+    Reduction and Error Analysis*, 3rd ed., 11.4: the extra-term F-test).
+    A quadratic that fits exactly (chi2_quad = 0) with a linear that does
+    not gives F = inf."""
+    crit = float(f_distribution.ppf(1.0 - F_TEST_LEVEL, 1, n - 3))
+    drop = max(chi2_linear - chi2_quadratic, 0.0)
+    if chi2_quadratic <= 0:
+        return (math.inf if drop > 0 else 0.0), crit
+    return float(drop / (chi2_quadratic / (n - 3))), crit
+
+
+def _weighted_fit(p, E, s, sp, k: int, weighted: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """One polynomial fit of degree k - 1: coefficients, unscaled covariance
+    (X^T W X)^-1, and chi^2 (the weighted sum of squared residuals; the
+    plain sum without weights)."""
+    n = p.size
     sigma2 = s**2 if weighted else np.ones(n)
     # Start at the unweighted polynomial: the problem is linear in the
     # parameters, so the first Gauss-Newton step lands on the solution.
@@ -143,24 +210,9 @@ def fit_energy_vs_pressure(pressure_GPa, energy_eV, energy_err_eV=None, *, model
                             fit_kws={"Dfun": _jacobian})
         params = result.params
         slope = params["alpha_eV_per_GPa"].value + 2.0 * params["beta_eV_per_GPa2"].value * p
-    coef = [params[name].value for name in _NAMES[:k]]
+    coef = np.array([params[name].value for name in _NAMES[:k]])
     cov = (np.asarray(result.covar, dtype=float) if result.covar is not None else np.full((k, k), np.nan))
-    dof = n - k
-    chi2 = float(np.sum(result.residual**2) / dof) if dof > 0 else math.nan
-    # No errors and no scatter (2 points, a line): the errors are unknown.
-    scale = covariance_scale(chi2, weighted) if dof > 0 else (1.0 if weighted else math.nan)
-    if not weighted:
-        chi2 = math.nan
-    cov = cov * scale
-    full = np.full((3, 3), np.nan)
-    full[:k, :k] = cov
-    err = np.sqrt(np.diag(full))
-    beta = float(coef[2]) if k == 3 else math.nan
-    return PressureFit(model=chosen, E0_eV=float(coef[0]), E0_err_eV=float(err[0]),
-                       alpha_eV_per_GPa=float(coef[1]), alpha_err_eV_per_GPa=float(err[1]),
-                       beta_eV_per_GPa2=beta, beta_err_eV_per_GPa2=float(err[2]), covariance=full,
-                       n_points=n, pressure_min_GPa=float(p.min()), pressure_max_GPa=float(p.max()),
-                       reduced_chi2=chi2, error_scale=float(math.sqrt(scale)) if np.isfinite(scale) else math.nan)
+    return coef, cov, float(np.sum(result.residual**2))
 
 
 @dataclass(frozen=True)

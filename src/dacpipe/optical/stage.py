@@ -95,6 +95,7 @@ def _fit_extras(prefix: str, fit: PressureFit, point_ids: list[str]) -> dict[str
               "model": fit.model, "n_points": np.int64(fit.n_points),
               "pressure_min_GPa": fit.pressure_min_GPa, "pressure_max_GPa": fit.pressure_max_GPa,
               "reduced_chi2": fit.reduced_chi2, "error_scale": fit.error_scale,
+              "F_quadratic": fit.F_quadratic, "F_critical": fit.F_critical,
               "points": np.array(point_ids, dtype=object)}
     return {f"{prefix}/{name}": np.asarray(value) for name, value in values.items()}
 

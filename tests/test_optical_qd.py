@@ -1,0 +1,46 @@
+"""Nanocrystal optics and the E(P) model choice: the F-test of the quadratic term."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dacpipe.optical.pressure_fit import F_TEST_LEVEL, fit_energy_vs_pressure
+
+P8 = np.linspace(0.5, 8.0, 8)
+
+
+def test_f_test_statistic_is_the_textbook_one():
+    """F from numpy's weighted polyfit residuals equals the stored F; the
+    critical value is F(1, 5) at 5 % = 6.61 (tables)."""
+    rng = np.random.default_rng(3)
+    E = 1.5 - 0.03 * P8 + 0.001 * P8**2 + rng.normal(0, 0.002, P8.size)
+    fit = fit_energy_vs_pressure(P8, E, np.full(P8.size, 0.002))
+    chi = [np.sum(((E - np.polyval(np.polyfit(P8, E, k), P8)) / 0.002) ** 2) for k in (1, 2)]
+    assert fit.F_quadratic == pytest.approx((chi[0] - chi[1]) / (chi[1] / 5), rel=1e-6)
+    assert fit.F_critical == pytest.approx(6.6079, rel=1e-4)
+    assert fit.model == ("quadratic" if fit.F_quadratic > fit.F_critical else "linear")
+
+
+def test_f_test_keeps_a_real_curvature():
+    """beta P^2 = 64 meV at 8 GPa against 2 meV noise: quadratic; fewer than 4 points: no test, linear."""
+    rng = np.random.default_rng(11)
+    curved = fit_energy_vs_pressure(P8, 1.5 - 0.03 * P8 + 0.001 * P8**2 + rng.normal(0, 0.002, 8),
+                                    np.full(8, 0.002))
+    assert curved.model == "quadratic" and curved.F_quadratic > curved.F_critical
+    three = fit_energy_vs_pressure(P8[:3], 1.5 - 0.03 * P8[:3], np.full(3, 0.002))
+    assert three.model == "linear" and math.isnan(three.F_quadratic)
+
+
+@pytest.mark.slow
+def test_f_test_false_alarms_at_its_level():
+    """A straight line with noise: the quadratic is kept in 5 % of 200 series
+    (false alarms at the test's level; 3 binomial sigma = 4.6 %)."""
+    rng = np.random.default_rng(11)
+    n, kept = 200, 0
+    for _ in range(n):
+        E = 1.5 - 0.03 * P8 + rng.normal(0, 0.002, 8)
+        kept += fit_energy_vs_pressure(P8, E, np.full(8, 0.002)).model == "quadratic"
+    assert abs(kept / n - F_TEST_LEVEL) < 3 * math.sqrt(F_TEST_LEVEL * (1 - F_TEST_LEVEL) / n)
