@@ -159,6 +159,16 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from ..run.load import export_run
+
+    config = config_from_args(args) if args.configfile or not args.run.endswith(".h5") else None
+    written = export_run(args.run, args.to, args.out, config=config, say=log.warning)
+    folder = written[0].parent if written else args.out
+    log.info(f"wrote {len(written)} {args.to} file{'s' * (len(written) != 1)} in {folder}")
+    return 0
+
+
 def add_lock_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-wait", type=float, metavar="SECONDS", help=LOCK_WAIT_HELP)
 
@@ -240,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", nargs="?", default="data-sample")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the data-sample seed)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("export", help="write a run's store in the formats Dioptas, GSAS-II, EosFit7, "
+                                      "PeakPo and spreadsheets read")
+    p.add_argument("run", help="the run's store (results/<run>.h5), or a run name of the config")
+    p.add_argument("--to", required=True, choices=["xy", "chi", "xye", "eosfit", "jcpds", "csv"],
+                   help="xy/chi: Dioptas/Fit2D patterns; xye: GSAS-II patterns and .instprm; eosfit: P-V per "
+                        "phase; jcpds: fitted cells with their EOS; csv: every per-point table")
+    p.add_argument("--out", help="folder to write (default <results>/<run>/export/<format>)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_export)
 
     add_watch_parser(sub)
     return parser
