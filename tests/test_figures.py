@@ -112,3 +112,28 @@ def test_points_left_out_of_the_eos_fit_are_ringed(tmp_path):
         np.testing.assert_array_equal(ring.get_xdata(), [1.5])
         np.testing.assert_array_equal(ring.get_ydata(), [57.0 / 60.5])
         plt.close(fig)
+
+
+def test_eos_ellipse_draws_the_stored_ellipses(tmp_path):
+    """The K0-K' figure plots eos/<phase>/ellipse/ as stored (a store built here, no run)."""
+    from dacpipe.eos.report import k0_kp_ellipses
+    from dacpipe.eos.models import EosParams
+
+    curves = k0_kp_ellipses(EosParams("bm3", 60.0, 100.0, 4.5), np.array([[4.0, -0.8], [-0.8, 0.25]]),
+                            ("K0_GPa", "Kp"))
+    with h5py.File(tmp_path / "s.h5", "w") as h5:
+        entry = h5.create_group("r")
+        entry.create_group("phases/X").attrs["dummy"] = 1
+        entry["phases"].attrs["phases"] = ["X"]
+        entry["eos/X/K0_GPa"], entry["eos/X/Kp"] = 100.0, 4.5
+        for name, values in curves.items():
+            entry[f"eos/X/ellipse/{name}"] = values
+        plt = _pyplot()
+        fig = FIGURES["eos_ellipse"](entry, plt)
+        tagged = [a for a in fig.axes[0].get_lines() if a.get_gid()]
+        assert len(tagged) == 3
+        for artist in tagged:
+            y_spec, x_spec = artist.get_gid().split("|")
+            np.testing.assert_array_equal(artist.get_ydata(), _resolve(entry, y_spec))
+            np.testing.assert_array_equal(artist.get_xdata(), _resolve(entry, x_spec))
+        plt.close(fig)

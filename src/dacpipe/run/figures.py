@@ -206,6 +206,27 @@ def f_f(entry, plt):
     return fig
 
 
+def eos_ellipse(entry, plt):
+    """K0-K' joint confidence ellipses (68.3 and 95.4 %) of each phase's EOS
+    fit (``eos/<phase>/ellipse/``), with the fitted pair."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, name in enumerate(_phases(entry)):
+        base = f"eos/{name}/ellipse"
+        if base not in entry:
+            continue
+        for level, style in (("68", "-"), ("95", "--")):
+            (line,) = ax.plot(entry[f"{base}/K0_{level}_GPa"][()], entry[f"{base}/Kp_{level}"][()], style,
+                              color=_colour(k), label=f"{name} {level} %")
+            _tag(line, f"{base}/Kp_{level}", f"{base}/K0_{level}_GPa")
+        (centre,) = ax.plot([float(entry[f"eos/{name}/K0_GPa"][()])], [float(entry[f"eos/{name}/Kp"][()])], "+",
+                            color=_colour(k))
+        _tag(centre, f"eos/{name}/Kp", f"eos/{name}/K0_GPa")
+    ax.set_xlabel("K0 (GPa)")
+    ax.set_ylabel("K'")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def band_gap(entry, plt):
     """Band gap and PL energy against pressure, per phase, with the E(P) fits."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -279,6 +300,7 @@ FIGURES: dict[str, Callable] = {
     "fractions": fractions,
     "compression": compression,
     "f_f": f_f,
+    "eos_ellipse": eos_ellipse,
     "band_gap": band_gap,
     "ruby_gallery": ruby_gallery,
     "saxs_distance": saxs_distance,
@@ -293,7 +315,7 @@ def figures_for(run: dict) -> list[str]:
     if "xrd" in run:
         names.append("waterfall")
         if run.get("phases"):
-            names += ["fractions", "compression", "f_f"]
+            names += ["fractions", "compression", "f_f", "eos_ellipse"]
     if "saxs" in run:
         names.append("saxs_distance")
     if "optical" in run:
@@ -309,6 +331,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "fractions": ("phases", "points/pressure_GPa"),
     "compression": ("phases", "eos", "points/pressure_GPa", "points/pressure_err_GPa"),
     "f_f": ("eos",),
+    "eos_ellipse": ("eos",),
     "band_gap": ("optical",),
     "ruby_gallery": ("pressure", "points/point", "points/pressure_GPa"),
     "saxs_distance": ("superlattice/d_A", "superlattice/d_err_A", "points/pressure_GPa"),
