@@ -44,3 +44,21 @@ def test_f_test_false_alarms_at_its_level():
         E = 1.5 - 0.03 * P8 + rng.normal(0, 0.002, 8)
         kept += fit_energy_vs_pressure(P8, E, np.full(8, 0.002)).model == "quadratic"
     assert abs(kept / n - F_TEST_LEVEL) < 3 * math.sqrt(F_TEST_LEVEL * (1 - F_TEST_LEVEL) / n)
+
+
+def test_dark_spectrum_is_subtracted_from_sample_and_reference():
+    """I = T I0' + D, I0 = I0' + D with a dark D of 10 % of the lamp: with the
+    dark, A = -log10 T exactly (to rounding); without it the edge is flattened
+    (A at T = 0.01 reads 1.10 instead of 2)."""
+    from dacpipe.optical.spectra import OpticalSpectrum, absorbance_from
+
+    e = np.linspace(1.5, 2.5, 200)
+    T = 10 ** -(2.0 / (1.0 + np.exp(-(e - 2.0) / 0.05)))
+    lamp, D = 1000.0 + 200.0 * e, 100.0 + 5.0 * e
+    sample = OpticalSpectrum(e, T * lamp + D, "I.txt", "")
+    ref = OpticalSpectrum(e, lamp + D, "I0.txt", "")
+    dark = OpticalSpectrum(e, D, "dark.txt", "")
+    with_dark = absorbance_from(sample, "intensity", ref, dark)
+    np.testing.assert_allclose(with_dark.values, -np.log10(T), atol=1e-12)
+    without = absorbance_from(sample, "intensity", ref)
+    assert without.values[-1] < 1.2 and with_dark.values[-1] > 1.98

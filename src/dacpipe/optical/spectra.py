@@ -162,7 +162,8 @@ def read_optical(path, x_unit: str = "nm", *, density: bool = False,
 
 
 def absorbance_from(sample: OpticalSpectrum, quantity: str,
-                    reference: OpticalSpectrum | None = None) -> OpticalSpectrum:
+                    reference: OpticalSpectrum | None = None,
+                    dark: OpticalSpectrum | None = None) -> OpticalSpectrum:
     """Absorbance from what was measured.
 
     ``"absorbance"`` is kept; ``"transmission"`` (0-1) and
@@ -170,7 +171,10 @@ def absorbance_from(sample: OpticalSpectrum, quantity: str,
     ``-log10(I / I0)`` with I0 the reference interpolated onto the sample's
     energies (points outside the reference's range are left out). Points
     where T or I/I0 is not positive (a saturated edge: no light through) are
-    left out; more than half of them is an error.
+    left out; more than half of them is an error. With a ``dark`` spectrum
+    (detector counts without light, interpolated onto the sample's
+    energies), ``"intensity"`` gives -log10[(I - dark) / (I0 - dark)]: a
+    dark offset left in I and I0 flattens the edge where I is small.
 
     Raises
     ------
@@ -198,7 +202,11 @@ def absorbance_from(sample: OpticalSpectrum, quantity: str,
             raise InputError(f"the reference {reference.source} covers only {int(inside.sum())} of the "
                              "sample's points", sample.source)
         e, y = e[inside], y[inside]
-        ratio = y / np.interp(e, reference.energy_eV, reference.values)
+        i0 = np.interp(e, reference.energy_eV, reference.values)
+        if dark is not None:
+            offset = np.interp(e, dark.energy_eV, dark.values)
+            y, i0 = y - offset, i0 - offset
+        ratio = y / i0
         what = "I/I0"
     else:
         ratio = y / 100.0 if quantity == "transmission_percent" else y

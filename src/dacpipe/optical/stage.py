@@ -231,6 +231,7 @@ def _attrs(cfg: dict) -> dict[str, object]:
             "baseline": cfg["baseline"], "smoothing_eV": float(cfg["smoothing_eV"]),
             "fit_model": cfg["fit_model"], "series": cfg["series"], "absorption_quantity": ab_cfg["quantity"],
             "absorption_x_unit": ab_cfg["x_unit"], "absorption_reference": ab_cfg["reference"] or "",
+            "absorption_dark": ab_cfg.get("dark") or "",
             "pl_x_unit": pl_cfg["x_unit"], "pl_profile": pl_cfg["profile"], "pl_min_snr": float(pl_cfg["min_snr"]),
             "tauc_units": f"(absorbance eV)^{TRANSITIONS[cfg['tauc']]:g}; slopes per eV",
             "references": "Tauc, Grigorovici & Vancu, phys. stat. sol. 15, 627 (1966); "
@@ -284,11 +285,20 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
             reference_error = f"absorption reference {err}"
             warn(f"{run}: optical: {reference_error}")
 
+    dark = None
+    if reference is not None and ab_cfg.get("dark"):
+        inputs.append(str(ab_cfg["dark"]))
+        try:
+            dark = read_optical(str(ab_cfg["dark"]), ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
+        except InputError as err:
+            reference_error = f"absorption dark spectrum {err}"
+            warn(f"{run}: optical: {reference_error}")
+
     def measure_gap(path):
         if reference_error:
             raise InputError(reference_error)
         sample = read_optical(path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
-        absorbance = absorbance_from(sample, ab_cfg["quantity"], reference)
+        absorbance = absorbance_from(sample, ab_cfg["quantity"], reference, dark)
         return _gap_values(tauc_gap(absorbance.energy_eV, absorbance.values, transition=cfg["tauc"],
                                             min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
                                             baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"]))
