@@ -66,13 +66,14 @@ def r1_r2_splitting_cm1(r1_nm, r2_nm) -> np.ndarray:
     return NM_CM1 / np.asarray(r2_nm, dtype=float) - NM_CM1 / np.asarray(r1_nm, dtype=float)
 
 
-def line_shape(r1_fwhm_nm, r1_nm, r2_nm, pressure_GPa, temperature_K) -> LineShape:
+def line_shape(r1_fwhm_nm, splitting_cm1, pressure_GPa, temperature_K) -> LineShape:
     """Compare each point's R1 width and R1-R2 splitting with the run's low-pressure ones (module docstring).
 
     Parameters
     ----------
-    r1_fwhm_nm, r1_nm, r2_nm, pressure_GPa, temperature_K : array_like
-        Per point; NaN where a point has no reading.
+    r1_fwhm_nm, splitting_cm1, pressure_GPa, temperature_K : array_like
+        Per point (the splitting from :func:`r1_r2_splitting_cm1`); NaN where
+        a point has no reading.
 
     Returns
     -------
@@ -82,7 +83,7 @@ def line_shape(r1_fwhm_nm, r1_nm, r2_nm, pressure_GPa, temperature_K) -> LineSha
     fwhm = np.asarray(r1_fwhm_nm, dtype=float)
     p = np.asarray(pressure_GPa, dtype=float)
     t = np.asarray(temperature_K, dtype=float)
-    splitting = r1_r2_splitting_cm1(r1_nm, r2_nm)
+    splitting = np.asarray(splitting_cm1, dtype=float)
     usable = np.isfinite(fwhm) & np.isfinite(p) & (fwhm > 0)
     nan = np.full(fwhm.shape, np.nan)
     if not usable.any():
