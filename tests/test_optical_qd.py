@@ -62,3 +62,22 @@ def test_dark_spectrum_is_subtracted_from_sample_and_reference():
     np.testing.assert_allclose(with_dark.values, -np.log10(T), atol=1e-12)
     without = absorbance_from(sample, "intensity", ref)
     assert without.values[-1] < 1.2 and with_dark.values[-1] > 1.98
+
+
+def test_deformation_potential_of_a_linear_gap():
+    """Eg = 1.5 + 0.08 P on an EOS of K0 = 50 GPa: a_V(0) = -K0 alpha = -4.0 eV;
+    at 5 GPa -K(5) alpha with K(5) of the BM3; errors: alpha's 1 % and K0's
+    2 % add in quadrature at P = 0 (2.24 %)."""
+    from dacpipe.eos.models import EosParams, bulk_modulus_GPa, volume_A3
+    from dacpipe.optical.deformation import deformation_potential_eV
+
+    P = np.linspace(0.5, 6.0, 6)
+    fit = fit_energy_vs_pressure(P, 1.5 + 0.08 * P, np.full(6, 1e-3), model="linear")
+    eos = EosParams("bm3", 60.0, 50.0, 4.5)
+    cov = np.diag([0.0, 1.0, 0.0])  # sigma K0 = 1 GPa = 2 %
+    aV, err = deformation_potential_eV(fit, (eos, cov, ("V0_A3", "K0_GPa", "Kp")), 0.0)
+    assert aV == pytest.approx(-4.0, rel=1e-6)
+    expected = math.hypot(50.0 * fit.alpha_err_eV_per_GPa, 0.08 * 1.0)
+    assert err == pytest.approx(expected, rel=1e-4)
+    aV5, _ = deformation_potential_eV(fit, (eos, cov, ("V0_A3", "K0_GPa", "Kp")), 5.0)
+    assert aV5 == pytest.approx(-float(bulk_modulus_GPa(eos, volume_A3(eos, 5.0))) * 0.08, rel=1e-6)
