@@ -301,6 +301,10 @@ class FrameIntegrator:
         if not np.any(raw_image > 0):  # NaN > 0 is False: gaps and flagged pixels are no counts either
             raise InputError("no usable pixel in the image: every pixel is zero, negative or invalid (no counts)")
         image = self.geometry.orient(raw_image)  # a flipped copy only under legacy_method "flip"
+        # pyFAI works in float32 and converts integer frames itself: done here,
+        # in the reader thread, that copy leaves the integration's thread
+        # (a no-op for float32 frames).
+        image = np.asarray(image, dtype=np.float32)
         if self.spot_finder is None:
             return PreparedFrame(raw=raw_image, image=image, masked=image, spots=None)
         spots = self.spot_finder.find(image)
@@ -308,7 +312,7 @@ class FrameIntegrator:
         if spots.n_pixels:
             # Spots leave the sums as pyFAI's dummy value: no new mask per
             # frame, which would make pyFAI rebuild its sparse matrix.
-            masked = np.array(image, dtype=np.float32)
+            masked = image.copy()
             masked.ravel()[spots.indices] = DUMMY
         return PreparedFrame(raw=raw_image, image=image, masked=masked, spots=spots)
 
