@@ -242,11 +242,16 @@ def test_weighted_quadratic_errors_are_honest():
     assert fit.covariance.shape == (3, 3) and np.all(np.isfinite(fit.covariance))
 
 
-def test_model_choice_by_number_of_points_and_nan_points():
+def test_model_choice_by_f_test_and_nan_points():
+    """A straight E(P) keeps the line (the quadratic term is not significant), a
+    curved one the parabola; a NaN point is left out; with 3 points a quadratic
+    asked for falls back to the line."""
     p = np.array([0.5, 1.0, 2.0, 3.0, np.nan])
     e = 0.8 + 0.03 * p
     fit = pressure_fit.fit_energy_vs_pressure(p, e, np.full(5, 1e-3))
-    assert fit.model == "quadratic" and fit.n_points == 4  # the NaN point is left out
+    assert fit.model == "linear" and fit.n_points == 4
+    curved = pressure_fit.fit_energy_vs_pressure(p, e - 0.004 * p**2, np.full(5, 1e-3))
+    assert curved.model == "quadratic" and curved.F_quadratic > curved.F_critical
     three = pressure_fit.fit_energy_vs_pressure(p[:3], e[:3], np.full(3, 1e-3), model="quadratic")
     assert three.model == "linear" and math.isnan(three.beta_eV_per_GPa2)
     assert np.all(np.isnan(three.covariance[2])) and np.isfinite(three.covariance[1, 1])

@@ -142,3 +142,27 @@ def test_no_medium_no_flag(tmp_path):
     assert result.status == ["ok"]
     assert list(result.datasets["medium_regime"]) == ["unknown"]
     assert result.attrs["medium"] == "unknown"
+
+
+def test_the_broadening_check_applied_again_says_it_once():
+    """dacpipe watch applies the whole-series step to a spliced series whose
+    statuses already hold its warning: said once, and taken back where the
+    width no longer counts as broadened."""
+    import dataclasses as _dc
+
+    from dacpipe.core.results import StageContext, StageResult
+    from dacpipe.io.sheet import Point, Sheet
+    from dacpipe.pressure.stage import finish_pressure
+
+    ids = ["p1", "p2", "p3", "p4"]
+    result = StageResult(stage="pressure", point_ids=ids, status=["ok"] * 4, datasets={
+        "R1_fwhm_nm": np.array([0.40, 0.41, 0.39, 1.2]), "R1_R2_splitting_cm1": np.full(4, 29.0),
+        "pressure_GPa": np.array([0.2, 0.5, 0.8, 12.0])})
+    sheet = Sheet(path=None, points=tuple(Point(point=i) for i in ids), columns=("point",))
+    ctx = StageContext(run_id="r", stage="pressure", sheet=sheet, run={})
+    once = finish_pressure(ctx, result)
+    assert once.status[:3] == ["ok"] * 3 and once.status[3].endswith("non-hydrostatic broadening?")
+    twice = finish_pressure(ctx, once)
+    assert twice.status == once.status
+    narrower = _dc.replace(once, datasets={**once.datasets, "R1_fwhm_nm": np.array([0.40, 0.41, 0.39, 0.42])})
+    assert finish_pressure(ctx, narrower).status == ["ok"] * 4

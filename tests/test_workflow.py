@@ -34,7 +34,7 @@ def snakemake(project, *args):
 
 # The figures of hgte_thz's store besides its ruby gallery, one job each.
 HGTE_FIGURES = {"figure_waterfall": "1", "figure_fractions": "1", "figure_compression": "1", "figure_f_f": "1",
-                "figure_band_gap": "1"}
+                "figure_eos_ellipse": "1", "figure_band_gap": "1"}
 
 
 def job_counts(out) -> dict[str, str]:
@@ -55,7 +55,7 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     structural = {name: "2" for name in HGTE_FIGURES if name != "figure_band_gap"}
     assert counts == {"all": "1", "pressure": "3", "integrate": "3", "index": "2", "join_phases": "2", "eos": "2", "superlattice": "1",
                       "optical": "1", "store": "3", **HGTE_FIGURES, **structural, "figure_ruby_gallery": "2",
-                      "figure_saxs_distance": "1", "merge": "6", "total": "36"}
+                      "figure_saxs_distance": "1", "merge": "6", "total": "38"}
 
 
 def test_full_run_then_noop_rerun(project):
@@ -113,7 +113,7 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     # Indexing, EOS and the optical stage (which takes each point's phase
     # from the indexing) read what follows from the XRD part.
     assert jobs == {"all": "1", "integrate": "1", "merge": "1", "index": "1", "join_phases": "1", "eos": "1",
-                    "optical": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "14"}
+                    "optical": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "15"}
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
@@ -123,7 +123,7 @@ def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
     jobs = job_counts(out)
-    assert jobs == {"all": "1", "eos": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "9"}
+    assert jobs == {"all": "1", "eos": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "10"}
 
 
 def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
@@ -136,7 +136,7 @@ def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
     assert out.returncode == 0, out.stderr
     # No ruby gallery: the run has no ruby spectra to show any more.
     assert job_counts(out) == {"all": "1", "pressure": "1", "merge": "1", "index": "1", "join_phases": "1",
-                               "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, "total": "13"}
+                               "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, "total": "14"}
 
 
 @pytest.mark.parametrize("extra", [

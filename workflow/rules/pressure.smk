@@ -6,7 +6,9 @@
 rule pressure:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
-        spectra=lambda w: sheet_files(w, ["ruby_before", "ruby", "ruby_after"], chunk_of(w, "pressure")),
+        # the gauge spectra, also of the rubies at other places (ruby_2 ... ruby_9)
+        spectra=lambda w: sheet_files(w, ["ruby_before", "ruby", "ruby_after", *(f"ruby_{k}" for k in range(2, 10))],
+                                      chunk_of(w, "pressure")),
         parts=needed_parts("pressure"),
     output:
         f"{RESULTS}/{{run}}/parts/pressure/chunk{{chunk}}.h5",

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..core.errors import ConfigError, DacpipeError
 from ..io.refs import file_part, file_record, resolve
-from ..io.sheet import FILE_COLUMNS, make_sheet, read_sheet, tsv_rows
+from ..io.sheet import FILE_COLUMNS, is_gauge_position_column, make_sheet, read_sheet, tsv_rows
 from ..run.config import run_config
 from ..run.incremental import RunState, StageUpdate, point_files, settings_key, update_run
 from ..run.layout import store_path
@@ -105,7 +105,9 @@ def limited_sheet_text(text: str, folder: str | Path, keep: Iterable[str] | None
     for row in rows:
         if keep is not None and row.get("point") not in keep:
             continue
-        cells = [(resolve(folder, row[c], absolute=True) if c in FILE_COLUMNS and row[c] else row[c]) for c in header]
+        files = [c in FILE_COLUMNS or is_gauge_position_column(c) for c in header]
+        cells = [(resolve(folder, row[c], absolute=True) if is_file and row[c] else row[c])
+                 for c, is_file in zip(header, files)]
         lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"
 

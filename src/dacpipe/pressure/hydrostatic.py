@@ -98,10 +98,13 @@ def line_shape(r1_fwhm_nm, splitting_cm1, pressure_GPa, temperature_K) -> LineSh
     return LineShape(ratio, reference_fwhm, np.nan_to_num(ratio) > BROADENING_FACTOR, splitting, change)
 
 
+BROADENING_TAIL = "non-hydrostatic broadening?"
+
+
 def broadening_warning(fwhm_nm: float, ratio: float, reference_fwhm_nm: float) -> str:
-    """The status line of a broadened R1."""
+    """The status line of a broadened R1 (it ends with :data:`BROADENING_TAIL`)."""
     return (f"pressure: R1 {fwhm_nm:.2f} nm wide, {ratio:.1f} x the run's low-pressure width "
-            f"({reference_fwhm_nm:.2f} nm): non-hydrostatic broadening?")
+            f"({reference_fwhm_nm:.2f} nm): {BROADENING_TAIL}")
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from ..io.sheet import Sheet
 from ..io.spectra import nm_to_raman_shift, read_spectrum
 from .checks import check_axis, check_misfit, check_pressure, check_temperature, plausible_positions
 from .gauges import Gauge, get_gauge
-from .hydrostatic import broadening_warning, line_shape, pressure_gradient, r1_r2_splitting_cm1
+from .hydrostatic import BROADENING_TAIL, broadening_warning, line_shape, pressure_gradient, r1_r2_splitting_cm1
 from .media import get_medium, medium_attrs, medium_regime, regime_warning
 from .scales import PressureScale, get_scale, temperature_corrected_position, thermal_slope_nm_per_K
 
@@ -455,6 +455,12 @@ def _hydrostaticity(medium_key, settings: GaugeSettings, pressure_GPa: np.ndarra
     return datasets, attrs
 
 
+def _without_broadening(status: str) -> str:
+    """A point's status without the broadening warning :func:`finish_pressure` adds."""
+    kept = [part for part in status.split("; ") if not part.endswith(BROADENING_TAIL)]
+    return "; ".join(kept) or "ok"
+
+
 def finish_pressure(ctx: StageContext, result: StageResult) -> StageResult:
     """``result`` (the joined pressure part) with each point's R1 width and
     R1-R2 splitting compared with the run's low-pressure ones
@@ -470,7 +476,9 @@ def finish_pressure(ctx: StageContext, result: StageResult) -> StageResult:
     r1 = np.asarray(d["R1_fwhm_nm"], dtype=float)
     splitting = np.asarray(d["R1_R2_splitting_cm1"], dtype=float)
     shape = line_shape(r1, splitting, np.asarray(d["pressure_GPa"], dtype=float), temperature)
-    status = list(result.status)
+    # Applied again to a spliced series (dacpipe watch), it first takes back what it
+    # said before: the reference may have moved.
+    status = [_without_broadening(s) for s in result.status]
     for i in np.flatnonzero(shape.broadened):
         message = broadening_warning(r1[i], shape.width_ratio[i], shape.reference_fwhm_nm)
         status[i] = message if status[i] == "ok" else f"{status[i]}; {message}"

@@ -293,7 +293,9 @@ class _Updater:
             ctx = stage_context(self.config, self.run_id, stage, sub, points=sub.point_ids)
             new = function(ctx)
         old = read_result(part, self.run_id)
-        write_part(part, self.run_id, splice_results(old, new, self.ids, drop_inputs=self.stale))
+        spliced = splice_results(old, new, self.ids, drop_inputs=self.stale)
+        # a whole-series step (the R1 widths against the run's low-pressure one) over the spliced rows
+        write_part(part, self.run_id, finish_stage(self.config, self.run_id, stage, spliced))
         self.dirty[stage] = set(sub.point_ids)
         self.written.append(part)
         return StageUpdate("points", len(sub.points))

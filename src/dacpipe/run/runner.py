@@ -142,6 +142,7 @@ def run_stage(config: dict, run_id: str, stage: str, out: str | Path | None = No
         result = finish_stage(config, run_id, stage, joined)
     else:
         result = stage_function(stage, run)(stage_context(config, run_id, stage, sheet, progress=progress))
+        result = finish_stage(config, run_id, stage, result)
     out = Path(out) if out else part_path(config, run_id, stage)
     write_part(out, run_id, stamped(result, config, run_id, stage))
     return out

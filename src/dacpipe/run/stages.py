@@ -45,9 +45,14 @@ CHUNKED = ("pressure", "xrd", "saxs", "phases")
 # and a 1,000-frame run's identification runs on as many cores as it has
 # chunks instead of walking the series in one process.
 LEAD_IN_POINTS: dict[str, int] = {"phases": 3}
-# What spans the chunks, computed on the joined series ("module:function",
-# ``f(ctx, joined: StageResult) -> StageResult``): the phase transitions.
-FINISH: dict[str, str] = {"phases": "dacpipe.xrd.stage:finish_phases"}
+# What spans the chunks, computed on the whole series once its rows are all
+# there ("module:function", ``f(ctx, joined: StageResult) -> StageResult``):
+# the phase transitions; the R1 widths against the run's low-pressure one.
+# The runner applies it after a whole-series computation, the workflow's
+# merge job after joining the chunks, dacpipe watch after each splice; a
+# chunk job never does. It must give the same result applied again.
+FINISH: dict[str, str] = {"phases": "dacpipe.xrd.stage:finish_phases",
+                          "pressure": "dacpipe.pressure.stage:finish_pressure"}
 
 # What a stage reads of another's part: (stage, upstream) -> datasets of the
 # upstream group (None: its per-phase datasets, named by the run's phases).

@@ -55,7 +55,8 @@ def sampled_q(xrd) -> np.ndarray:
 
 def phases(ctx: StageContext) -> StageResult:
     """Identify and refine the phases of every pattern in measurement order
-    (:mod:`dacpipe.xrd.indexing`) as the ``phases`` group, with ``transitions/``.
+    (:mod:`dacpipe.xrd.indexing`) as the ``phases`` group; the runner adds
+    the series' ``transitions/`` (:func:`finish_phases`).
 
     A run gauged by an XRD marker has the marker fitted with the sample
     (its lines are then explained, not taken for a phase's), stored beside
@@ -120,8 +121,8 @@ def phases(ctx: StageContext) -> StageResult:
              "q_ref_A": series_q_ref(q_range), "q_range_A": np.array(q_range), "significance": settings.significance,
              "search_rel": settings.search_rel, "method": "whole-pattern fit (fixed-structure intensities, "
              "pseudo-Voigt in 2theta, B-spline background), phases kept by an F-test"}
-    result = StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs)
-    return finish_phases(ctx, result)
+    # the transitions, over the whole series: finish_phases, which the runner applies
+    return StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs)
 
 
 def finish_phases(ctx: StageContext, result: StageResult) -> StageResult:
