@@ -157,3 +157,26 @@ def test_the_stored_model_explains_every_pattern(store):
             assert np.all(g[f"{phase}/evidence_F"][()][present] > g[f"{phase}/critical_F"][()][present])
             assert g[f"{phase}/hkl_used"].dtype.kind == "i"
             assert np.all(np.isnan(g[f"{phase}/volume_fu_A3"][()][~present]))
+
+
+def test_eos_reads_the_cells_and_the_transitions(store, truth):
+    """The EOS stage gets each phase's cell edges and the series' transitions
+    from the phases part: cinnabar's axial moduli, and at each transition the
+    volume change, which matches the truth's at the coexistence points
+    (volumes per formula unit of both phases at the same pressures)."""
+    with h5py.File(store) as h5:
+        eos = h5[f"{RUN}/eos"]
+        assert {"a", "c"} <= set(eos["HgTe-cinnabar/axes"])
+        assert "axes" not in eos["HgTe-zb"]       # cubic: one edge, M = 3 K
+        for axis in ("a", "c"):
+            m0, err = eos[f"HgTe-cinnabar/axes/{axis}/M0_GPa"][()], eos[f"HgTe-cinnabar/axes/{axis}/M0_err_GPa"][()]
+            assert m0 > 0 and 0 < err < m0
+        pairs = list(zip(eos["transitions/from_phase"].asstr()[()], eos["transitions/to_phase"].asstr()[()]))
+        dv, dv_err = eos["transitions/delta_V_rel"][()], eos["transitions/delta_V_rel_err"][()]
+    assert pairs == [("HgTe-zb", "HgTe-cinnabar"), ("HgTe-cinnabar", "HgTe-rs")]
+    for (a, b), value, err in zip(pairs, dv, dv_err):
+        both = (truth[f"{a}/fraction"] > 0) & (truth[f"{b}/fraction"] > 0)
+        expected = (truth[f"{b}/volume_fu_A3"] / truth[f"{a}/volume_fu_A3"] - 1)[both]
+        assert both.sum() >= 1, (a, b)
+        # the onset lies in the coexistence range, across which V_B/V_A - 1 varies little
+        assert expected.min() - 3 * err - 0.005 < value < expected.max() + 3 * err + 0.005, (a, b, value, expected)

@@ -20,14 +20,15 @@ from ..io.sheet import Sheet, read_sheet
 from .config import run_config
 from .layout import part_path, store_path
 from .provenance import SETTINGS_ATTR, settings_digest
-from .stages import LEAD_IN_POINTS, chunks, finish_function, needs, reads, stage_function, stages_for
+from .stages import LEAD_IN_POINTS, chunks, finish_function, needs, optional_reads, reads, stage_function, stages_for
 from .store import assemble, merge_chunks, open_result, read_result, splice_results, write_part
 
 log = logging.getLogger("dacpipe")
 
 
 def read_part(path: str | Path, stage: str, names: Sequence[str] | None = None,
-              points: Sequence[str] | None = None, one_value_per_point: bool = False) -> Upstream:
+              points: Sequence[str] | None = None, one_value_per_point: bool = False,
+              optional: Sequence[str] = ()) -> Upstream:
     """Datasets of one stage's group in a part file (strings decoded), and its attributes.
 
     Parameters
@@ -44,6 +45,9 @@ def read_part(path: str | Path, stage: str, names: Sequence[str] | None = None,
     one_value_per_point : bool
         Leave out the datasets with more than one value per point (patterns)
         and the axes.
+    optional : sequence of str
+        Datasets read where the part has them, in the stage's group or beside
+        it (``transitions/``, read whole: not over points).
 
     Raises
     ------
@@ -67,6 +71,13 @@ def read_part(path: str | Path, stage: str, names: Sequence[str] | None = None,
             if one_value_per_point and (name in fixed or dset.ndim != 1):
                 continue
             data[name] = _read_rows(dset, None if name in fixed else rows)
+        for name in optional:
+            if name in group:
+                dset = group[name]
+                if not (one_value_per_point and (name in fixed or dset.ndim != 1)):
+                    data[name] = _read_rows(dset, None if name in fixed else rows)
+            elif name in entry and isinstance(entry[name], h5py.Dataset) and not one_value_per_point:
+                data[name] = _read_rows(entry[name], None)
         return Upstream(data, dict(group.attrs))
 
 
@@ -94,7 +105,8 @@ def upstream(config: dict, run_id: str, stage: str, run: dict, points: Sequence[
     for needed in needs(stage, run):
         path = part_path(config, run_id, needed)
         phase_names = [str(p) for p in read_part(path, needed).attrs.get("phases", [])]
-        out[needed] = read_part(path, needed, reads(stage, needed, phase_names), points, one_value_per_point)
+        out[needed] = read_part(path, needed, reads(stage, needed, phase_names), points, one_value_per_point,
+                                optional=optional_reads(stage, needed, phase_names))
     return out
 
 

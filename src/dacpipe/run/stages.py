@@ -15,6 +15,7 @@ import importlib
 from typing import Callable
 
 from ..core.results import StageContext, StageResult
+from ..xrd.transitions import COLUMNS as TRANSITION_COLUMNS
 
 # Stage name -> "module:function" of its code.
 STAGES: dict[str, str] = {
@@ -104,6 +105,18 @@ def reads(stage: str, upstream: str, phase_names: list[str]) -> tuple[str, ...]:
     if names is None:
         return tuple(f"{phase}/{key}" for phase in phase_names for key in _PER_PHASE)
     return names
+
+
+def optional_reads(stage: str, upstream: str, phase_names: list[str]) -> tuple[str, ...]:
+    """The datasets ``stage`` reads of ``upstream``'s part where they are there:
+    the EOS stage takes each phase's cell edges (axial moduli of the phases
+    with more than one) and the series' transitions (the volume change at
+    each), which lie beside the phases group in its part."""
+    if (stage, upstream) != ("eos", "phases"):
+        return ()
+    edges = tuple(f"{phase}/{edge}{tail}" for phase in phase_names for edge in ("a", "b", "c")
+                  for tail in ("_A", "_err_A"))
+    return edges + tuple(f"transitions/{column}" for column in TRANSITION_COLUMNS)
 
 
 def config_sections(stage: str, run: dict) -> tuple[str, ...]:
