@@ -105,7 +105,8 @@ def test_patterns_statuses_and_axes(run):
     # Gap pixels (-1) are masked: the flat background level is the truth's 50 counts
     # divided by nothing (solid angle normalised to the PONI pixel).
     # The default spot rejection masks spots and integrates plainly, with the configured method.
-    assert result.attrs["method"] == "('bbox', 'csr', 'cython')" and result.attrs["rejection"] == "spots"
+    # the spot search integrates whole pixels (each bin the mean of its pixels)
+    assert result.attrs["method"] == "('no', 'csr', 'cython')" and result.attrs["rejection"] == "spots"
 
 
 def test_diamond_spot_rejection(run):
@@ -133,14 +134,15 @@ def test_diamond_spot_rejection(run):
     np.testing.assert_array_equal(spots.datasets["spot_pixels"][:2] > 0, [False, True])
     assert 70 <= spots.datasets["spot_pixels"][1] <= 140 and spots.datasets["spot_blobs"][1] == 1
     assert np.all(np.isnan(spots.datasets["spot_pixels"][2:]))
-    np.testing.assert_array_equal(spots.datasets["I"][0], plain.datasets["I"][0])
-    np.testing.assert_array_equal(spots.datasets["I_errors"][0], plain.datasets["I_errors"][0])
+    # (plain: integrated whole pixels, as the spot search does)
+    unsplit = integrate_kind(sheet, section(run, rejection={"method": "none"}, method=["no", "csr", "cython"]),
+                             "xrd")
+    np.testing.assert_array_equal(spots.datasets["I"][0], unsplit.datasets["I"][0])
+    np.testing.assert_array_equal(spots.datasets["I_errors"][0], unsplit.datasets["I_errors"][0])
     assert "spot_pixels" not in plain.datasets and "spot_pixels" not in clipped.datasets
     # Clipping measures the spread along the ring, but the errors reported are
     # still Poisson: those of plain integration without pixel splitting (as
     # clipping does), where nothing was clipped.
-    unsplit = integrate_kind(sheet, section(run, rejection={"method": "none"}, method=["no", "csr", "cython"]),
-                             "xrd")
     ratio = clipped.datasets["I_errors"][0][ring] / unsplit.datasets["I_errors"][0][ring]
     assert np.nanmedian(ratio) == pytest.approx(1.0, abs=0.1)
 

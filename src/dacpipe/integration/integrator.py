@@ -246,9 +246,16 @@ class FrameIntegrator:
 
     def split(self) -> str:
         """The pixel splitting the frames are integrated with (sigma clipping
-        works pixel by pixel, the median filter on fully split pixels)."""
+        works pixel by pixel, the median filter on fully split pixels). With
+        the spot mask too each pixel goes whole to the bin of its centre: a
+        bin is then the mean of its pixels, measured where they are
+        (:meth:`pixel_mean_radial`), which the structural and SAXS models
+        sample; bounding-box splitting smears every pixel over its footprint,
+        which they do not model (measured on data-sample: SAXS spacings 0.25 %
+        off, beyond 3 of their errors, and a gold-marker pressure 0.07 GPa
+        off, against 0.003 with whole pixels)."""
         s = self.settings
-        return {"sigma-clip": "no", "median": "full"}.get(s.rejection, str(s.method[0]).lower())
+        return {"sigma-clip": "no", "spots": "no", "median": "full"}.get(s.rejection, str(s.method[0]).lower())
 
     def pixel_mean_radial(self, raw_image: np.ndarray | None = None) -> np.ndarray:
         """Where each bin's value is measured: the mean radial position (settings' unit)
@@ -326,21 +333,19 @@ class FrameIntegrator:
                       mask=self.static_mask, dummy=DUMMY, delta_dummy=DELTA_DUMMY, dark=self.dark, flat=self.flat,
                       unit=s.unit, normalization_factor=normalization_factor)
         spots = prepared.spots
+        requested = (self.split(), s.method[1], s.method[2])
         if s.rejection == "sigma-clip":
             # Clipping works pixel by pixel, so no pixel splitting. The spread
             # it clips against is always measured along the ring: with a
             # Poisson model one spot thousands of counts high drags the mean
             # so far that pyFAI clips every pixel of its ring (measured: the
             # ring's intensity comes out 0).
-            requested = ("no", s.method[1], s.method[2])
             result = ai.sigma_clip_ng(image, s.npt, method=requested, error_model="azimuthal",
                                       thres=s.rejection_threshold, max_iter=s.rejection_max_iter, **common)
         elif s.rejection == "median":
-            requested = ("full", s.method[1], s.method[2])
             result = ai.medfilt1d_ng(image, s.npt, method=requested, error_model="azimuthal",
                                      percentile=s.median_percentile, **common)
         else:
-            requested = s.method
             result = ai.integrate1d(prepared.masked, s.npt, method=requested, error_model=s.error_model, **common)
         count = getattr(result, "count", None)
         if count is not None and not np.any(np.asarray(count) > 0):
