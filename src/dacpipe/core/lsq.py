@@ -198,3 +198,69 @@ def fit_straight_line(x, y, sigma=None, *, rule: str = "inflate") -> StraightLin
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 0.0
     return StraightLine(intercept, slope, cov, (float(x[0]), float(x[-1])), n, float(r2),
                         chi2 if given else math.nan)
+
+
+# --------------------------------------------------------------------------
+# Systematic errors: a shift common to every point, not scatter
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystematicErrors:
+    """What errors common to every point do to a fit's parameters.
+
+    Attributes
+    ----------
+    errors : dict[str, float]
+        Per parameter, the quadrature sum over the sources of its shift.
+    by_source : dict[str, dict[str, float]]
+        Source name -> parameter -> |shift| for a 1-sigma shift of that
+        source (empty for a source unknown at every point, e.g. a pressure
+        scale that publishes no coefficient errors; left out of ``errors``).
+    """
+
+    errors: dict[str, float]
+    by_source: dict[str, dict[str, float]]
+
+
+def propagate_common_shifts(x, shifts: dict, refit) -> SystematicErrors:
+    """The parameters' systematic errors from errors that move every point of ``x`` together.
+
+    A pressure scale's coefficient error (or an error of the ambient line
+    position, or of the thermometer) moves every pressure of a run in the
+    same direction: one error, fully correlated between points, which a fit
+    weighting it as independent scatter would both mis-weight and average
+    down (Angel, Rev. Mineral. Geochem. 41, 35 (2000), on pressure-scale
+    errors in EOS fits). The fit is weighted by the random errors only, and
+    each source k, with its 1-sigma shift s_ik of point i, is carried to the
+    parameters by refitting with x_i + s_ik and x_i - s_ik:
+
+        sigma_sys(p) = sqrt( sum_k [ (p(x + s_k) - p(x - s_k)) / 2 ]^2 ),
+
+    the sources independent of each other (GUM, JCGM 100:2008, 5.2).
+
+    Parameters
+    ----------
+    x : array_like
+        The points' values the shifts move (pressures).
+    shifts : dict[str, array_like]
+        Source -> 1-sigma shift of each point (same direction for every
+        point); NaN at every point: unknown; NaN at some: 0 there.
+    refit : callable
+        ``refit(x_shifted) -> dict`` of parameter name -> value: the same
+        fit as the one whose parameters are reported.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    by_source: dict[str, dict[str, float]] = {}
+    total: dict[str, float] = {}
+    for source, shift in shifts.items():
+        s = np.asarray(shift, dtype=float).ravel()
+        if not np.any(np.isfinite(s)):
+            by_source[source] = {}
+            continue
+        s = np.where(np.isfinite(s), s, 0.0)
+        up, down = refit(x + s), refit(x - s)
+        by_source[source] = {name: abs(float(up[name]) - float(down[name])) / 2.0 for name in up}
+        for name, value in by_source[source].items():
+            total[name] = math.hypot(total.get(name, 0.0), value)
+    return SystematicErrors(errors=total, by_source=by_source)

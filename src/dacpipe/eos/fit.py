@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import lmfit
 import numpy as np
 
-from ..core.lsq import ESD_SCALINGS, covariance_scale
+from ..core.lsq import ESD_SCALINGS, SystematicErrors, covariance_scale, propagate_common_shifts
 from .models import (MODELS, PARAMETER_NAMES, EosParams, _bulk_modulus, _pressure, implied_K0pp_per_GPa,
                      pressure_derivatives)
 from .models import volume_A3 as eos_volume_A3
@@ -712,42 +712,13 @@ def fit_eos_excluding_outliers(pressure_GPa, volume_A3, *, sigma_P_GPa, sigma_V_
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SystematicErrors:
-    """What the systematic pressure terms do to the fitted parameters.
-
-    Attributes
-    ----------
-    errors : dict[str, float]
-        Per free parameter, the quadrature sum over sources of its shift.
-    by_source : dict[str, dict[str, float]]
-        Source name -> parameter -> |shift| for a 1-sigma shift of that
-        source (NaN for a source whose term is unknown, e.g. a scale that
-        publishes no coefficient errors; left out of ``errors``).
-    """
-
-    errors: dict[str, float]
-    by_source: dict[str, dict[str, float]]
-
-
 def propagate_systematic(pressure_GPa, volume_A3, shifts_GPa: dict, *, sigma_P_GPa, sigma_V_A3,
                          **fit_options) -> SystematicErrors:
-    """The parameters' systematic errors from pressure errors that are the same for every point.
-
-    A pressure scale's coefficient error (or an error of the ambient line
-    position, or of the thermometer) moves every pressure of a run in the
-    same direction: it is one error, fully correlated between points, and a
-    fit that weighted it as independent scatter would both mis-weight the
-    points and average it down (Angel, Rev. Mineral. Geochem. 41, 35
-    (2000), on pressure-scale errors in EOS fits). The fit is therefore
-    weighted by the random errors only, and each systematic source k, with
-    its 1-sigma shift s_ik of point i, is carried to the parameters by
-    refitting with P_i + s_ik and P_i - s_ik:
-
-        sigma_sys(p) = sqrt( sum_k [ (p(P + s_k) - p(P - s_k)) / 2 ]^2 ),
-
-    the sources being independent of each other (GUM, JCGM 100:2008,
-    5.2: correlated inputs, here through one common shift per source).
+    """The EOS parameters' systematic errors from pressure errors that are the
+    same for every point: each source's 1-sigma shift of every pressure, one
+    way then the other, through the same fit
+    (:func:`dacpipe.core.lsq.propagate_common_shifts`, after Angel, Rev.
+    Mineral. Geochem. 41, 35 (2000)).
 
     Parameters
     ----------
@@ -764,22 +735,10 @@ def propagate_systematic(pressure_GPa, volume_A3, shifts_GPa: dict, *, sigma_P_G
         As :func:`fit_eos` (model, fix, V0_A3, Kp ...): the same fit as the
         one whose parameters are reported.
     """
-    P = np.asarray(pressure_GPa, dtype=float).ravel()
-    by_source: dict[str, dict[str, float]] = {}
-    total: dict[str, float] = {}
-    for source, shift in shifts_GPa.items():
-        s = np.asarray(shift, dtype=float).ravel()
-        if not np.any(np.isfinite(s)):
-            by_source[source] = {}
-            continue
-        s = np.where(np.isfinite(s), s, 0.0)
+    def refit(P):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            up = fit_eos(P + s, volume_A3, sigma_P_GPa=sigma_P_GPa, sigma_V_A3=sigma_V_A3, **fit_options)
-            down = fit_eos(P - s, volume_A3, sigma_P_GPa=sigma_P_GPa, sigma_V_A3=sigma_V_A3, **fit_options)
-        shifts = {name: abs(float(getattr(up.params, name)) - float(getattr(down.params, name))) / 2.0
-                  for name in up.parameter_names}
-        by_source[source] = shifts
-        for name, value in shifts.items():
-            total[name] = math.hypot(total.get(name, 0.0), value)
-    return SystematicErrors(errors=total, by_source=by_source)
+            fit = fit_eos(P, volume_A3, sigma_P_GPa=sigma_P_GPa, sigma_V_A3=sigma_V_A3, **fit_options)
+        return {name: float(getattr(fit.params, name)) for name in fit.parameter_names}
+
+    return propagate_common_shifts(pressure_GPa, shifts_GPa, refit)

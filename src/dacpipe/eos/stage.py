@@ -6,6 +6,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
+from ..pressure.budget import random_and_systematic
 from .ff import f_F
 from .report import (fit_axial_eos, k0_kp_ellipses, volume_change_from_eos, volume_change_from_points)
 from .fit import (OUTLIER_LIMIT_SIGMA, EosFit, _model_parameters, fit_eos_excluding_outliers, fit_warnings,
@@ -18,23 +19,6 @@ _STORE_NAMES = {"V0_A3": ("V0_fu_A3", "V0_fu_err_A3"), "K0_GPa": ("K0_GPa", "K0_
 _SYS_NAMES = {"V0_A3": "V0_fu_sys_err_A3", "K0_GPa": "K0_sys_err_GPa", "Kp": "Kp_sys_err",
               "K0pp_per_GPa": "K0pp_sys_err_per_GPa"}
 
-def pressure_errors(pressure) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The random error of each point and the systematic terms of a pressure group.
-
-    A group with ``pressure_random_err_GPa`` (the gauge spectra) gives it and
-    the terms its ``@systematic_terms`` names (one per scale coefficient,
-    lambda0, temperature: :mod:`dacpipe.pressure.stage`), each a 1-sigma
-    shift of every point in one direction; one without (pressures from the
-    sheet, an XRD marker) gives ``pressure_err_GPa`` as the random error and
-    no terms.
-    """
-    names = pressure.datasets
-    if "pressure_random_err_GPa" in names:
-        terms = [str(t) for t in pressure.attrs.get("systematic_terms", ())]
-        return (np.asarray(pressure["pressure_random_err_GPa"], float),
-                {name: np.asarray(pressure[name], float) for name in terms if name in names})
-    return np.asarray(pressure["pressure_err_GPa"], float), {}
-
 
 def run(ctx: StageContext) -> StageResult:
     """The EOS stage of a run: :func:`fit_phase_volumes` on the points'
@@ -44,7 +28,7 @@ def run(ctx: StageContext) -> StageResult:
     pressure, phases = ctx.upstream["pressure"], ctx.upstream["phases"]
     volumes = {name: (phases[f"{name}/volume_fu_A3"], phases[f"{name}/volume_fu_err_A3"])
                for name in (str(n) for n in phases.attrs["phases"])}
-    random_err, systematic = pressure_errors(pressure)
+    random_err, systematic = random_and_systematic(pressure)
     return fit_phase_volumes(ctx.sheet.point_ids, pressure["pressure_GPa"], random_err, volumes,
                              ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"),
                              systematic_GPa=systematic, phase_edges=phase_edges(phases),
@@ -190,7 +174,7 @@ def fit_phase_volumes(point_ids, pressure_GPa, pressure_err_GPa, phase_volumes: 
         :data:`~dacpipe.eos.fit.OUTLIER_LIMIT_SIGMA`.
     systematic_GPa : dict, optional
         Source name -> [N] 1-sigma shift of every point's pressure, the same
-        error for all points (:func:`pressure_errors`): carried to the
+        error for all points (:func:`~dacpipe.pressure.budget.random_and_systematic`): carried to the
         parameters of the fit of the kept points by
         :func:`~dacpipe.eos.fit.propagate_systematic` and stored as
         ``K0_sys_err_GPa``, ``Kp_sys_err``, ``V0_fu_sys_err_A3`` (and

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.stats import f as f_distribution
 
 from ..core.errors import InputError
-from ..core.lsq import covariance_scale
+from ..core.lsq import SystematicErrors, covariance_scale, propagate_common_shifts
 
 MODELS = ("auto", "quadratic", "linear")
 
@@ -215,26 +215,12 @@ def _weighted_fit(p, E, s, sp, k: int, weighted: bool) -> tuple[np.ndarray, np.n
     return coef, cov, float(np.sum(result.residual**2))
 
 
-@dataclass(frozen=True)
-class SystematicEnergyErrors:
-    """The E(P) coefficients' systematic errors from pressure terms common to every point.
-
-    ``errors``: coefficient name (``E0_eV``, ``alpha_eV_per_GPa``,
-    ``beta_eV_per_GPa2``) -> quadrature sum over the sources;
-    ``by_source``: source -> coefficient -> |shift| (empty for a source
-    unknown at every point).
-    """
-
-    errors: dict[str, float]
-    by_source: dict[str, dict[str, float]]
-
-
 def propagate_systematic_energy(pressure_GPa, energy_eV, energy_err_eV, shifts_GPa: dict, *, model: str,
-                                pressure_err_GPa=None) -> SystematicEnergyErrors:
+                                pressure_err_GPa=None) -> SystematicErrors:
     """dE/dP's (and E0's, beta's) systematic errors from pressure errors common to all points.
 
-    As :func:`dacpipe.eos.fit.propagate_systematic`: each source k shifts
-    every point's pressure by its 1-sigma s_ik in the same direction; the
+    As for the EOS (:func:`dacpipe.core.lsq.propagate_common_shifts`): each
+    source k shifts every point's pressure by its 1-sigma s_ik in the same direction; the
     fit (``model`` as chosen for the reported fit, weighted by the random
     pressure errors ``pressure_err_GPa``) is repeated with P + s_k and
     P - s_k, and half the difference of each coefficient is that source's
@@ -242,20 +228,8 @@ def propagate_systematic_energy(pressure_GPa, energy_eV, energy_err_eV, shifts_G
     0.5 % high makes dE/dP 0.5 % low whatever the scatter: no number of
     points averages it down.
     """
-    p = np.asarray(pressure_GPa, dtype=float).ravel()
-    by_source: dict[str, dict[str, float]] = {}
-    total: dict[str, float] = {}
-    for source, shift in shifts_GPa.items():
-        s = np.asarray(shift, dtype=float).ravel()
-        if not np.any(np.isfinite(s)):
-            by_source[source] = {}
-            continue
-        s = np.where(np.isfinite(s), s, 0.0)
-        up, down = (fit_energy_vs_pressure(p + sign * s, energy_eV, energy_err_eV, model=model,
-                                           pressure_err_GPa=pressure_err_GPa) for sign in (1.0, -1.0))
-        names = _NAMES if up.model == "quadratic" else _NAMES[:2]
-        shifts = {name: abs(getattr(up, name) - getattr(down, name)) / 2.0 for name in names}
-        by_source[source] = shifts
-        for name, value in shifts.items():
-            total[name] = math.hypot(total.get(name, 0.0), value)
-    return SystematicEnergyErrors(errors=total, by_source=by_source)
+    def refit(p):
+        fit = fit_energy_vs_pressure(p, energy_eV, energy_err_eV, model=model, pressure_err_GPa=pressure_err_GPa)
+        return {name: getattr(fit, name) for name in (_NAMES if fit.model == "quadratic" else _NAMES[:2])}
+
+    return propagate_common_shifts(pressure_GPa, shifts_GPa, refit)

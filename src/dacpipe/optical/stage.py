@@ -33,6 +33,7 @@ from ..core.errors import ConfigError, InputError
 from ..core.results import StageContext, StageResult, Upstream
 from ..io.config import validate_section
 from ..io.sheet import Sheet
+from ..pressure.budget import random_and_systematic
 from .pl import EmissionFit, fit_pl_peak
 from .pressure_fit import PressureFit, fit_energy_vs_pressure, propagate_systematic_energy
 from .temperature_fit import MODELS as TEMPERATURE_MODELS
@@ -157,24 +158,11 @@ def summarise(ctx: StageContext, measured: StageResult) -> StageResult:
     (:func:`fit_series`)."""
     pressure = ctx.upstream["pressure"]
     phases = ctx.upstream.get("phases")
-    random_err, systematic = pressure_errors(pressure)
+    random_err, systematic = random_and_systematic(pressure)
     return fit_series(measured, ctx.run["optical"], pressure["pressure_GPa"],
                       None if phases is None else dominant_phases(phases), ctx.warn,
                       pressure_err_GPa=random_err, systematic_GPa=systematic,
                       temperature_K=np.array([p.temperature_K for p in ctx.sheet.points], dtype=float))
-
-
-def pressure_errors(pressure: Upstream) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The points' random pressure errors and the group's systematic terms
-    (``@systematic_terms``, :mod:`dacpipe.pressure.stage`); a group without
-    the split (pressures from the sheet, an XRD marker) gives its
-    ``pressure_err_GPa`` and no terms."""
-    names = pressure.datasets
-    if "pressure_random_err_GPa" in names:
-        terms = [str(t) for t in pressure.attrs.get("systematic_terms", ())]
-        return (np.asarray(pressure["pressure_random_err_GPa"], float),
-                {name: np.asarray(pressure[name], float) for name in terms if name in names})
-    return np.asarray(pressure["pressure_err_GPa"], float), {}
 
 
 def dominant_phases(phases: Upstream) -> list[str]:
@@ -380,7 +368,7 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
         of the pressure errors (the fits' weights).
     systematic_GPa : dict, optional
         Source -> [N] 1-sigma shift of every point's pressure, common to all
-        points (:func:`pressure_errors`): carried to E0, dE/dP and beta
+        points (:func:`~dacpipe.pressure.budget.random_and_systematic`): carried to E0, dE/dP and beta
         (:func:`~dacpipe.optical.pressure_fit.propagate_systematic_energy`)
         as ``E0_sys_err_eV``, ``alpha_sys_err_eV_per_GPa``,
         ``beta_sys_err_eV_per_GPa2`` beside each fit, with each source's
