@@ -314,21 +314,12 @@ def run(ctx: StageContext) -> StageResult:
             if repeated and column == "ruby_after":
                 side_status[side][i] = "same file as ruby_before"
                 continue
-            try:
-                spectrum = read_gauge_spectrum(path, settings)
-                reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
-            except InputError as err:
-                err = err.with_path(path)
-                side_status[side][i] = err.reason
-                reasons.append(f"{column} skipped: {err}")
-                ctx.warn_point(point.point, str(err))
+            spectrum, reading, side_status[side][i], said = _read_gauge(path, column, point, settings, ctx)
+            if reading is None:
+                reasons += said
                 continue
             readings.append(reading)
-            doubts = [*spectrum.notes, *reading.warnings]
-            side_status[side][i] = "; ".join(doubts) or "ok"
-            for doubt in doubts:
-                warnings.append(f"{column} warning: {path}: {doubt}")
-                ctx.warn_point(point.point, f"{path}: {doubt}")
+            warnings += said
             for name, attr in fields.items():
                 table[f"{side}/{name}"][i] = getattr(reading.fit, attr)
             table[f"{side}/pressure_GPa"][i] = reading.pressure_GPa
@@ -391,22 +382,41 @@ def _position_readings(point, positions, settings: GaugeSettings, table: dict, s
         path = point.files.get(column)
         if path is None:
             continue
-        try:
-            spectrum = read_gauge_spectrum(path, settings)
-            reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
-        except InputError as err:
-            err = err.with_path(path)
-            side_status[column][i] = err.reason
-            warnings.append(f"{column} skipped: {err}")
-            ctx.warn_point(point.point, str(err))
+        _, reading, side_status[column][i], said = _read_gauge(path, column, point, settings, ctx)
+        warnings += said
+        if reading is None:
             continue
-        doubts = [*spectrum.notes, *reading.warnings]
-        side_status[column][i] = "; ".join(doubts) or "ok"
         for name, attr in settings.gauge.fields.items():
             table[f"{column}/{name}"][i] = getattr(reading.fit, attr)
         table[f"{column}/pressure_GPa"][i] = reading.pressure_GPa
         out.append(reading.pressure_GPa)
     return out
+
+
+def _read_gauge(path: str, column: str, point, settings: GaugeSettings, ctx: StageContext):
+    """One gauge spectrum of a point, read and fitted.
+
+    Returns
+    -------
+    spectrum, reading
+        None both when the spectrum could not be read or fitted.
+    status : str
+        That spectrum's own status: ``"ok"``, its doubts, or why it was skipped.
+    said : list of str
+        The lines it adds to the point's status (the skip, or each doubt),
+        each also said on the console.
+    """
+    try:
+        spectrum = read_gauge_spectrum(path, settings)
+        reading = measure(spectrum.x, spectrum.y, point.temperature_K, settings)
+    except InputError as err:
+        err = err.with_path(path)
+        ctx.warn_point(point.point, str(err))
+        return None, None, err.reason, [f"{column} skipped: {err}"]
+    doubts = [*spectrum.notes, *reading.warnings]
+    for doubt in doubts:
+        ctx.warn_point(point.point, f"{path}: {doubt}")
+    return spectrum, reading, "; ".join(doubts) or "ok", [f"{column} warning: {path}: {doubt}" for doubt in doubts]
 
 
 def _add_gradient(combined: dict, gradient_err_GPa: np.ndarray) -> None:
