@@ -104,8 +104,7 @@ def test_patterns_statuses_and_axes(run):
     np.testing.assert_allclose(two_theta_from_q(result.axes["q"], WAVELENGTH_A), tth)
     # Gap pixels (-1) are masked: the flat background level is the truth's 50 counts
     # divided by nothing (solid angle normalised to the PONI pixel).
-    # The default spot rejection masks spots and integrates plainly, with the configured method.
-    # the spot search integrates whole pixels (each bin the mean of its pixels)
+    # The default spot rejection masks spots and integrates whole pixels (each bin the mean of its pixels).
     assert result.attrs["method"] == "('no', 'csr', 'cython')" and result.attrs["rejection"] == "spots"
 
 
