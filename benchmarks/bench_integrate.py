@@ -186,6 +186,8 @@ def main() -> None:
                              "rejects, so 'none' compares like with like")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run (a) and (b) this many times, interleaved, and report the median ratio")
+    parser.add_argument("--bare-split", default="stage", choices=["stage", "no", "bbox", "full"],
+                        help="pixel splitting of (a): 'stage' = the one the stage uses (like with like)")
     parser.add_argument("--also-none", action="store_true",
                         help="in every repeat also run (b) with rejection none: the rejection's own cost")
     parser.add_argument("--poni-convention", default="pyfai", choices=["pyfai", "dioptas-legacy"],
@@ -205,13 +207,14 @@ def main() -> None:
             poni, frames = make_frames(folder, shape, suffix, args.frames)
             config = write_run(folder, poni, frames, args.rejection, args.poni_convention)
             method = stage_method(poni, args.rejection)
+            bare_method = method if args.bare_split == "stage" else (args.bare_split,) + METHOD[1:]
             print(f"{name}: the stage integrates with {method} under rejection {args.rejection}; "
-                  f"so does (a)", flush=True)
+                  f"(a) with {bare_method}", flush=True)
             plain = write_run(folder / "none", poni, frames, "none", args.poni_convention)
             small = dacpipe_stage(config, max(1, args.frames // 4))
             ratios, plain_ratios, steady_ratios = [], [], []
             for repeat in range(args.repeat):  # interleaved: a load that comes and goes hits both
-                bare = bare_loop(poni, frames, method)
+                bare = bare_loop(poni, frames, bare_method)
                 full = dacpipe_stage(config, args.frames)
                 ratios.append(full["fps"] / bare["fps"])
                 # The stage's set-up (geometry, masks, the spot search's arrays,
