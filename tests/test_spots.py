@@ -87,7 +87,7 @@ def _line_area(x, y, centre, half_window=0.3, edge=0.22) -> float:
 
 
 def test_grainy_ring_kept_and_diamond_spots_masked(synthetic):
-    ai, tth = synthetic["ai"], synthetic["tth"]
+    ai = synthetic["ai"]
     truth = synthetic["smooth"] + synthetic["grainy"]
     frame = np.random.default_rng(5).poisson(truth + sum(synthetic["spots"])).astype(np.int32)
     integrator = _integrator(synthetic["folder"])
@@ -131,7 +131,8 @@ def test_pulls_of_the_masked_pattern(synthetic):
     deviation ~1. (The pixels a spot covers are missing from its bins, which
     then average the ring's profile over the other pixels: against the truth
     over all pixels the pulls widen to 1.19, measured.) The mask follows
-    upward noise at a spot's edge (hysteresis): a bias would show here."""
+    noise at a spot's edge (the pixels above 5 sigma, then grown): a bias
+    would show here."""
     ai, tth = synthetic["ai"], synthetic["tth"]
     truth_image = synthetic["smooth"]
     integrator = _integrator(synthetic["folder"])
