@@ -136,3 +136,30 @@ def test_external_raw_storage_out_of_the_folder_is_refused(tmp_path, monkeypatch
     assert input_files(run / "raw_inside.h5") == [run / "raw_inside.h5", inside]
     image = read_image(f"{run / 'raw_inside.h5'}::/entry/data/data")
     np.testing.assert_array_equal(image[0, :5], [0, 1, 2, 3, 4])
+
+
+def test_links_outside_the_folder_read_and_recorded_when_the_config_allows(tmp_path, frames):
+    """hdf5_links_outside: true reads a link that leaves the file's folder, and
+    records its target with its checksum."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    data = write_data(outside / "data.h5", frames)
+    run = tmp_path / "run"
+    run.mkdir()
+    write_master(run / "master.h5", str(data))
+    (run / "points.tsv").write_text("point\txrd\tpressure_GPa\np1\tmaster.h5@1\t1.0\n")
+    config = run / "config.yaml"
+    config.write_text(f"results_dir: {run / 'results'}\nruns:\n  r:\n    sheet: {run / 'points.tsv'}\n"
+                      f"    pressure: {{gauge: sheet}}\n"
+                      f"    xrd: {{poni: {SAMPLE / 'xrd.poni'}, npt: 100, rejection: {{method: none}}, "
+                      f"hdf5_links_outside: true}}\n")
+    try:
+        result = read_result(run_stage(load_config([config]), "r", "xrd"), "r")
+    finally:
+        from dacpipe.io.images import allow_links_outside
+        allow_links_outside(False)
+    assert result.status == ["ok"]
+    recorded = {Path(r.path): r for r in result.inputs}
+    assert recorded[data].sha256 == sha256(data)
+    with pytest.raises(InputError, match="hdf5_links_outside: true"):
+        read_image(f"{run / 'master.h5'}@1")   # refused again once the run is done with

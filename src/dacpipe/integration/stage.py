@@ -19,7 +19,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from ..core.units import q_from_two_theta, two_theta_from_q
-from ..io.images import input_files, read_frame_file, read_image
+from ..io.images import allow_links_outside, input_files, read_frame_file, read_image
 from ..io.refs import FileRecord, file_part, file_record
 from ..io.sheet import Point
 from .from_patterns import (frame_header, frame_normalization, has_patterns, header_warnings, header_wavelength,
@@ -79,6 +79,7 @@ def run(ctx: StageContext) -> StageResult:
     if kind == "xrd" and has_patterns(sheet):  # patterns integrated elsewhere: from_patterns.py
         return run_with_patterns(ctx, run)
     settings = IntegrationSettings.from_config(ctx.run[kind])
+    allow_links_outside(ctx.run[kind]["hdf5_links_outside"])
     n = len(sheet.points)
     references = [p.files.get(kind) for p in sheet.points]
     # No wavelength in config or PONI: the first frame header's (Pilatus CBF, Eiger).

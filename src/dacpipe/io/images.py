@@ -748,14 +748,26 @@ def hdf5_linked_files(path: str | os.PathLike) -> list[Path]:
         stat = path.stat()
     except OSError:
         return []
-    return list(_linked_files_cached(str(path), stat.st_mtime_ns, stat.st_size))
+    return list(_linked_files_cached(str(path), stat.st_mtime_ns, stat.st_size, _links_outside_allowed))
 
 
 _MAX_LINK_DEPTH = 4
+# Whether links may leave the file's folder: the run's config says
+# (``hdf5_links_outside``, set by the integration stage for its process:
+# :func:`allow_links_outside`); the targets are then still read through the
+# same walk, checksummed and recorded.
+_links_outside_allowed = False
+
+
+def allow_links_outside(allowed: bool) -> None:
+    """Let HDF5 links, virtual datasets and external storage point outside the
+    file's folder (a run's ``hdf5_links_outside``), or refuse them again."""
+    global _links_outside_allowed
+    _links_outside_allowed = bool(allowed)
 
 
 @functools.lru_cache(maxsize=256)
-def _linked_files_cached(path: str, mtime_ns: int, size: int) -> tuple[Path, ...]:
+def _linked_files_cached(path: str, mtime_ns: int, size: int, outside_allowed: bool = False) -> tuple[Path, ...]:
     """:func:`hdf5_linked_files` of one version of a file (every frame of a
     stack is read through the same master: its links are walked once)."""
     found: dict[Path, None] = {}
@@ -768,9 +780,10 @@ def _linked_files_cached(path: str, mtime_ns: int, size: int) -> tuple[Path, ...
             # folder linked into a processing folder is the user's choice).
             folder = Path(os.path.normpath(current.parent.absolute()))
             real = Path(os.path.normpath(target))
-            if folder != real.parent and folder not in real.parents:
+            if not outside_allowed and folder != real.parent and folder not in real.parents:
                 raise InputError(f"{name} is {kind} to {target}, outside the file's folder {current.parent}: "
-                                 f"refused (copy that file beside it to read it)", current)
+                                 f"refused (copy that file beside it to read it, or set "
+                                 f"hdf5_links_outside: true in the run's config)", current)
             if real in seen:
                 continue
             seen.add(real)
