@@ -10,7 +10,6 @@ integrated with the project's own integration stage and its first point
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -313,17 +312,15 @@ def test_never_crashes(values, with_sigma):
         assert math.isfinite(pk.position) and pk.fwhm > 0 and pk.area > 0
 
 
-def test_speed():
-    """3000 points and 30 lines, several overlapping, well under a second."""
+def test_thirty_lines_on_3000_points():
+    """3000 points and 30 lines, several overlapping: found and fitted (the
+    speed is benchmarks/bench_fits.py's, never a timed test)."""
     rng = np.random.default_rng(10)
     q = np.linspace(0.5, 6.0, 3000)
     centres = np.sort(rng.uniform(0.8, 5.7, 30))
     lines = [(c, h, 0.02 + 0.002 * c, 0.6) for c, h in zip(centres, rng.uniform(100.0, 3000.0, 30))]
     y, sigma = counts(rng, lines=lines, q=q)
-    start = time.perf_counter()
     fit = fit_peaks(q, y, sigma)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
     assert len(fit.peaks) >= 25 and fit.reduced_chi2 < 1.3
 
 
@@ -401,12 +398,11 @@ def test_data_sample_at_bin_centres(hgte):
 
 
 def test_data_sample_every_point_fits(hgte):
-    """Every point of the run, across both transitions, fits quickly and finds its strongest lines."""
+    """Every point of the run, across both transitions, fits and finds its strongest
+    lines (its speed is benchmarks/bench_fits.py's: a timed test fails on a loaded machine)."""
     result, truth, mean_q = hgte
     intensity, errors = result.datasets["I"], result.datasets["I_errors"]
-    start = time.perf_counter()
     fits = [fit_peaks(mean_q, intensity[i], errors[i]) for i in range(len(intensity))]
-    assert (time.perf_counter() - start) / len(fits) < 0.5
     for fit in fits:
         assert len(fit.peaks) >= 6
         assert all(pk.snr >= 4.0 for pk in fit.peaks)
