@@ -200,3 +200,19 @@ def test_splice_part_whole_series_extras_come_from_the_new_part(tmp_path):
         assert h5["run/phases/x"][()].tolist() == [1.0, 2.0, 3.0]
         assert h5["run/transitions/onset_GPa"][()].tolist() == [5.0, 9.0]
         assert list(h5["run/point_ids"].asstr()[()]) == ["a", "b", "c"]
+
+
+def test_a_stages_warnings_join_the_points_status(tmp_path):
+    """A per-point warning of a stage (the integration's: a mask that leaves few
+    pixels) is in the point's status in the store; the stage's own status stays
+    ok, so the stages after it use the point."""
+    sheet_path = tmp_path / "points.tsv"
+    sheet_path.write_text("point\na\nb\n")
+    result = StageResult(stage="xrd", point_ids=["a", "b"], status=["ok", "ok"],
+                         datasets={"I": np.ones((2, 3)), "warnings": np.array(["", "few pixels"], dtype=object)},
+                         axes={"q": np.arange(3.0)})
+    write_part(tmp_path / "xrd.h5", "run", result)
+    assemble(tmp_path / "run.h5", "run", read_sheet(sheet_path), [tmp_path / "xrd.h5"], "runs: {}\n")
+    with h5py.File(tmp_path / "run.h5") as h5:
+        assert list(h5["run/points/status"].asstr()[()]) == ["ok", "xrd warning: few pixels"]
+        assert list(h5["run/xrd/status"].asstr()[()]) == ["ok", "ok"]

@@ -671,6 +671,12 @@ def assemble(store_path: str | Path, run_id: str, sheet: Sheet, parts: Sequence[
                     stage = src_entry[name]
                     if isinstance(stage, h5py.Group) and "status" in stage:
                         stage_status.append(list(stage["status"].asstr()[()]))
+                    # A stage's per-point warnings (a mask that leaves few pixels, a frame
+                    # header that disagrees with the PONI) join the point's status; the
+                    # stage's own status stays "ok", so the stages after it use the point.
+                    if isinstance(stage, h5py.Group) and "warnings" in stage and stage["warnings"].ndim == 1:
+                        stage_status.append([f"{name} warning: {w}" if w else "ok"
+                                             for w in stage["warnings"].asstr()[()]])
                 # The parts checksummed their inputs when they read them.
                 table = src_entry["inputs"]
                 inputs += [FileRecord(p, h, int(n)) for p, h, n in
