@@ -362,7 +362,7 @@ def main() -> None:
         print(f"load average at start {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}; "
               f"frames made in {made:.0f} s")
 
-        bare = bare_loop(poni, frames)
+        bare = bare_loop(poni, frames)["fps"]   # frames per second, the workflow's method (rejection none)
         dag = timed([*snakemake, "-n"], work)
         whole = timed(snakemake, work)
         jobs = job_times(work)
@@ -375,7 +375,8 @@ def main() -> None:
         print(f"workflow / bare (fps ratio)   {k / whole / bare:7.2f}     goal >= {goal}")
         print("jobs (Snakemake metadata, wall s):")
         for output, seconds in sorted(jobs.items(), key=lambda item: -item[1]):
-            extra = f"   {seconds / k:.3f} s per frame" if output.endswith("parts/phases.h5") else ""
+            # the identification runs in chunks (parts/phases/chunkNNNN.h5), joined in parts/phases.h5
+            extra = f"   {seconds / k:.3f} s per frame of the run" if "/parts/phases/" in output else ""
             print(f"  {seconds:8.2f}  {output}{extra}")
         print(f"load average at end {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
         log = work / "results" / "scale" / "logs" / "phases.log"
