@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
-REPEATS = 30
+REPEATS = 15   # 210 frames: three chunks of 100, killed within the first
 
 
 def _project(dest: Path, chunk_points: int = 500) -> Path:
@@ -99,7 +99,7 @@ def test_sigkill_in_the_middle_of_integration_then_rerun(tmp_path, reference):
     running.wait(timeout=60)
     assert not (project / "results" / "big.h5").exists()
     assert not (project / "results" / "big" / "parts" / "xrd.h5").exists()  # parts are written atomically
-    assert len(list((project / "results" / "big" / "parts" / "xrd").glob("chunk*.h5"))) < 5
+    assert len(list((project / "results" / "big" / "parts" / "xrd").glob("chunk*.h5"))) < 3
     # As the Snakemake notes say: the lock stays, and the partial output is flagged.
     locked = _snakemake(project)
     assert locked.returncode != 0 and "cannot be locked" in locked.stdout + locked.stderr
