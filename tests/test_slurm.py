@@ -65,6 +65,8 @@ def test_the_pipeline_through_slurm_equals_a_local_run(cluster, sample_results, 
         [sys.executable, "-m", "snakemake", *targets, "--workflow-profile", "workflow/profiles/slurm", "--jobs", "4",
          # No slurmdbd on this cluster: job states from squeue, no account.
          "--slurm-no-account", "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+         # one squeue round every 2 s, not 10: each level of the DAG waits for one
+         "--seconds-between-status-checks", "2",
          # The profile asks 4 cores for an integration job; this node has 2.
          "--set-threads", "integrate=2"],
         cwd=tmp_path, env=cluster, capture_output=True, text=True, timeout=1800)
