@@ -227,11 +227,19 @@ def point_pressure(readings: Sequence[GaugeReading], reasons: Sequence[str],
     return result, "; ".join([*reasons, *warnings]) or "ok"
 
 
-def same_file(a: str, b: str) -> bool:
-    """Whether two references name the same content (same path, or same SHA-256)."""
+def same_file(a: str, b: str, records: dict | None = None) -> bool:
+    """Whether two references name the same content (same path, or same SHA-256).
+
+    ``records``: path -> :class:`~dacpipe.io.refs.FileRecord` already made;
+    the records made here are added to it, so that the part's provenance
+    does not hash the files again."""
     if a == b:
         return True
-    ra, rb = file_record(a), file_record(b)
+    records = {} if records is None else records
+    for path in (a, b):
+        if path not in records:
+            records[path] = file_record(path)
+    ra, rb = records[a], records[b]
     return bool(ra.sha256) and ra.sha256 == rb.sha256
 
 
@@ -298,7 +306,8 @@ def run(ctx: StageContext) -> StageResult:
     for i, point in enumerate(sheet.points):
         readings, reasons, warnings = [], [], []
         twin = [point.files.get(c) for c in ("ruby_before", "ruby_after")]
-        repeated = None not in twin and same_file(*twin)
+        records: dict = {}   # the spectra hashed for the comparison: the provenance's records too
+        repeated = None not in twin and same_file(*twin, records=records)
         if repeated:
             # One spectrum named twice is one measurement: no drift, and its
             # fit error is not divided by sqrt(2).
@@ -310,7 +319,7 @@ def run(ctx: StageContext) -> StageResult:
             path = point.files.get(column)
             if path is None:
                 continue
-            inputs.append(path)
+            inputs.append(records.get(path, path))
             if repeated and column == "ruby_after":
                 side_status[side][i] = "same file as ruby_before"
                 continue
