@@ -37,6 +37,8 @@ def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | Non
     the page cache, each file once (the frames of an HDF5 stack share one).
     """
     hashed: set[str] = set()
+    # A file's header is the same for all its frames (an HDF5 stack): read once.
+    headers: dict[str, object] = {}
 
     def load(ref):
         if ref is None:
@@ -46,7 +48,12 @@ def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | Non
         try:
             content = read_frame_file(ref)
             frame = read(ref, content)
-            header = frame_header(ref, content)  # wavelength, distance: from the same bytes
+            if content is not None:    # a CBF: wavelength, distance from the same bytes
+                header = frame_header(ref, content)
+            else:
+                if path not in headers:
+                    headers[path] = frame_header(ref, None)
+                header = headers[path]
         except InputError as err:
             frame = err.with_path(path)
         records = []
