@@ -22,8 +22,8 @@ from ..core.units import q_from_two_theta, two_theta_from_q
 from ..io.images import allow_links_outside, input_files, read_frame_file, read_image
 from ..io.refs import FileRecord, file_part, file_record
 from ..io.sheet import Point
-from .from_patterns import (frame_header, frame_normalization, has_patterns, header_warnings, header_wavelength,
-                            run_with_patterns)
+from .frames import frame_header, frame_normalization, header_warnings, header_wavelength
+from .from_patterns import has_patterns, run_with_patterns
 from .integrator import FrameIntegrator, IntegrationSettings
 
 def _prefetch(references: Sequence[str | None], read: Callable[[str, bytes | None], np.ndarray]
