@@ -253,7 +253,8 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
         Stage ``"optical"``: ``band_gap/<value>`` and ``pl_peak/<value>``
         over the points (NaN where a spectrum is absent or gave none), the
         status of each point (the reasons a spectrum was skipped), the
-        spectra read as inputs.
+        spectra read as inputs, and each spectrum as read, on its own
+        energy axis (``spectra/``, :data:`SPECTRA`, for the figures).
     """
     cfg = settings(optical_cfg)
     n = len(sheet.points)
@@ -287,15 +288,20 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
             raise InputError(reference_error)
         sample = read_optical(path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
         absorbance = absorbance_from(sample, ab_cfg["quantity"], reference, dark)
+        read["absorption"] = (absorbance.energy_eV, absorbance.values)  # kept even when no edge is found
         return _gap_values(tauc_gap(absorbance.energy_eV, absorbance.values, transition=cfg["tauc"],
                                             min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
                                             baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"]))
 
     def measure_pl(path):
         spectrum = read_optical(path, pl_cfg["x_unit"], density=True, energy_range_eV=pl_cfg["energy_range_eV"])
+        read["pl"] = (spectrum.energy_eV, spectrum.values)
         return _pl_values(fit_pl_peak(spectrum.energy_eV, spectrum.values, profile=pl_cfg["profile"],
                                               min_snr=pl_cfg["min_snr"], background_scale=spectrum.jacobian))
 
+    # Each spectrum as read (absorbance; PL per eV), for the figures, which are drawn from the store alone.
+    read: dict[str, tuple] = {}
+    shown: dict[str, list] = {"absorption": [None] * n, "pl": [None] * n}
     for i, point in enumerate(sheet.points):
         reasons = []
         for column, measure_one, table in (("absorption", measure_gap, gap), ("pl", measure_pl, pl)):
@@ -310,13 +316,37 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
                 err = err.with_path(path)
                 reasons.append(f"optical: {err}")
                 warn(f"{run}/{point.point}: optical: {err}")
+            shown[column][i] = read.pop(column, None)
         status.append("; ".join(reasons) if reasons else "ok")
         progress(i + 1, n)
 
     datasets = {f"band_gap/{name}": values for name, values in gap.items()}
     datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})
+    datasets.update(_padded_spectra(shown))
     return StageResult(stage="optical", point_ids=sheet.point_ids, datasets=datasets, attrs=_attrs(cfg),
                        status=status, inputs=inputs)
+
+
+# Store names of the spectra kept per point: (energy axis, values) per sheet column.
+SPECTRA = {"absorption": ("spectra/absorption_energy_eV", "spectra/absorbance"),
+           "pl": ("spectra/pl_energy_eV", "spectra/pl_intensity_per_eV")}
+
+
+def _padded_spectra(shown: dict[str, list]) -> dict[str, np.ndarray]:
+    """``spectra/<axis>`` and ``spectra/<values>`` [N, longest spectrum] of each
+    column (:data:`SPECTRA`), each row on its own spectrum's energy axis,
+    NaN-padded; a column no point has a spectrum for gives none."""
+    out = {}
+    for column, rows in shown.items():
+        width = max((len(row[0]) for row in rows if row is not None), default=0)
+        if width == 0:
+            continue
+        axis, values = (np.full((len(rows), width), np.nan) for _ in range(2))
+        for i, row in enumerate(rows):
+            if row is not None:
+                axis[i, :len(row[0])], values[i, :len(row[1])] = row
+        out.update(dict(zip(SPECTRA[column], (axis, values))))
+    return out
 
 
 def _systematic_extras(prefix: str, fit: PressureFit, member: np.ndarray, p, E, s, sp, systematic: dict
@@ -434,5 +464,6 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
     datasets.update({"pl_peak/pressure_GPa": pressure.copy(), "pl_peak/phase": np.array(phases, dtype=object),
                      "pl_peak/method": np.array([f"{cfg['pl']['profile']} fit"] * n, dtype=object)})
     datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})
+    datasets.update({name: values for name, values in measured.datasets.items() if name.startswith("spectra/")})
     return StageResult(stage="optical", point_ids=ids, datasets=datasets, extra=extra, attrs=_attrs(cfg),
                        status=list(measured.status), inputs=list(measured.inputs))
