@@ -1,4 +1,10 @@
-"""Singh's lattice-strain theory: Q(hkl) and t/G from d against azimuth, on synthetic truth."""
+"""Singh's lattice-strain theory: Q(hkl) and t/G from d against azimuth, on synthetic truth.
+
+The truth: radial-geometry cakes of nanocrystalline gold (10 nm, Voigt lines,
+a DAC background, Poisson counts; :func:`dacpipe.synth.strain.strained_cake`)
+whose every line's d follows d_P [1 + (1 - 3 cos^2 psi) Q], so that
+t/G = 6 Q (Singh et al., J. Appl. Phys. 83, 7567 (1998)).
+"""
 
 from __future__ import annotations
 
@@ -6,55 +12,77 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 
-from dacpipe.xrd.strain import (differential_stress, fit_line_strain, ring_positions, strain_factor)
+from dacpipe.core.results import StageResult
+from dacpipe.io.config import load_config
+from dacpipe.synth.powder import PointTruth
+from dacpipe.synth.strain import strained_cake
+from dacpipe.xrd.library import get_phase
+from dacpipe.xrd.lines import predicted_lines
+from dacpipe.xrd.strain import (AXIAL_REASON, NO_CAKE_REASON, cake_sectors, differential_stress, fit_line_strain,
+                                phase_strain, sector_positions, strain_factor)
 
-WAVELENGTH_A = 0.4
-A_CUBIC = 4.0
-Q_TRUE = 0.002
-
-
-def two_theta_deg(d_A):
-    return np.degrees(2.0 * np.arcsin(WAVELENGTH_A / (2.0 * np.asarray(d_A))))
-
-
-def d_of(two_theta):
-    return WAVELENGTH_A / (2.0 * np.sin(np.radians(np.asarray(two_theta)) / 2.0))
-
-
-def synthetic_cake(q_by_hkl: dict, rng, chi_deg, radial_deg):
-    """A radial-geometry cake [chi, 2theta]: Gaussian rings whose d follows Singh's eq. with Q per line,
-    on a flat background, Poisson counts."""
-    counts = np.full((chi_deg.size, radial_deg.size), 100.0)
-    for hkl, q in q_by_hkl.items():
-        d_p = A_CUBIC / math.sqrt(sum(h * h for h in hkl))
-        x = strain_factor(two_theta_deg(d_p), chi_deg, "radial")
-        centre = two_theta_deg(d_p * (1.0 + x * q))
-        counts += 1000.0 * np.exp(-0.5 * ((radial_deg[None, :] - centre[:, None]) / 0.03) ** 2)
-    return rng.poisson(counts).astype(float)
+WAVELENGTH_A = 0.4133
+Q_TRUE = 0.003                       # t/G = 0.018: ~1 GPa on gold (G ~ 30 GPa) at a few GPa
+Q_RANGE = (2.2, 4.6)                 # Au 111, 200, 220
+CHI = np.arange(-177.5, 180.0, 5.0)  # 72 rows
+FWHM_Q = 2 * math.pi * 0.94 / 100.0  # Scherrer, 10 nm
 
 
-def test_q_and_differential_stress_from_a_synthetic_cake():
-    chi = np.arange(0.0, 360.0, 5.0)
-    radial = np.linspace(5.0, 18.0, 6500)          # 0.002 deg bins
-    lines = {(1, 1, 1): Q_TRUE, (2, 0, 0): Q_TRUE, (2, 2, 0): Q_TRUE}
-    cake = synthetic_cake(lines, np.random.default_rng(3), chi, radial)
-    fitted = []
-    for hkl in lines:
-        d_p = A_CUBIC / math.sqrt(sum(h * h for h in hkl))
-        centres = ring_positions(cake, radial, two_theta_deg(d_p), 0.25)
-        line = fit_line_strain(d_of(centres), centres, chi, "radial")
-        assert line.n_azimuths == chi.size
-        assert abs(line.d_P_A - d_p) < 4 * line.d_P_err_A
-        assert abs(line.Q - Q_TRUE) < 4 * line.Q_err
-        assert line.Q_err < 0.05 * Q_TRUE
-        fitted.append(line)
-    stress = differential_stress(fitted, shear_modulus_GPa=30.0)
-    assert stress.n_lines == 3
-    assert stress.t_over_G == pytest.approx(6 * Q_TRUE, abs=4 * stress.t_over_G_err)
-    assert stress.t_GPa == pytest.approx(30.0 * stress.t_over_G)
-    assert math.isnan(differential_stress(fitted).t_GPa)       # G unknown: t/G only
-    assert differential_stress(fitted).t_over_G == stress.t_over_G
+def _au_cake(q_strain, seed, *, load_axis=0.0, npt=400, peak_counts=3000.0):
+    q = np.linspace(*Q_RANGE, npt)
+    truth = PointTruth(5.0, {"Au": 1.0}, {"Au": 10.0})
+    cake = strained_cake("Au", truth, q, CHI, WAVELENGTH_A, q_strain, np.random.default_rng(seed),
+                         load_axis_chi_deg=load_axis, peak_counts=peak_counts)
+    lines = [(ln.hkl, ln.q_A) for ln in predicted_lines(get_phase("Au"), truth.cell("Au"), WAVELENGTH_A, Q_RANGE[1], 2.0)
+             if ln.q_A > Q_RANGE[0]]
+    return cake, lines
+
+
+def _strain(cake, lines, load_axis=0.0, sector_deg=30.0):
+    sectors = cake_sectors(cake.cake, cake.chi_deg, load_axis, sector_deg)
+    positions = np.array([q for _, q in lines])
+    fitted, errors = sector_positions(cake.q_A, sectors, positions, FWHM_Q, 4.0)
+    return phase_strain([h for h, _ in lines], fitted, errors, WAVELENGTH_A, sectors)
+
+
+def test_t_over_g_from_a_synthetic_cake():
+    """t/G = 6 Q within its error, each line's Q and d_P too, the load axis anywhere on the detector."""
+    cake, lines = _au_cake(Q_TRUE, seed=3, load_axis=35.0)
+    assert [h for h, _ in lines] == [(1, 1, 1), (2, 0, 0), (2, 2, 0)]
+    strain = _strain(cake, lines, load_axis=35.0)
+    a_p = get_phase("Au").cell_at(5.0)[0]
+    for hkl, line in zip(strain.hkl, strain.lines):
+        assert line.n_azimuths == 12
+        assert abs(line.Q - Q_TRUE) < 4 * line.Q_err and line.Q_err < 0.02 * Q_TRUE
+        assert abs(line.d_P_A - a_p / math.sqrt(sum(h * h for h in hkl))) < 4 * line.d_P_err_A
+    stress = strain.stress
+    assert stress.n_lines == 3 and abs(stress.t_over_G - cake.t_over_G) < 3 * stress.t_over_G_err
+
+
+def test_no_strain_gives_t_over_g_consistent_with_zero():
+    cake, lines = _au_cake(0.0, seed=4)
+    stress = _strain(cake, lines).stress
+    assert stress.n_lines == 3 and abs(stress.t_over_G) < 3 * stress.t_over_G_err
+    assert stress.t_over_G_err < 0.05 * 6 * Q_TRUE
+
+
+@pytest.mark.slow  # six cakes fitted in 12 sectors: ~4 s
+def test_t_over_g_pulls_over_noise_realisations():
+    """(t/G - truth) / error over seeds: none beyond 3, and their spread not above ~1.5
+    (six pulls: the sample standard deviation of unit normals is below 1.5 in 96 % of draws)."""
+    pulls = []
+    for seed in range(6):
+        cake, lines = _au_cake(Q_TRUE, seed=100 + seed, peak_counts=600.0)
+        stress = _strain(cake, lines).stress
+        pulls.append((stress.t_over_G - cake.t_over_G) / stress.t_over_G_err)
+    pulls = np.array(pulls)
+    assert np.all(np.abs(pulls) < 3.0), pulls
+    assert np.sqrt(np.mean(pulls ** 2)) < 1.6, pulls
+    # the load axis taken 90 degrees off turns compression into extension: t/G changes sign
+    wrong = _strain(cake, lines, load_axis=90.0).stress
+    assert wrong.t_over_G < -0.3 * cake.t_over_G
 
 
 def test_q_error_bars_are_honest():
@@ -62,27 +90,147 @@ def test_q_error_bars_are_honest():
     rng = np.random.default_rng(11)
     chi = np.arange(0.0, 360.0, 10.0)
     d_p = 2.0
-    tth = np.full(chi.size, two_theta_deg(d_p))
+    tth = np.full(chi.size, 11.9)
     truth = d_p * (1.0 + strain_factor(tth, chi) * Q_TRUE)
-    pulls = []
+    pulls, weighted = [], []
     for _ in range(300):
-        line = fit_line_strain(truth + rng.normal(0.0, 2e-4, chi.size), tth, chi)
+        noise = rng.normal(0.0, 2e-4, chi.size)
+        line = fit_line_strain(truth + noise, tth, chi)
         pulls.append((line.Q - Q_TRUE) / line.Q_err)
-    pulls = np.array(pulls)
+        line = fit_line_strain(truth + noise, tth, chi, d_err_A=np.full(chi.size, 2e-4))
+        weighted.append((line.Q - Q_TRUE) / line.Q_err)
     # 300 pulls: the mean within ~4/sqrt(300) of 0, the width within ~10 % of 1
-    assert abs(pulls.mean()) < 0.25
-    assert 0.88 < pulls.std() < 1.12
+    for p in (np.array(pulls), np.array(weighted)):
+        assert abs(p.mean()) < 0.25
+        assert 0.88 < p.std() < 1.12
+
+
+def test_differential_stress_weights_lines_and_scales_by_g():
+    lines = [fit_line_strain(2.0 * (1 + strain_factor(12.0, c) * Q_TRUE) + 1e-5 * np.sin(7 * np.radians(c)),
+                             12.0, c) for c in [np.arange(0.0, 360.0, 10.0)] * 3]
+    stress = differential_stress(lines, shear_modulus_GPa=30.0)
+    assert stress.n_lines == 3
+    assert stress.t_over_G == pytest.approx(6 * Q_TRUE, abs=4 * stress.t_over_G_err)
+    assert stress.t_GPa == pytest.approx(30.0 * stress.t_over_G)
+    assert math.isnan(differential_stress(lines).t_GPa)       # G unknown: t/G only
+    assert math.isnan(differential_stress([]).t_over_G)
 
 
 def test_axial_geometry_cannot_separate_q():
     chi = np.arange(0.0, 360.0, 10.0)
     line = fit_line_strain(np.full(chi.size, 2.0), np.full(chi.size, 11.5), chi, "axial")
     assert math.isnan(line.Q) and "axial" in line.reason
-    assert line.d_P_A == pytest.approx(2.0)
 
 
-def test_strain_factor_limits():
-    # radial geometry, small theta: along the load (chi 0) psi ~ 0, 1 - 3 = -2; across it (chi 90) +1
-    assert strain_factor(0.0, [0.0, 90.0], "radial") == pytest.approx([-2.0, 1.0])
-    # the magic angle: 1 - 3 cos^2 psi = 0 at cos psi = 1/sqrt(3)
-    assert strain_factor(0.0, math.degrees(math.acos(1 / math.sqrt(3))), "radial") == pytest.approx(0.0, abs=1e-12)
+def test_masked_rows_are_left_out_of_their_sector():
+    """pyFAI leaves 0 where no pixel fell: such rows are no data, and a sector's
+    psi is that of the rows it holds."""
+    cake = np.ones((72, 50))
+    cake[:9] = 0.0                                  # -177.5 .. -137.5: a module gap
+    sectors = cake_sectors(cake, CHI, 0.0, 20.0)
+    assert len(sectors.intensity) == 18
+    held = np.concatenate(sectors.chi_deg)
+    assert held.size == 63 and np.all((held < 180.0) | (held > 222.5))
+    assert np.all(np.isnan(sectors.intensity[9:11]))     # 180-220 deg: all rows masked
+    assert np.allclose(sectors.intensity[0], 1.0)
+
+
+# --------------------------------------------------------------------------
+# Through the phase stage
+# --------------------------------------------------------------------------
+
+RUN = "radial"
+
+
+def _project(tmp_path, geometry="radial", cake_enabled=True, chunk_points=100, n=2):
+    """A run whose integration part (a radial-geometry cake of gold per point, and its
+    azimuthal average) and pressures are written from synthetic truth: Q rises
+    with the point, from 0 to Q_TRUE."""
+    from dacpipe.run.layout import part_path
+    from dacpipe.run.store import write_part
+
+    ids = [f"p{i}" for i in range(n)]
+    (tmp_path / "points.tsv").write_text("point\n" + "".join(f"{p}\n" for p in ids))
+    (tmp_path / "xrd.poni").write_text("")
+    run = {"sheet": str(tmp_path / "points.tsv"), "chunk_points": chunk_points, "phases": ["Au"],
+           "pressure": {"gauge": "ruby"}, "indexing": {"q_range_A": list(Q_RANGE)},
+           "xrd": {"poni": str(tmp_path / "xrd.poni"), "geometry": geometry, "load_axis_chi_deg": 90.0,
+                   "cake": {"enabled": cake_enabled, "npt_azimuthal": CHI.size}}}
+    path = tmp_path / f"config_{geometry}_{chunk_points}.yaml"
+    path.write_text(yaml.safe_dump({"results_dir": str(tmp_path / f"results_{geometry}_{chunk_points}"),
+                                    "runs": {RUN: run}}))
+    config = load_config([path])
+    truth_q = np.linspace(0.0, Q_TRUE, n)
+    cakes = [_au_cake(qq, seed=20 + i, load_axis=90.0)[0] for i, qq in enumerate(truth_q)]
+    q = cakes[0].q_A
+    datasets = {"I": np.array([c.intensity for c in cakes]), "I_errors": np.array([c.sigma for c in cakes])}
+    axes = {"q": q, "pixel_mean_q_A": q}
+    if cake_enabled:
+        datasets["cake/I"] = np.array([c.cake for c in cakes], dtype=np.float32)
+        axes.update({"cake/chi_deg": CHI, "cake/radial": q})
+    write_part(part_path(config, RUN, "xrd"), RUN, StageResult(
+        stage="xrd", point_ids=ids, datasets=datasets, axes=axes,
+        attrs={"wavelength_A": WAVELENGTH_A, "unit": "q_A^-1"}, status=["ok"] * n))
+    write_part(part_path(config, RUN, "pressure"), RUN, StageResult(
+        stage="pressure", point_ids=ids, datasets={"pressure_GPa": np.full(n, 5.0),
+                                                    "pressure_err_GPa": np.full(n, 0.05)}, status=["ok"] * n))
+    return config, 6.0 * truth_q
+
+
+@pytest.mark.slow  # two points identified and fitted in 36 sectors: ~3 s
+def test_phase_stage_stores_t_over_g_of_a_radial_run(tmp_path):
+    from dacpipe.run.runner import run_stage
+    from dacpipe.run.store import read_result
+
+    config, truth = _project(tmp_path)
+    result = read_result(run_stage(config, RUN, "phases"), RUN)
+    t, err = result.datasets["Au/t_over_G"], result.datasets["Au/t_over_G_err"]
+    assert np.all(np.isfinite(t)) and np.all(np.abs(t - truth) < 4 * err), (t, err, truth)
+    assert np.all(err < 0.1 * truth[-1])
+    assert "Singh" in result.attrs["strain"] and result.attrs["strain_geometry"] == "radial"
+    hkl = result.datasets["Au/strain/hkl"]
+    assert [tuple(h) for h in hkl[0]] == [(1, 1, 1), (2, 0, 0), (2, 2, 0)]
+    assert result.datasets["Au/strain/d_A"].shape == (2, 3, 36)
+    q_line = result.datasets["Au/strain/Q"]
+    assert np.all(np.abs(q_line - truth[:, None] / 6) < 4 * result.datasets["Au/strain/Q_err"])
+
+
+@pytest.mark.slow  # two points in two chunk jobs and in one: ~5 s
+def test_chunk_jobs_give_the_t_over_g_of_the_whole_run(tmp_path):
+    """The workflow's chunk jobs (each reading its rows of the cake) and their join
+    give what one job over the run gives."""
+    from dacpipe.run.runner import merge_stage, run_stage
+    from dacpipe.run.store import read_result
+
+    whole, _ = _project(tmp_path)
+    split, _ = _project(tmp_path, chunk_points=1)
+    one = read_result(run_stage(whole, RUN, "phases"), RUN)
+    jobs = [run_stage(split, RUN, "phases", out=tmp_path / f"chunk{k}.h5", chunk=k) for k in range(2)]
+    joined = read_result(merge_stage(split, RUN, "phases", jobs, tmp_path / "joined.h5"), RUN)
+    for name in ("Au/t_over_G", "Au/t_over_G_err", "Au/strain/Q", "Au/strain/d_A", "Au/strain/hkl"):
+        np.testing.assert_allclose(joined.datasets[name], one.datasets[name], rtol=1e-6, equal_nan=True)
+    assert joined.attrs["strain"] == one.attrs["strain"]
+
+
+@pytest.mark.parametrize("geometry, cake, reason", [("axial", True, AXIAL_REASON), ("radial", False, NO_CAKE_REASON)])
+def test_no_strain_numbers_without_a_radial_cake(geometry, cake, reason):
+    """Axial geometry (psi the same at every azimuth) or no cake: t/G NaN, the
+    reason said once in the attributes, no per-point warning; axial without a cake: nothing."""
+    from dacpipe.xrd.strain import strain_datasets
+
+    class Upstream(dict):
+        attrs = {"unit": "q_A^-1"}
+
+    run = {"xrd": {"poni": "x.poni", "geometry": geometry, "cake": {"enabled": cake}}}
+    said = []
+    datasets, attrs = strain_datasets(Upstream(), [None, None], ["Au", "HgTe-cinnabar"],
+                                      {"Au": "Au", "HgTe-cinnabar": "HgTe-cinnabar"},
+                                      {"Au": get_phase("Au"), "HgTe-cinnabar": get_phase("HgTe-cinnabar")},
+                                      run, WAVELENGTH_A, Q_RANGE, 2.0, 4.0, warn=said.append)
+    assert sorted(datasets) == ["Au/t_over_G", "Au/t_over_G_err"]          # cubic phases only
+    assert np.all(np.isnan(datasets["Au/t_over_G"]))
+    assert attrs["strain"] == reason
+    assert said == ([] if geometry == "axial" else [reason])
+    run["xrd"] = {"poni": "x.poni"}                                        # the default: axial, no cake
+    assert strain_datasets(Upstream(), [None], ["Au"], {"Au": "Au"}, {"Au": get_phase("Au")}, run,
+                           WAVELENGTH_A, Q_RANGE, 2.0, 4.0) == ({}, {})

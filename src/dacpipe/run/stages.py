@@ -69,8 +69,10 @@ _READS: dict[tuple[str, str], tuple[str, ...] | None] = {
     ("superlattice", "saxs"): _PATTERN,
     ("optical", "pressure"): ("pressure_GPa", "pressure_err_GPa"),
     ("optical", "phases"): None,
+    ("optical", "eos"): (),  # each fitted phase's parameters: optional_reads
 }
 _PER_PHASE = ("volume_fu_A3", "volume_fu_err_A3", "fraction", "present")
+_EOS_FIT = ("model", "V0_fu_A3", "K0_GPa", "Kp", "K0pp_per_GPa", "covariance", "parameter_names")
 
 
 def stage_function(stage: str, run: dict) -> Callable[[StageContext], StageResult]:
@@ -93,8 +95,8 @@ def needs(stage: str, run: dict) -> tuple[str, ...]:
     read from an XRD marker comes after the integration."""
     if stage == "pressure":
         return ("xrd",) if run["pressure"]["gauge"] == "xrd-marker" else ()
-    if stage == "optical":
-        return ("pressure", "phases") if "xrd" in run and run.get("phases") else ("pressure",)
+    if stage == "optical":  # the EOS for the deformation potentials; the EOS stage reads no optics
+        return ("pressure", "phases", "eos") if "xrd" in run and run.get("phases") else ("pressure",)
     return {"phases": ("xrd", "pressure"), "eos": ("phases", "pressure"), "superlattice": ("saxs",)}.get(stage, ())
 
 
@@ -107,11 +109,22 @@ def reads(stage: str, upstream: str, phase_names: list[str]) -> tuple[str, ...]:
     return names
 
 
-def optional_reads(stage: str, upstream: str, phase_names: list[str]) -> tuple[str, ...]:
+# The cake the phase stage reads for the lattice strain of a radial-geometry run (dacpipe.xrd.strain).
+_CAKE = ("cake/I", "cake/chi_deg", "cake/radial")
+
+
+def optional_reads(stage: str, upstream: str, phase_names: list[str], run: dict | None = None) -> tuple[str, ...]:
     """The datasets ``stage`` reads of ``upstream``'s part where they are there:
     the EOS stage takes each phase's cell edges (axial moduli of the phases
     with more than one) and the series' transitions (the volume change at
-    each), which lie beside the phases group in its part."""
+    each), which lie beside the phases group in its part; the phase stage
+    the cake (N x n_azimuthal x npt numbers: only for a radial-geometry run
+    when ``run`` is given)."""
+    if (stage, upstream) == ("phases", "xrd"):
+        section = (run or {}).get("xrd") or {}
+        return () if run is not None and section.get("geometry", "axial") != "radial" else _CAKE
+    if (stage, upstream) == ("optical", "eos"):  # each fitted phase's EOS, for the deformation potentials
+        return tuple(f"{phase}/{key}" for phase in phase_names for key in _EOS_FIT)
     if (stage, upstream) != ("eos", "phases"):
         return ()
     edges = tuple(f"{phase}/{edge}{tail}" for phase in phase_names for edge in ("a", "b", "c")
@@ -135,7 +148,8 @@ def config_sections(stage: str, run: dict) -> tuple[str, ...]:
         # marker gauge is only valid with the xrd section).
         return ("phases", "indexing", "pressure", "xrd", "chunk_points")
     if stage == "phases":
-        return ("phases", "indexing", "chunk_points")
+        # xrd: the diffraction geometry and the cake of the lattice-strain analysis
+        return ("phases", "indexing", "xrd", "chunk_points")
     if stage in CHUNKED:
         return (stage, "chunk_points")
     if stage == "optical":

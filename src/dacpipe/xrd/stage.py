@@ -19,6 +19,7 @@ from .indexing import IndexingSettings, index_series, fit_range, scherrer_size_n
 from .library import get_phase, phase_key
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
 from .peaks import fit_peaks
+from .strain import strain_datasets
 from .transitions import find_transitions
 
 
@@ -121,6 +122,12 @@ def phases(ctx: StageContext) -> StageResult:
              "q_ref_A": series_q_ref(q_range), "q_range_A": np.array(q_range), "significance": settings.significance,
              "search_rel": settings.search_rel, "method": "whole-pattern fit (fixed-structure intensities, "
              "pseudo-Voigt in 2theta, B-spline background), phases kept by an F-test"}
+    # Differential stress of the cubic phases from the cake of a radial-geometry run (Singh et al. 1998)
+    strain, strain_attrs = strain_datasets(xrd, results, names, keys, candidates, ctx.run, wavelength_A, q_range,
+                                           settings.min_intensity_percent, settings.min_snr,
+                                           warn=lambda message: ctx.warn(f"{ctx.run_id}: phases: {message}"))
+    datasets.update(strain)
+    attrs.update(strain_attrs)
     # the transitions, over the whole series: finish_phases, which the runner applies
     return StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs)
 
