@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from dacpipe.core.errors import InputError
 from dacpipe.io.config import load_config
 from dacpipe.run.config import run_config
 from dacpipe.run.figures import FIGURES, _pyplot, draw_figure, figures_for
@@ -23,22 +24,25 @@ def stores(sample_results):
 
 
 def _resolve(entry, spec: str) -> np.ndarray:
-    """The store data a gid names: ``path``, ``path[i]``, ``...+offset``, ``a÷b``."""
+    """The store data a gid names: ``path``, ``path[i]``, ``...×factor``, ``...+offset``, ``a÷b``."""
     if "÷" in spec:
         top, bottom = spec.split("÷")
         return _resolve(entry, top) / _resolve(entry, bottom)
-    path, index, offset = re.fullmatch(r"([^\[+]+)(?:\[(\d+)\])?(?:\+(.+))?", spec).groups()
+    path, index, factor, offset = re.fullmatch(r"([^\[+×]+)(?:\[(\d+)\])?(?:×((?:[^+e]|e\+?)+))?(?:\+(.+))?", spec).groups()
     data = np.asarray(entry[path][()], dtype=float)
     if index is not None:
         data = data[int(index)]
+    if factor is not None:
+        data = data * float(factor)
     return data + (float(offset) if offset else 0.0)
 
 
 def test_every_figure_of_every_run_is_written(stores):
     results, runs = stores
     expected = {run_id: figures_for(run) for run_id, run in runs.items()}
-    assert {"fractions", "band_gap"} <= set(expected["hgte_thz"])
-    assert {"ruby_gallery", "saxs_distance"} <= set(expected["nc_saxs"])
+    assert {"fractions", "band_gap", "spectra_stack", "lattice", "ruby_scale"} <= set(expected["hgte_thz"])
+    assert {"ruby_gallery", "saxs_distance", "saxs_stack", "ruby_scale"} <= set(expected["nc_saxs"])
+    assert "lattice" in expected["cdse_nc"] and "ruby_scale" not in expected["cdse_nc"]  # gold gauge: no line
     for run_id, names in expected.items():
         for name in names:
             for ext in ("png", "pdf"):
@@ -137,3 +141,216 @@ def test_eos_ellipse_draws_the_stored_ellipses(tmp_path):
             np.testing.assert_array_equal(artist.get_ydata(), _resolve(entry, y_spec))
             np.testing.assert_array_equal(artist.get_xdata(), _resolve(entry, x_spec))
         plt.close(fig)
+
+
+# --- the figures of the seeds' studies, from stores built here (fast) --------
+
+def _new_store(path, n=3, pressure=(0.5, 2.0, 4.0)):
+    h5 = h5py.File(path, "w")
+    h5.attrs["default"] = "r"
+    entry = h5.create_group("r")
+    entry["points/point"] = np.array([f"p{i}" for i in range(n)], dtype=object)
+    entry["points/pressure_GPa"] = np.array(pressure, dtype=float)
+    entry["points/pressure_err_GPa"] = np.full(n, 0.05)
+    entry["points/temperature_K"] = np.full(n, 298.0)
+    return h5, entry
+
+
+def _tagged(fig):
+    return [a for ax in fig.axes for a in ax.get_lines() if a.get_gid() and "|" in a.get_gid()]
+
+
+def _assert_drawn_as_stored(fig, entry):
+    for artist in _tagged(fig):
+        y_spec, x_spec = artist.get_gid().split("|")
+        np.testing.assert_array_equal(np.asarray(artist.get_ydata(), float), _resolve(entry, y_spec), err_msg=y_spec)
+        np.testing.assert_array_equal(np.asarray(artist.get_xdata(), float), _resolve(entry, x_spec), err_msg=x_spec)
+
+
+def test_spectra_stack_draws_each_stored_spectrum_on_its_own_axis(tmp_path):
+    """Three points; the second has no absorption spectrum (a NaN row), the
+    spectra have different lengths (NaN-padded). Each drawn line is its row,
+    the PL scaled to its maximum (peak at 1 + offset), coloured by pressure."""
+    h5, entry = _new_store(tmp_path / "s.h5")
+    energy = np.full((3, 5), np.nan)
+    energy[0, :5], energy[2, :4] = np.linspace(1.0, 2.0, 5), np.linspace(1.2, 1.8, 4)
+    absorbance = np.where(np.isfinite(energy), 0.3 * energy, np.nan)
+    entry["optical/spectra/absorption_energy_eV"], entry["optical/spectra/absorbance"] = energy, absorbance
+    pl_energy = np.tile(np.linspace(1.5, 1.9, 6), (3, 1))
+    pl = np.array([[1, 3, 8, 3, 1, 0], [2, 6, 40, 6, 2, 1], [0, 1, 2, 4, 1, 0]], dtype=float)
+    entry["optical/spectra/pl_energy_eV"], entry["optical/spectra/pl_intensity_per_eV"] = pl_energy, pl
+    plt = _pyplot()
+    fig = FIGURES["spectra_stack"](entry, plt)
+    lines = _tagged(fig)
+    assert len(lines) == 2 + 3  # the point without an absorption spectrum is not drawn
+    _assert_drawn_as_stored(fig, entry)
+    pl_lines = [l for l in lines if "pl_intensity" in l.get_gid()]
+    offsets = [float(l.get_gid().split("|")[0].rsplit("+", 1)[1]) for l in pl_lines]
+    for line, offset in zip(pl_lines, offsets):
+        assert np.nanmax(line.get_ydata()) == pytest.approx(1.0 + offset, abs=1e-12)
+    # colour by pressure: the lowest and highest pressures at the ends of the colour map
+    cmap = plt.get_cmap("viridis")
+    assert pl_lines[0].get_color() == cmap(0.0) and pl_lines[-1].get_color() == cmap(1.0)
+    assert any(ax.get_ylabel() == "pressure (GPa)" for ax in fig.axes)  # the colour bar
+    plt.close(fig)
+    h5.close()
+
+
+def test_lattice_draws_a_c_and_c_over_a_with_their_errors(tmp_path):
+    """A cubic phase (a only) and a hexagonal one (a, c): three panels; c/a
+    is c ÷ a, its error (c/a) sqrt((s_c/c)^2 + (s_a/a)^2) = 1.625 x sqrt(1e-6 + 4e-6)."""
+    h5, entry = _new_store(tmp_path / "l.h5")
+    entry.create_group("phases").attrs["phases"] = ["cub", "hex"]
+    entry["phases/cub/a_A"], entry["phases/cub/a_err_A"] = np.array([5.0, 4.9, np.nan]), np.full(3, 0.01)
+    entry["phases/hex/a_A"], entry["phases/hex/a_err_A"] = np.array([np.nan, 4.0, 3.9]), np.array([0, 0.004, 0.004])
+    entry["phases/hex/c_A"], entry["phases/hex/c_err_A"] = np.array([np.nan, 6.5, 6.3]), np.array([0, 0.013, 0.013])
+    plt = _pyplot()
+    fig = FIGURES["lattice"](entry, plt)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["a (Å)", "c (Å)", "c / a"]
+    _assert_drawn_as_stored(fig, entry)
+    ratio = next(l for l in _tagged(fig) if "÷" in l.get_gid())
+    np.testing.assert_array_equal(ratio.get_ydata()[1:], [6.5 / 4.0, 6.3 / 3.9])
+    bars = fig.axes[2].collections[-1].get_segments()  # the y error bars of c/a, one per point
+    half = [(seg[1][1] - seg[0][1]) / 2 for seg in bars if len(seg) and np.isfinite(seg).all()]
+    assert half[0] == pytest.approx(1.625 * np.sqrt(1e-6 + 4e-6), rel=1e-9)
+    plt.close(fig)
+    # a run of cubic phases only: one panel
+    del entry["phases/hex"]
+    entry["phases"].attrs["phases"] = ["cub"]
+    fig = FIGURES["lattice"](entry, plt)
+    assert len(fig.axes) == 1
+    plt.close(fig)
+    h5.close()
+
+
+def test_saxs_stack_marks_the_stored_superlattice_peaks(tmp_path):
+    h5, entry = _new_store(tmp_path / "x.h5")
+    q = np.linspace(0.02, 0.3, 300)
+    q1 = np.array([0.094, 0.098, 0.102])
+    intensity = np.array([1e3 * np.exp(-q / 0.05) + 50 * np.exp(-0.5 * ((q - p) / 0.004) ** 2) + 1 for p in q1])
+    entry["saxs/q"], entry["saxs/I"] = q, intensity
+    peaks = np.full((3, 2), np.nan)
+    peaks[:, 0] = q1
+    peaks[1, 1] = q1[1] * 2 / np.sqrt(3)
+    entry["saxs/peaks/q_A"] = peaks
+    entry["saxs/peaks/hkl"] = np.array([["111", ""], ["111", "200"], ["111", ""]], dtype=object)
+    plt = _pyplot()
+    fig = FIGURES["saxs_stack"](entry, plt)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    _assert_drawn_as_stored(fig, entry)
+    factors = [float(l.get_gid().split("×")[1].split("|")[0]) for l in _tagged(fig)]
+    assert factors == [1.0, 10.0, 100.0]
+    marks = {a.get_gid(): a for a in ax.get_lines() if a.get_gid() and a.get_gid().startswith("saxs/peaks")}
+    assert set(marks) == {"saxs/peaks/q_A[0]", "saxs/peaks/q_A[1]", "saxs/peaks/q_A[2]"}
+    np.testing.assert_array_equal(marks["saxs/peaks/q_A[1]"].get_xdata(), peaks[1])
+    np.testing.assert_array_equal(marks["saxs/peaks/q_A[2]"].get_xdata(), [q1[2]])
+    assert [t.get_text() for t in ax.texts] == ["111"]  # indexed on the top pattern
+    plt.close(fig)
+    h5.close()
+
+
+def _ruby_store(path, gauge="ruby"):
+    """Ruby before/after at P -+ 0.1 GPa of the point's pressure (a drift of 0.2
+    GPa), the last point at 80 K: its R1 carries the thermal shift the stage removed."""
+    from dacpipe.pressure.scales import get_scale, ruby_thermal_shift_nm
+
+    scale = get_scale("mao1986-hydrostatic")
+    h5, entry = _new_store(path)
+    entry["points/temperature_K"][2] = 80.0
+    pressure = entry["points/pressure_GPa"][()]
+    group = entry["pressure"] if "pressure" in entry else entry.create_group("pressure")
+    group.attrs.update({"gauge": gauge, "scale": scale.name, "x0": 694.24, "reference_temperature_K": 298.0,
+                        "temperature_correction": "datchi2007"})
+    thermal = ruby_thermal_shift_nm(entry["points/temperature_K"][()]) - ruby_thermal_shift_nm(298.0)
+    for side, sign in (("before", -1.0), ("after", 1.0)):
+        group[f"{side}/R1_nm"] = scale.position_at(pressure + sign * 0.1, 694.24) + thermal
+        group[f"{side}/R1_err_nm"] = np.full(3, 0.002)
+    return h5, entry, scale
+
+
+def test_ruby_scale_draws_r1_on_the_run_scale_with_the_drift_below(tmp_path):
+    h5, entry, scale = _ruby_store(tmp_path / "r.h5")
+    plt = _pyplot()
+    fig = FIGURES["ruby_scale"](entry, plt)
+    top, below = fig.axes
+    _assert_drawn_as_stored(fig, entry)
+    (curve,) = [l for l in top.get_lines() if l.get_gid() == "scale:mao1986-hydrostatic"]
+    np.testing.assert_allclose(curve.get_ydata(), scale.position_at(curve.get_xdata(), 694.24), rtol=0, atol=1e-12)
+    pressure = entry["points/pressure_GPa"][()]
+    slope = 1.0 / scale.slope_GPa_per_unit(scale.position_at(pressure, 694.24), 694.24)   # nm per GPa
+    for side, sign in (("before", -1.0), ("after", 1.0)):
+        (residual,) = [l for l in below.get_lines() if l.get_gid() == f"residual:pressure/{side}/R1_nm"]
+        # the drift of -+0.1 GPa in nm, the 80 K point's thermal shift taken out as the stage did
+        np.testing.assert_allclose(residual.get_ydata(), sign * 0.1 * slope, rtol=2e-3)
+    plt.close(fig)
+    h5.close()
+
+
+def test_ruby_scale_of_a_gauge_without_a_line_is_one_line(tmp_path):
+    h5, _, _ = _ruby_store(tmp_path / "m.h5", gauge="xrd-marker")
+    h5.close()
+    with pytest.raises(InputError, match=r"m\.h5: figure ruby_scale: the xrd-marker gauge reads no line position"):
+        draw_figure("ruby_scale", tmp_path / "m.h5", tmp_path / "m.png")
+
+
+def test_figures_for_lists_the_new_figures_only_where_the_run_has_their_data():
+    def names(**run):
+        return set(figures_for({"pressure": {"gauge": "ruby"}, **run}))
+
+    assert {"ruby_scale"} <= names() and not {"lattice", "saxs_stack", "spectra_stack"} & names()
+    assert "ruby_scale" in names(pressure={"gauge": "sm-srb4o7"})
+    assert "ruby_scale" in names(pressure={"gauge": "diamond-raman"})
+    assert "ruby_scale" not in names(pressure={"gauge": "xrd-marker"}) | names(pressure={"gauge": "sheet"})
+    assert "lattice" in names(xrd={}, phases=["CdSe-wz"]) and "lattice" not in names(xrd={}, phases=[])
+    assert "saxs_stack" in names(saxs={}) and "spectra_stack" in names(optical={})
+
+
+def _every_kind_store(path):
+    """A store with what each new figure (and fractions) needs."""
+    h5, entry, _ = _ruby_store(path)
+    entry.create_group("phases").attrs["phases"] = ["cub"]
+    entry["phases/cub/a_A"], entry["phases/cub/a_err_A"] = np.array([5.0, 4.9, 4.8]), np.full(3, 0.01)
+    entry["phases/cub/fraction"] = np.ones(3)
+    entry["saxs/q"], entry["saxs/I"] = np.linspace(0.02, 0.3, 50), np.ones((3, 50))
+    entry["optical/spectra/pl_energy_eV"] = np.tile(np.linspace(1.5, 1.9, 6), (3, 1))
+    entry["optical/spectra/pl_intensity_per_eV"] = np.ones((3, 6))
+    return h5, entry
+
+
+@pytest.mark.parametrize("width, inches", [("single-column", 3.35), ("double-column", 7.0), ("screen", None)])
+def test_a_journal_width_is_the_width_of_every_figure(tmp_path, width, inches):
+    """At a column width every figure is that wide; on screen each keeps its own size."""
+    from dacpipe.run.figures import STYLES
+
+    h5, entry = _every_kind_store(tmp_path / "w.h5")
+    plt = _pyplot()
+    for name in ("spectra_stack", "lattice", "saxs_stack", "ruby_scale", "fractions"):
+        fig = FIGURES[name](entry, plt, STYLES[width])
+        own = {"spectra_stack": 4.0, "saxs_stack": 5.5}.get(name, 6.0)  # PL only here: one panel of 3.2 in + bar
+        assert fig.get_size_inches()[0] == pytest.approx(inches or own), name
+        plt.close(fig)
+    h5.close()
+
+
+def test_a_saved_journal_figure_is_exactly_the_column_wide(tmp_path):
+    """Saved at single-column width: the PNG is 600 dpi x 3.35 in, the PDF page
+    3.35 in (72 pt per inch), not cropped to its content."""
+    h5, _ = _every_kind_store(tmp_path / "w.h5")
+    h5.close()
+    png, pdf = draw_figure("lattice", tmp_path / "w.h5", tmp_path / "w.png", width="single-column")
+    assert _pyplot().imread(png).shape[1] == round(3.35 * 600)
+    box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", pdf.read_bytes())
+    assert float(box.group(1)) == pytest.approx(72 * 3.35, abs=0.01)
+
+
+def test_figure_width_is_a_checked_config_key():
+    from dacpipe.core.errors import ConfigError
+    from dacpipe.io.config import validate_config
+
+    config = validate_config({"runs": {"r": {"sheet": "points.tsv"}}})
+    assert config["figures"] == {"width": "screen"}
+    with pytest.raises(ConfigError, match="figures.width = 'single' is not allowed .did you mean 'single-column'"):
+        validate_config({"runs": {"r": {"sheet": "points.tsv"}}, "figures": {"width": "single"}})
+    with pytest.raises(InputError, match="figure width 'a4'"):
+        draw_figure("lattice", "none.h5", "none.png", width="a4")

@@ -4,18 +4,21 @@ Every figure reads ``results/<run>.h5`` and nothing else, so that a paper's
 figures can be regenerated from the store that holds the numbers. Each
 plotted series carries the store paths of its data as the artist's ``gid``
 (``"<y path>|<x path>"``, relative to the run's entry; ``path[i]`` is row i,
-``+offset`` an offset added for display, ``a÷b`` a ratio), so that tests,
-and anyone auditing a figure, can check that what is drawn is what is
-stored.
+``×factor`` a factor and ``+offset`` an offset applied for display, in that
+order, ``a÷b`` a ratio), so that tests, and anyone auditing a figure, can
+check that what is drawn is what is stored. Series computed from stored
+numbers (a scale curve, residuals, peak markers) carry a gid without ``|``.
 
 :data:`FIGURES` names them (the Snakemake report's captions are in
 ``workflow/report/<name>.rst``); :func:`figures_for` says which apply to a
-run's config.
+run's config. :data:`STYLES` sizes them: on screen, or at a journal's
+column width (config ``figures.width``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +33,83 @@ from .store import StoreError, open_result, os_reason
 MAX_PANELS = 30
 
 PHASE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """How big a figure is drawn, and its lettering (config ``figures.width``).
+
+    Attributes
+    ----------
+    name : str
+        ``screen``, ``single-column`` or ``double-column``.
+    width_in : float or None
+        Width of the saved figure (inches), exactly: the file is saved
+        without cropping, so that it goes into a journal's column at 100 %.
+        None (screen): each figure's own width, cropped to its content.
+    font_pt, small_pt, tiny_pt : float
+        Axis labels and tick labels; legends and annotations; dense
+        annotations (tick labels of galleries, transition names).
+    dpi : int
+        Resolution of the PNG (the PDF is vector).
+    gallery_columns : int
+        Panels per row of a gallery (the ruby fits).
+    """
+
+    name: str
+    width_in: float | None
+    font_pt: float
+    small_pt: float
+    tiny_pt: float
+    dpi: int
+    gallery_columns: int
+
+    def size(self, width_in: float, height_in: float) -> tuple[float, float]:
+        """A figure drawn at ``width_in`` x ``height_in`` on screen, at this
+        style's width with the same aspect ratio."""
+        if self.width_in is None:
+            return width_in, height_in
+        return self.width_in, height_in * self.width_in / width_in
+
+    def rc(self) -> dict:
+        """Matplotlib settings for what a figure does not size itself (axis and tick labels)."""
+        return {"font.size": self.font_pt, "axes.labelsize": self.font_pt, "axes.titlesize": self.font_pt,
+                "xtick.labelsize": self.font_pt, "ytick.labelsize": self.font_pt,
+                "legend.fontsize": self.small_pt, "figure.dpi": 100}
+
+
+# Column widths of the journals the field publishes in: single column 3.35 in
+# (8.5 cm; ACS 3.25 in / 8.25 cm, APS 8.6 cm), double column 7.0 in (17.8 cm,
+# ACS and APS): ACS, "Preparing graphics for ACS journals" (author guidelines);
+# APS, Physical Review "Information for authors: figures". Lettering at the
+# printed size: 8 pt labels, no text below 6 pt (ACS asks 4.5 pt at least;
+# Elsevier 7 pt, 6 pt for sub- and superscripts). Line art at 600 dpi (ACS).
+STYLES: dict[str, FigureStyle] = {s.name: s for s in (
+    FigureStyle("screen", None, 10.0, 7.0, 6.0, 150, 5),
+    FigureStyle("single-column", 3.35, 8.0, 7.0, 6.0, 600, 3),
+    FigureStyle("double-column", 7.0, 9.0, 8.0, 7.0, 600, 5),
+)}
+
+
+def _new(plt, style: FigureStyle, width_in: float, height_in: float, **subplots):
+    """``plt.subplots`` at the style's size, laid out to fit inside it (constrained layout)."""
+    return plt.subplots(figsize=style.size(width_in, height_in), layout="constrained", **subplots)
+
+
+def _pressure_colours(plt, pressure_GPa):
+    """A colour map over the run's pressures: (colour of a pressure, mappable for the colour bar).
+    A point without a pressure is grey."""
+    import matplotlib as mpl
+
+    finite = np.asarray(pressure_GPa, dtype=float)[np.isfinite(pressure_GPa)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    norm = mpl.colors.Normalize(lo, hi if hi > lo else lo + 1.0)
+    cmap = plt.get_cmap("viridis")
+
+    def colour(p):
+        return cmap(norm(p)) if math.isfinite(p) else "grey"
+
+    return colour, mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
 
 
 def _pyplot():
@@ -73,9 +153,10 @@ def _colour(i: int) -> str:
     return PHASE_COLOURS[i % len(PHASE_COLOURS)]
 
 
-def waterfall(entry, plt):
+def waterfall(entry, plt, style: FigureStyle | None = None):
     """XRD patterns stacked by pressure (up to :data:`MAX_PANELS` of them), with
     tick marks of the phases found at each point."""
+    style = style or STYLES["screen"]
     from ..xrd.lines import predicted_lines
     from ..xrd.library import get_phase
 
@@ -85,7 +166,7 @@ def waterfall(entry, plt):
     step = 0.6 * float(np.nanmedian(peak)) if np.isfinite(peak).any() else 1.0
     wavelength = float(entry["xrd"].attrs["wavelength_A"])
     shown = _spread(len(pressure))
-    fig, ax = plt.subplots(figsize=(6.5, 1.5 + 0.45 * len(shown)))
+    fig, ax = _new(plt, style, 6.5, 1.5 + 0.45 * len(shown))
     phases = _phases(entry)
     # A phase read from a file goes by its file name in the store; its lines come from the file.
     group = entry.get("phases")
@@ -96,7 +177,7 @@ def waterfall(entry, plt):
         (line,) = ax.plot(q, intensity[i] + offset, color="black", linewidth=0.7)
         line.set_gid(f"xrd/I[{i}]+{offset!r}|xrd/q")
         label = f"{pressure[i]:.2f} GPa" if math.isfinite(pressure[i]) else "P unknown"
-        ax.text(q[0], offset + 0.12 * step, label, fontsize=7, ha="left")
+        ax.text(q[0], offset + 0.12 * step, label, fontsize=style.small_pt, ha="left")
         for k, name in enumerate(phases):
             group = entry[f"phases/{name}"]
             if not group["present"][i]:
@@ -112,16 +193,17 @@ def waterfall(entry, plt):
     for k, name in enumerate(phases):
         ax.plot([], [], "|", color=_colour(k), label=name)
     if phases:
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=style.small_pt, loc="upper left")
     ax.set_xlabel("q (1/Å)")
     ax.set_ylabel("intensity + offset")
     ax.set_yticks([])
     return fig
 
 
-def fractions(entry, plt):
+def fractions(entry, plt, style: FigureStyle | None = None):
     """Phase fractions against pressure, with each transition's range shaded."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    style = style or STYLES["screen"]
+    fig, ax = _new(plt, style, 6, 4)
     for k, name in enumerate(_phases(entry)):
         x, y = entry["points/pressure_GPa"][()], entry[f"phases/{name}/fraction"][()]
         (line,) = ax.plot(x, y, "o-", color=_colour(k), label=name)
@@ -131,11 +213,11 @@ def fractions(entry, plt):
         for a, b, onset, end in zip(t["from_phase"].asstr()[()], t["to_phase"].asstr()[()], t["onset_GPa"][()],
                                     t["end_GPa"][()]):
             ax.axvspan(onset, end, color="grey", alpha=0.15)
-            ax.text(0.5 * (onset + end), 1.04, f"{a} → {b}", fontsize=6, ha="center")
+            ax.text(0.5 * (onset + end), 1.04, f"{a} → {b}", fontsize=style.tiny_pt, ha="center")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("fraction of formula units")
     ax.set_ylim(-0.05, 1.12)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
@@ -156,11 +238,12 @@ def _excluded(entry, name: str) -> np.ndarray:
     return np.array([p in excluded for p in points], dtype=bool)
 
 
-def compression(entry, plt):
+def compression(entry, plt, style: FigureStyle | None = None):
     """V/V0 against pressure per phase, with error bars and the fitted EOS."""
+    style = style or STYLES["screen"]
     from ..eos.models import pressure_GPa
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new(plt, style, 6, 4)
     for k, name in enumerate(_phases(entry)):
         if f"eos/{name}" not in entry:
             continue
@@ -183,13 +266,14 @@ def compression(entry, plt):
         curve.set_gid(f"eos/{name}")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("V / V0")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def f_f(entry, plt):
+def f_f(entry, plt, style: FigureStyle | None = None):
     """Normalised stress F against Eulerian strain f per phase, with its straight line."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    style = style or STYLES["screen"]
+    fig, ax = _new(plt, style, 6, 4)
     for k, name in enumerate(_phases(entry)):
         if f"eos/{name}/ff" not in entry:
             continue
@@ -202,20 +286,21 @@ def f_f(entry, plt):
                 color=_colour(k))
     ax.set_xlabel("Eulerian strain f")
     ax.set_ylabel("normalised stress F (GPa)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def eos_ellipse(entry, plt):
+def eos_ellipse(entry, plt, style: FigureStyle | None = None):
     """K0-K' joint confidence ellipses (68.3 and 95.4 %) of each phase's EOS
     fit (``eos/<phase>/ellipse/``), with the fitted pair."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    style = style or STYLES["screen"]
+    fig, ax = _new(plt, style, 6, 4)
     for k, name in enumerate(_phases(entry)):
         base = f"eos/{name}/ellipse"
         if base not in entry:
             continue
-        for level, style in (("68", "-"), ("95", "--")):
-            (line,) = ax.plot(entry[f"{base}/K0_{level}_GPa"][()], entry[f"{base}/Kp_{level}"][()], style,
+        for level, dash in (("68", "-"), ("95", "--")):
+            (line,) = ax.plot(entry[f"{base}/K0_{level}_GPa"][()], entry[f"{base}/Kp_{level}"][()], dash,
                               color=_colour(k), label=f"{name} {level} %")
             _tag(line, f"{base}/Kp_{level}", f"{base}/K0_{level}_GPa")
         (centre,) = ax.plot([float(entry[f"eos/{name}/K0_GPa"][()])], [float(entry[f"eos/{name}/Kp"][()])], "+",
@@ -223,21 +308,26 @@ def eos_ellipse(entry, plt):
         _tag(centre, f"eos/{name}/Kp", f"eos/{name}/K0_GPa")
     ax.set_xlabel("K0 (GPa)")
     ax.set_ylabel("K'")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def band_gap(entry, plt):
-    """Band gap and PL energy against pressure, per phase, with the E(P) fits."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, marker in (("band_gap", "o"), ("pl_peak", "s")):
+def band_gap(entry, plt, style: FigureStyle | None = None):
+    """Band gap (Tauc), first exciton (where found) and PL energy against
+    pressure, per phase, with the E(P) fits (the exciton's dashed)."""
+    style = style or STYLES["screen"]
+    fig, ax = _new(plt, style, 6, 4)
+    for kind, marker in (("band_gap", "o"), ("exciton", "^"), ("pl_peak", "s")):
         base = f"optical/{kind}"
         if base not in entry:
             continue
         value = "band_gap_eV" if kind == "band_gap" else "energy_eV"
         error = "band_gap_err_eV" if kind == "band_gap" else "energy_err_eV"
+        if kind == "exciton" and not np.isfinite(entry[f"{base}/{value}"][()]).any():
+            continue  # no resolved exciton at any point (their reasons are in the points' status)
         _errorbar(ax, entry, f"{base}/pressure_GPa", f"{base}/{value}", None, f"{base}/{error}", marker=marker,
-                  color="black" if kind == "band_gap" else "grey", mfc="none", label=kind.replace("_", " "))
+                  color={"band_gap": "black", "exciton": "tab:blue"}.get(kind, "grey"), mfc="none",
+                  label={"band_gap": "band gap (Tauc)", "exciton": "first exciton"}.get(kind, kind.replace("_", " ")))
         fits = entry.get(f"{base}/fit")
         for k, phase in enumerate(fits or ()):
             fit = fits[phase]
@@ -246,23 +336,25 @@ def band_gap(entry, plt):
             beta = float(fit["beta_eV_per_GPa2"][()]) if "beta_eV_per_GPa2" in fit else 0.0
             beta = beta if math.isfinite(beta) else 0.0
             curve = float(fit["E0_eV"][()]) + float(fit["alpha_eV_per_GPa"][()]) * grid + beta * grid**2
-            (line,) = ax.plot(grid, curve, color=_colour(k),
-                              label=f"{phase}: {1000 * float(fit['alpha_eV_per_GPa'][()]):+.0f} meV/GPa")
+            (line,) = ax.plot(grid, curve, color=_colour(k), linestyle="--" if kind == "exciton" else "-",
+                              label=f"{phase}{' exciton' if kind == 'exciton' else ''}: "
+                                    f"{1000 * float(fit['alpha_eV_per_GPa'][()]):+.0f} meV/GPa")
             line.set_gid(f"{base}/fit/{phase}")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("energy (eV)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def ruby_gallery(entry, plt):
+def ruby_gallery(entry, plt, style: FigureStyle | None = None):
     """Each gauge spectrum's fitted window with its model, one panel per point
     (up to :data:`MAX_PANELS` points spread over the run)."""
+    style = style or STYLES["screen"]
     sides = [s for s in ("before", "after") if f"pressure/{s}/fit_x_nm" in entry]
     shown = _spread(len(entry["points/point"]))
-    cols = min(len(shown), 5)
+    cols = min(len(shown), style.gallery_columns)
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = _new(plt, style, 2.2 * cols, 1.9 * rows, nrows=rows, ncols=cols, squeeze=False)
     points = entry["points/point"].asstr()[()]
     for k, ax in enumerate(axes.flat):
         if k >= len(shown):
@@ -275,21 +367,260 @@ def ruby_gallery(entry, plt):
             (data,) = ax.plot(x, entry[f"{base}/fit_counts"][i], ".", color=colour, markersize=2)
             data.set_gid(f"{base}/fit_counts[{i}]|{base}/fit_x_nm[{i}]")
             ax.plot(x, entry[f"{base}/fit_model_counts"][i], "-", color="black", linewidth=0.8)
-        ax.set_title(f"{points[i]}: {entry['points/pressure_GPa'][i]:.2f} GPa", fontsize=7)
-        ax.tick_params(labelsize=6)
+        ax.set_title(f"{points[i]}: {entry['points/pressure_GPa'][i]:.2f} GPa", fontsize=style.small_pt)
+        ax.tick_params(labelsize=style.tiny_pt)
         ax.set_yticks([])
-    fig.supxlabel("wavelength (nm); blue before, red after, black fit", fontsize=8)
-    fig.tight_layout()
+    fig.supxlabel("wavelength (nm); blue before, red after, black fit", fontsize=style.font_pt)
     return fig
 
 
-def saxs_distance(entry, plt):
+def saxs_distance(entry, plt, style: FigureStyle | None = None):
     """Superlattice spacing d = 2 pi / q1 against pressure."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    style = style or STYLES["screen"]
+    fig, ax = _new(plt, style, 6, 4)
     _errorbar(ax, entry, "points/pressure_GPa", "superlattice/d_A", "points/pressure_err_GPa",
               "superlattice/d_err_A", marker="o", color="black")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("superlattice spacing d = 2π/q₁ (Å)")
+    return fig
+
+
+def _stack_rows(values: np.ndarray) -> list[int]:
+    """The rows of a stack worth showing: those with data, up to :data:`MAX_PANELS` spread over the run."""
+    rows = [i for i in range(values.shape[0]) if np.isfinite(values[i]).any()]
+    return [rows[k] for k in _spread(len(rows))]
+
+
+# The spectra the optical stage keeps per point (optical/spectra/, each row on
+# its own energy axis): axis, values, y label, whether each is scaled to its maximum.
+_SPECTRA = (("absorption_energy_eV", "absorbance", "absorbance + offset", False),
+            ("pl_energy_eV", "pl_intensity_per_eV", "PL / its maximum + offset", True))
+
+
+def spectra_stack(entry, plt, style: FigureStyle | None = None):
+    """Absorption and PL spectra of the points (up to :data:`MAX_PANELS` of
+    each, spread over the run), offset in measurement order and coloured by
+    pressure; each PL spectrum scaled to its maximum, the absorbance as measured."""
+    style = style or STYLES["screen"]
+    base = "optical/spectra"
+    kinds = [k for k in _SPECTRA if f"{base}/{k[1]}" in entry]
+    pressure = entry["points/pressure_GPa"][()]
+    colour, mappable = _pressure_colours(plt, pressure)
+    fig, axes = _new(plt, style, 3.2 * len(kinds) + 0.8, 5.0, ncols=len(kinds), squeeze=False)
+    for ax, (axis_name, values_name, ylabel, scaled) in zip(axes.flat, kinds):
+        energy, values = entry[f"{base}/{axis_name}"][()], entry[f"{base}/{values_name}"][()]
+        shown = _stack_rows(values)
+        if scaled:
+            step = 0.7
+        else:
+            # 0.6 of a typical spectrum's range: readable whatever the sample's absorbance
+            spans = [np.nanmax(values[i]) - np.nanmin(values[i]) for i in shown]
+            step = 0.6 * float(np.median(spans)) if spans and np.median(spans) > 0 else 1.0
+        for row, i in enumerate(shown):
+            offset = row * step
+            peak = float(np.nanmax(values[i]))
+            factor = 1.0 / peak if scaled and peak > 0 else 1.0
+            (line,) = ax.plot(energy[i], values[i] * factor + offset, color=colour(pressure[i]), linewidth=0.8)
+            scale = f"×{factor!r}" if factor != 1.0 else ""
+            line.set_gid(f"{base}/{values_name}[{i}]{scale}+{offset!r}|{base}/{axis_name}[{i}]")
+        ax.set_xlabel("photon energy (eV)")
+        ax.set_ylabel(ylabel)
+        ax.set_yticks([])
+    fig.colorbar(mappable, ax=list(axes.flat), label="pressure (GPa)")
+    return fig
+
+
+def lattice(entry, plt, style: FigureStyle | None = None):
+    """Lattice parameters a (and b) of every phase against pressure, and c and
+    c/a of the phases that have a c axis, with pressure and lattice error bars.
+
+    The error of c/a is ``(c/a) sqrt((s_c/c)^2 + (s_a/a)^2)``: a and c taken
+    as independent (the refinement's a-c covariance is not in the store), so
+    it is an upper bound when they are positively correlated.
+    """
+    style = style or STYLES["screen"]
+    phases = [n for n in _phases(entry) if np.isfinite(entry[f"phases/{n}/a_A"][()]).any()]
+    with_c = [n for n in phases if f"phases/{n}/c_A" in entry and np.isfinite(entry[f"phases/{n}/c_A"][()]).any()]
+    panels = ["a"] + (["c", "c/a"] if with_c else [])
+    fig, axes = _new(plt, style, 6, 1.2 + 2.4 * len(panels), nrows=len(panels), sharex=True, squeeze=False)
+    axes = dict(zip(panels, axes[:, 0]))
+    order = _phases(entry)
+    p, p_err = "points/pressure_GPa", "points/pressure_err_GPa"
+    for name in phases:
+        k, g = order.index(name), f"phases/{name}"
+        _errorbar(axes["a"], entry, p, f"{g}/a_A", p_err, f"{g}/a_err_A", marker="o", color=_colour(k),
+                  label=f"{name} a")
+        if f"{g}/b_A" in entry:
+            _errorbar(axes["a"], entry, p, f"{g}/b_A", p_err, f"{g}/b_err_A", marker="s", mfc="none",
+                      color=_colour(k), label=f"{name} b")
+        if name not in with_c:
+            continue
+        _errorbar(axes["c"], entry, p, f"{g}/c_A", p_err, f"{g}/c_err_A", marker="o", color=_colour(k), label=name)
+        a, a_err = entry[f"{g}/a_A"][()], entry[f"{g}/a_err_A"][()]
+        c, c_err = entry[f"{g}/c_A"][()], entry[f"{g}/c_err_A"][()]
+        ratio = c / a
+        container = axes["c/a"].errorbar(entry[p][()], ratio, xerr=entry[p_err][()],
+                                         yerr=ratio * np.hypot(c_err / c, a_err / a), linestyle="none",
+                                         marker="o", capsize=2, color=_colour(k), label=name)
+        container.lines[0].set_gid(f"{g}/c_A÷{g}/a_A|{p}")
+    axes["a"].set_ylabel("a (Å)" if not any(f"phases/{n}/b_A" in entry for n in phases) else "a, b (Å)")
+    if with_c:
+        axes["c"].set_ylabel("c (Å)")
+        axes["c/a"].set_ylabel("c / a")
+    for ax in axes.values():
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=style.small_pt)
+    axes[panels[-1]].set_xlabel("pressure (GPa)")
+    return fig
+
+
+def saxs_stack(entry, plt, style: FigureStyle | None = None):
+    """SAXS patterns (up to :data:`MAX_PANELS`, spread over the run) on a log
+    scale, each multiplied by 10^row (10^(row/2) beyond 12 patterns) to
+    stack them, coloured by pressure,
+    with the superlattice peaks the superlattice stage kept marked (indexed
+    on the top pattern)."""
+    style = style or STYLES["screen"]
+    q, intensity = entry["saxs/q"][()], entry["saxs/I"][()]
+    pressure = entry["points/pressure_GPa"][()]
+    peaks_path = "saxs/peaks/q_A" if "saxs/peaks/q_A" in entry else (
+        "superlattice/q1_A" if "superlattice/q1_A" in entry else None)
+    peaks = None if peaks_path is None else entry[peaks_path][()].reshape(len(pressure), -1)
+    hkl = entry["saxs/peaks/hkl"].asstr()[()] if "saxs/peaks/hkl" in entry else None
+    colour, mappable = _pressure_colours(plt, pressure)
+    shown = _stack_rows(intensity)
+    fig, ax = _new(plt, style, 5.5, 1.5 + 0.4 * len(shown))
+    ax.set_yscale("log")
+    decades = 1.0 if len(shown) <= 12 else 0.5
+    for row, i in enumerate(shown):
+        factor = 10.0 ** (decades * row)
+        (line,) = ax.plot(q, intensity[i] * factor, color=colour(pressure[i]), linewidth=0.8)
+        line.set_gid(f"saxs/I[{i}]×{factor!r}|saxs/q")
+        if peaks is None:
+            continue
+        at = np.isfinite(peaks[i])
+        if not at.any():
+            continue
+        # A marker just above the curve at each peak (interpolated: the peak need not sit on a bin).
+        (marks,) = ax.plot(peaks[i][at], 1.6 * factor * np.interp(peaks[i][at], q, intensity[i]), "|",
+                           color="black", markersize=5)
+        marks.set_gid(f"{peaks_path}[{i}]")
+        if row == len(shown) - 1 and hkl is not None:
+            for x, label in zip(peaks[i][at], hkl[i][at]):
+                ax.text(x, 2.6 * factor * np.interp(x, q, intensity[i]), label, fontsize=style.tiny_pt,
+                        ha="center")
+    ax.set_xlabel("q (1/Å)")
+    ax.set_ylabel(f"intensity × 10^({decades:g} row)")
+    fig.colorbar(mappable, ax=ax, label="pressure (GPa)")
+    return fig
+
+
+def ruby_scale(entry, plt, style: FigureStyle | None = None):
+    """The gauge line's position (ruby R1, Sm:SrB4O7 0-0 line, diamond edge)
+    of each spectrum against the point's pressure, with the run's scale
+    curve at its ambient position x0, and below, each position (moved to the
+    reference temperature as the pressure stage did) minus the curve at the
+    point's pressure: the before/after drift and the fit error bars, which
+    the main panel is too coarse to show.
+
+    Raises
+    ------
+    InputError
+        The run's gauge reads no line position (``sheet``, ``xrd-marker``).
+    """
+    from ..pressure.gauges import GAUGES
+    from ..pressure.scales import get_scale, temperature_corrected_position
+
+    style = style or STYLES["screen"]
+    attrs = entry["pressure"].attrs
+    gauge = GAUGES.get(str(attrs.get("gauge", "sheet")))
+    if gauge is None:
+        raise InputError(f"figure ruby_scale: the {attrs.get('gauge', 'sheet')} gauge reads no line position "
+                         "against pressure")
+    scale, x0 = get_scale(str(attrs["scale"])), float(attrs["x0"])
+    store_name = {attr: name for name, attr in gauge.fields.items()}
+    position, error = (store_name[attr] for attr in gauge.position)
+    unit = "nm" if gauge.axis == "nm" else "cm⁻¹"
+    sides = [side for side in ("before", "after") if f"pressure/{side}/{position}" in entry]
+    p, p_err = "points/pressure_GPa", "points/pressure_err_GPa"
+    pressure = entry[p][()]
+    fig, (ax, below) = _new(plt, style, 6, 5.5, nrows=2, sharex=True, height_ratios=[3, 1.4])
+    finite = pressure[np.isfinite(pressure)]
+    top = float(finite.max()) if finite.size else 1.0
+    grid = np.linspace(min(0.0, float(finite.min()) if finite.size else 0.0), 1.05 * top, 200)
+    (curve,) = ax.plot(grid, scale.position_at(grid, x0), color="black", linewidth=0.8,
+                       label=f"{scale.name}, x0 = {x0:g} {unit}")
+    curve.set_gid(f"scale:{scale.name}")
+    method = str(attrs.get("temperature_correction", "none")) if gauge.thermal_shift else "none"
+    for side, marker, colour in zip(sides, ("o", "s"), ("tab:blue", "tab:red")):
+        y, y_err = f"pressure/{side}/{position}", f"pressure/{side}/{error}"
+        _errorbar(ax, entry, p, y, p_err, y_err, marker=marker, mfc="none", color=colour, label=side)
+        corrected = temperature_corrected_position(entry[y][()], entry["points/temperature_K"][()],
+                                                   float(attrs.get("reference_temperature_K", 298.0)), method,
+                                                   gauge=gauge.name)
+        residual = np.asarray(corrected, dtype=float) - scale.position_at(pressure, x0)
+        container = below.errorbar(pressure, residual, yerr=entry[y_err][()] if y_err in entry else None,
+                                   linestyle="none", marker=marker, mfc="none", capsize=2, color=colour)
+        container.lines[0].set_gid(f"residual:{y}")
+    below.axhline(0.0, color="black", linewidth=0.8)
+    line = position.split("_")[0]
+    ax.set_ylabel(f"{line} ({unit})")
+    below.set_ylabel(f"{line} − scale ({unit})")
+    below.set_xlabel("pressure (GPa)")
+    ax.legend(fontsize=style.small_pt, loc="lower right")
+    return fig
+
+
+def lattice_strain(entry, plt, style=None):
+    """Singh's lattice strain of the cubic phases of a radial-geometry run: each
+    line's d/d_P - 1 against 1 - 3 cos^2 psi at the point where t/G stands out
+    most (slope Q), and t/G = 6 <Q> against pressure (Singh et al., J. Appl.
+    Phys. 83, 7567 (1998); :mod:`dacpipe.xrd.strain`)."""
+    size = style.size(10.0, 4.0) if style is not None else (10.0, 4.0)
+    small = style.small_pt if style is not None else 7
+    fig, (left, right) = plt.subplots(1, 2, figsize=size, layout="constrained")
+    strained = [name for name in _phases(entry) if f"phases/{name}/t_over_G" in entry]
+    shown = None
+    for k, name in enumerate(strained):
+        base = f"phases/{name}"
+        _errorbar(right, entry, "points/pressure_GPa", f"{base}/t_over_G", "points/pressure_err_GPa",
+                  f"{base}/t_over_G_err", marker="o", color=_colour(k), label=name)
+        t, err = entry[f"{base}/t_over_G"][()], entry[f"{base}/t_over_G_err"][()]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            significance = np.where(np.isfinite(t) & (err > 0), np.abs(t) / err, -1.0)
+        if shown is None and f"{base}/strain/x" in entry and significance.max() >= 0:
+            shown = (name, int(np.argmax(significance)))
+    if shown is not None:
+        name, i = shown
+        base = f"phases/{name}/strain"
+        hkl, x, d = entry[f"{base}/hkl"][i], entry[f"{base}/x"][i], entry[f"{base}/d_A"][i]
+        d_p, q = entry[f"{base}/d_P_A"][i], entry[f"{base}/Q"][i]
+        for k in range(len(hkl)):
+            if not (any(hkl[k]) and np.isfinite(q[k])):
+                continue
+            colour = _colour(k)
+            (points,) = left.plot(x[k], d[k] / d_p[k] - 1.0, "o", color=colour, markersize=3,
+                                  label="".join(str(int(v)) for v in hkl[k]) + f": Q = {q[k]:.2e}")
+            points.set_gid(f"{base}/d_A[{i},{k}]÷{base}/d_P_A[{i},{k}]+-1|{base}/x[{i},{k}]")
+            grid = np.array([np.nanmin(x[k]), np.nanmax(x[k])])
+            left.plot(grid, q[k] * grid, "-", color=colour, linewidth=0.8)
+        point = entry["points/point"].asstr()[i] if "points/point" in entry else str(i)
+        left.set_title(f"{name}, {point}: t/G = {entry[f'phases/{name}/t_over_G'][i]:.4f} "
+                       f"± {entry[f'phases/{name}/t_over_G_err'][i]:.4f}", fontsize=small)
+        left.legend(fontsize=small)
+    else:
+        phases_group = entry.get("phases")
+        note = str(phases_group.attrs.get("strain", "")) if phases_group is not None else ""
+        left.text(0.5, 0.5, note or "no lattice strain in the store (no cubic phase)", ha="center", va="center",
+                  wrap=True, fontsize=small, transform=left.transAxes)
+    left.axhline(0.0, color="grey", linewidth=0.5)
+    left.set_xlabel("1 − 3 cos²ψ")
+    left.set_ylabel("d / d_P − 1")
+    right.axhline(0.0, color="grey", linewidth=0.5)
+    right.set_xlabel("pressure (GPa)")
+    right.set_ylabel("t / G = 6 ⟨Q⟩")
+    if strained:
+        right.legend(fontsize=small)
     return fig
 
 
@@ -304,6 +635,11 @@ FIGURES: dict[str, Callable] = {
     "band_gap": band_gap,
     "ruby_gallery": ruby_gallery,
     "saxs_distance": saxs_distance,
+    "lattice_strain": lattice_strain,
+    "spectra_stack": spectra_stack,
+    "lattice": lattice,
+    "saxs_stack": saxs_stack,
+    "ruby_scale": ruby_scale,
 }
 
 
@@ -312,14 +648,19 @@ def figures_for(run: dict) -> list[str]:
     names = []
     if run["pressure"]["gauge"] in ("ruby", "sm-srb4o7"):
         names.append("ruby_gallery")
+    if run["pressure"]["gauge"] in ("ruby", "sm-srb4o7", "diamond-raman"):  # a line position against pressure
+        names.append("ruby_scale")
     if "xrd" in run:
         names.append("waterfall")
         if run.get("phases"):
-            names += ["fractions", "compression", "f_f", "eos_ellipse"]
+            names += ["fractions", "compression", "f_f", "eos_ellipse", "lattice"]
+    if "xrd" in run and run.get("phases") and run["xrd"].get("geometry") == "radial" \
+            and run["xrd"].get("cake", {}).get("enabled"):
+        names.append("lattice_strain")      # Singh's t/G needs a radial-geometry cake
     if "saxs" in run:
-        names.append("saxs_distance")
+        names += ["saxs_distance", "saxs_stack"]
     if "optical" in run:
-        names.append("band_gap")
+        names += ["band_gap", "spectra_stack"]
     return names
 
 
@@ -335,38 +676,60 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "band_gap": ("optical",),
     "ruby_gallery": ("pressure", "points/point", "points/pressure_GPa"),
     "saxs_distance": ("superlattice/d_A", "superlattice/d_err_A", "points/pressure_GPa"),
+    "lattice_strain": ("phases", "points/pressure_GPa", "points/pressure_err_GPa"),
+    "spectra_stack": ("optical/spectra", "points/pressure_GPa"),
+    "lattice": ("phases", "points/pressure_GPa", "points/pressure_err_GPa"),
+    "saxs_stack": ("saxs/q", "saxs/I", "points/pressure_GPa"),
+    "ruby_scale": ("pressure", "points/pressure_GPa", "points/pressure_err_GPa", "points/temperature_K"),
 }
 
 
-def draw_figure(name: str, store_path: str | Path, out_png: str | Path) -> list[Path]:
+def draw_figure(name: str, store_path: str | Path, out_png: str | Path, width: str = "screen") -> list[Path]:
     """Draw figure ``name`` from a store into ``out_png`` and the PDF beside it.
+
+    Parameters
+    ----------
+    width : str
+        A :data:`STYLES` name (config ``figures.width``): ``screen``, or a
+        journal column (``single-column``, ``double-column``), whose files
+        are exactly that wide.
 
     Raises
     ------
     InputError
-        The store lacks what the figure shows (:data:`NEEDS`).
+        The store lacks what the figure shows (:data:`NEEDS`), or the run
+        has nothing the figure can show (a gauge without a line position).
     """
+    if width not in STYLES:
+        raise InputError(f"figure width {width!r} is not one of {', '.join(STYLES)}")
+    style = STYLES[width]
     plt = _pyplot()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    with open_result(store_path) as h5:  # a damaged store: one line saying how to rebuild it
-        run_id = h5.attrs.get("default")
-        if run_id is None or str(run_id) not in h5:
-            raise StoreError(f"{store_path}: not a dacpipe store (no default run entry); delete it and run "
-                             f"again to rebuild it")
-        entry = h5[str(run_id)]
-        missing = [path for path in NEEDS[name] if path not in entry]
-        if missing:
-            raise InputError(f"figure {name}: the store has no {', '.join(missing)}", str(store_path))
-        fig = FIGURES[name](entry, plt)
-    try:
-        written = []
-        for path in (out_png, out_png.with_suffix(".pdf")):
+    # The style's lettering holds while the figure is drawn and saved (tick labels are made at saving).
+    with plt.rc_context(style.rc()):
+        with open_result(store_path) as h5:  # a damaged store: one line saying how to rebuild it
+            run_id = h5.attrs.get("default")
+            if run_id is None or str(run_id) not in h5:
+                raise StoreError(f"{store_path}: not a dacpipe store (no default run entry); delete it and run "
+                                 f"again to rebuild it")
+            entry = h5[str(run_id)]
+            missing = [path for path in NEEDS[name] if path not in entry]
+            if missing:
+                raise InputError(f"figure {name}: the store has no {', '.join(missing)}", str(store_path))
             try:
-                fig.savefig(path, dpi=150, bbox_inches="tight")
-            except OSError as exc:  # a full disk: one line, not matplotlib's traceback
-                raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
-            written.append(path)
-        return written
-    finally:
-        plt.close(fig)
+                fig = FIGURES[name](entry, plt, style)
+            except InputError as err:
+                raise err.with_path(str(store_path)) from None
+        try:
+            written = []
+            for path in (out_png, out_png.with_suffix(".pdf")):
+                try:
+                    # A journal width is the file's width: not cropped (the layout keeps everything inside).
+                    fig.savefig(path, dpi=style.dpi, bbox_inches="tight" if style.width_in is None else None)
+                except OSError as exc:  # a full disk: one line, not matplotlib's traceback
+                    raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
+                written.append(path)
+            return written
+        finally:
+            plt.close(fig)
