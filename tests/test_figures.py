@@ -178,7 +178,7 @@ def test_spectra_stack_draws_each_stored_spectrum_on_its_own_axis(tmp_path):
     entry["optical/spectra/absorption_energy_eV"], entry["optical/spectra/absorbance"] = energy, absorbance
     pl_energy = np.tile(np.linspace(1.5, 1.9, 6), (3, 1))
     pl = np.array([[1, 3, 8, 3, 1, 0], [2, 6, 40, 6, 2, 1], [0, 1, 2, 4, 1, 0]], dtype=float)
-    entry["optical/spectra/pl_energy_eV"], entry["optical/spectra/pl_intensity_per_eV"] = pl_energy, pl
+    entry["optical/spectra/pl_energy_eV"], entry["optical/spectra/pl_intensity"] = pl_energy, pl
     plt = _pyplot()
     fig = FIGURES["spectra_stack"](entry, plt)
     lines = _tagged(fig)
@@ -314,7 +314,7 @@ def _every_kind_store(path):
     entry["phases/cub/fraction"] = np.ones(3)
     entry["saxs/q"], entry["saxs/I"] = np.linspace(0.02, 0.3, 50), np.ones((3, 50))
     entry["optical/spectra/pl_energy_eV"] = np.tile(np.linspace(1.5, 1.9, 6), (3, 1))
-    entry["optical/spectra/pl_intensity_per_eV"] = np.ones((3, 6))
+    entry["optical/spectra/pl_intensity"] = np.ones((3, 6))
     return h5, entry
 
 
@@ -333,6 +333,7 @@ def test_a_journal_width_is_the_width_of_every_figure(tmp_path, width, inches):
     h5.close()
 
 
+@pytest.mark.slow  # a PNG at 600 dpi and a PDF: about a second
 def test_a_saved_journal_figure_is_exactly_the_column_wide(tmp_path):
     """Saved at single-column width: the PNG is 600 dpi x 3.35 in, the PDF page
     3.35 in (72 pt per inch), not cropped to its content."""
@@ -354,3 +355,31 @@ def test_figure_width_is_a_checked_config_key():
         validate_config({"runs": {"r": {"sheet": "points.tsv"}}, "figures": {"width": "single"}})
     with pytest.raises(InputError, match="figure width 'a4'"):
         draw_figure("lattice", "none.h5", "none.png", width="a4")
+
+
+def test_optical_stage_keeps_each_spectrum_as_read():
+    """optical/spectra/ holds each point's absorbance and PL per eV as read,
+    on its own axis: also for a metallic point that has no edge and no PL
+    peak (the stack shows them), NaN for a point without the spectrum."""
+    from dataclasses import replace
+
+    from dacpipe.io.sheet import Sheet, read_sheet
+    from dacpipe.optical.spectra import read_optical
+    from dacpipe.optical.stage import measure_points
+
+    full = read_sheet(ROOT / "data-sample" / "hgte_thz" / "points.tsv")
+    first, metal = full.points[0], full.points[-1]
+    no_absorption = replace(full.points[1], files={k: v for k, v in full.points[1].files.items() if k != "absorption"})
+    sheet = Sheet(full.path, full.columns, (first, no_absorption, metal))
+    result = measure_points(sheet, {})
+    d = result.datasets
+    assert np.isfinite(d["band_gap/band_gap_eV"][0]) and np.isnan(d["band_gap/band_gap_eV"][2])
+    for i, point in ((0, first), (2, metal)):
+        absorbance = read_optical(point.files["absorption"], "nm")
+        pl = read_optical(point.files["pl"], "nm", density=True)
+        n, m = absorbance.energy_eV.size, pl.energy_eV.size
+        np.testing.assert_array_equal(d["spectra/absorption_energy_eV"][i, :n], absorbance.energy_eV)
+        np.testing.assert_array_equal(d["spectra/absorbance"][i, :n], absorbance.values)
+        np.testing.assert_array_equal(d["spectra/pl_energy_eV"][i, :m], pl.energy_eV)
+        np.testing.assert_array_equal(d["spectra/pl_intensity"][i, :m], pl.values)
+    assert np.isnan(d["spectra/absorbance"][1]).all() and np.isfinite(d["spectra/pl_intensity"][1]).any()

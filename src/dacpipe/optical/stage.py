@@ -328,8 +328,10 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
 
 
 # Store names of the spectra kept per point: (energy axis, values) per sheet column.
+# The PL is a density per eV (the Jacobian of a wavelength axis applied), in the
+# file's counts: no unit suffix, which would read as eV.
 SPECTRA = {"absorption": ("spectra/absorption_energy_eV", "spectra/absorbance"),
-           "pl": ("spectra/pl_energy_eV", "spectra/pl_intensity_per_eV")}
+           "pl": ("spectra/pl_energy_eV", "spectra/pl_intensity")}
 
 
 def _padded_spectra(shown: dict[str, list]) -> dict[str, np.ndarray]:

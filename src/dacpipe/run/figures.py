@@ -394,7 +394,7 @@ def _stack_rows(values: np.ndarray) -> list[int]:
 # The spectra the optical stage keeps per point (optical/spectra/, each row on
 # its own energy axis): axis, values, y label, whether each is scaled to its maximum.
 _SPECTRA = (("absorption_energy_eV", "absorbance", "absorbance + offset", False),
-            ("pl_energy_eV", "pl_intensity_per_eV", "PL / its maximum + offset", True))
+            ("pl_energy_eV", "pl_intensity", "PL / its maximum + offset", True))
 
 
 def spectra_stack(entry, plt, style: FigureStyle | None = None):
