@@ -319,3 +319,13 @@ def test_an_unstressed_calibrant_gives_t_over_g_consistent_with_zero(real_data):
     stress = phase_strain(hkl, fitted, errors, integrator.wavelength_A, sectors).stress
     assert stress.n_lines == 6
     assert abs(stress.t_over_G) < 3 * stress.t_over_G_err and stress.t_over_G_err < 0.002, stress
+
+
+def test_the_phase_stage_reads_the_cake_of_a_radial_run_only():
+    """The cake is N x n_azimuthal x npt numbers: a run in axial geometry does not read it."""
+    from dacpipe.run.stages import config_sections, optional_reads
+
+    radial = {"xrd": {"geometry": "radial"}, "pressure": {"gauge": "ruby"}}
+    assert optional_reads("phases", "xrd", [], radial) == ("cake/I", "cake/chi_deg", "cake/radial")
+    assert optional_reads("phases", "xrd", [], {"xrd": {"geometry": "axial"}}) == ()
+    assert "xrd" in config_sections("phases", radial)     # a chunk job knows the geometry

@@ -605,8 +605,8 @@ def lattice_strain(entry, plt, style=None):
             grid = np.array([np.nanmin(x[k]), np.nanmax(x[k])])
             left.plot(grid, q[k] * grid, "-", color=colour, linewidth=0.8)
         point = entry["points/point"].asstr()[i] if "points/point" in entry else str(i)
-        left.set_title(f"{name}, {point}: t/G = {entry[f'phases/{name}/t_over_G'][i]:.4f} "
-                       f"± {entry[f'phases/{name}/t_over_G_err'][i]:.4f}", fontsize=small)
+        left.set_title(f"{name}, {point}: t/G = {entry[f'phases/{name}/t_over_G'][i]:.4g} "
+                       f"± {entry[f'phases/{name}/t_over_G_err'][i]:.2g}", fontsize=small)
         left.legend(fontsize=small)
     else:
         phases_group = entry.get("phases")
