@@ -22,6 +22,7 @@ include: "workflow/rules/superlattice.smk"
 include: "workflow/rules/optical.smk"
 include: "workflow/rules/store.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/campaign.smk"
 
 
 # Defined here, after the includes: Snakemake resets the default target at
@@ -31,3 +32,4 @@ rule all:
     input:
         expand(f"{RESULTS}/{{run}}.h5", run=RUNS),
         [path for run_id in RUNS for path in figure_files(run_id)],
+        campaign_files(),

@@ -35,6 +35,9 @@ def snakemake(project, *args):
 # The figures of hgte_thz's store besides its ruby gallery, one job each.
 HGTE_FIGURES = {"figure_waterfall": "1", "figure_fractions": "1", "figure_compression": "1", "figure_f_f": "1",
                 "figure_eos_ellipse": "1", "figure_band_gap": "1"}
+# The campaign hgte_sizes (hgte_thz and hgte_6nm): rerun with either run.
+CAMPAIGN_JOBS = {"campaign": "1", "figure_campaign_compression": "1", "figure_campaign_transitions": "1",
+                 "figure_campaign_dEg_dP": "1", "figure_campaign_band_gap": "1"}
 
 
 def job_counts(out) -> dict[str, str]:
@@ -47,21 +50,23 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     out = snakemake(project, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr
     counts = job_counts(out)
-    # Three runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
-    # nc_saxs (ruby + SAXS + superlattice) and cdse_nc (gold marker pressure +
-    # XRD + indexing + EOS, no ruby, no optics). One job per run and stage,
+    # Four runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
+    # nc_saxs (ruby + SAXS + superlattice), cdse_nc (gold marker pressure +
+    # XRD + indexing + EOS, no ruby, no optics) and hgte_6nm (as hgte_thz,
+    # five points), and the campaign hgte_sizes. One job per run and stage,
     # never one per spectrum or frame; one per figure. The identification's
     # chunks (one each here) are joined with the transitions.
-    structural = {name: "2" for name in HGTE_FIGURES if name != "figure_band_gap"}
-    assert counts == {"all": "1", "pressure": "3", "integrate": "3", "index": "2", "join_phases": "2", "eos": "2", "superlattice": "1",
-                      "optical": "1", "store": "3", **HGTE_FIGURES, **structural, "figure_ruby_gallery": "2",
-                      "figure_saxs_distance": "1", "merge": "6", "total": "38"}
+    structural = {name: "3" for name in HGTE_FIGURES if name != "figure_band_gap"}
+    assert counts == {"all": "1", "pressure": "4", "integrate": "4", "index": "3", "join_phases": "3", "eos": "3", "superlattice": "1",
+                      "optical": "2", "store": "4", **HGTE_FIGURES, **structural, "figure_band_gap": "2",
+                      "figure_ruby_gallery": "3", "figure_saxs_distance": "1", "merge": "8", **CAMPAIGN_JOBS,
+                      "total": "59"}
 
 
 def test_full_run_then_noop_rerun(project):
     out = snakemake(project)
     assert out.returncode == 0, out.stderr[-3000:]
-    for run in ("hgte_thz", "nc_saxs", "cdse_nc"):
+    for run in ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm"):
         points = read_points(project / "results" / f"{run}.h5", run)
         assert np.all(np.isfinite(points["pressure_GPa"]))
         # Only the metallic rock-salt points have something to say: no band gap.
@@ -79,7 +84,8 @@ def test_report_holds_every_figure_with_its_caption(project):
     out = snakemake(project, "--report", "report.html")
     assert out.returncode == 0, out.stderr[-2000:]
     html = (project / "report.html").read_text(errors="replace")
-    for name in ("waterfall", "fractions", "compression", "f_f", "band_gap", "ruby_gallery", "saxs_distance"):
+    for name in ("waterfall", "fractions", "compression", "f_f", "band_gap", "ruby_gallery", "saxs_distance",
+                 "campaign_compression", "campaign_transitions", "campaign_dEg_dP", "campaign_band_gap"):
         assert f"{name}.png" in html, name
     assert "Normalised stress F against Eulerian strain f" in html
 
@@ -113,7 +119,8 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     # Indexing, EOS and the optical stage (which takes each point's phase
     # from the indexing) read what follows from the XRD part.
     assert jobs == {"all": "1", "integrate": "1", "merge": "1", "index": "1", "join_phases": "1", "eos": "1",
-                    "optical": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "15"}
+                    "optical": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", **CAMPAIGN_JOBS,
+                    "total": "20"}
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
@@ -123,7 +130,8 @@ def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
     jobs = job_counts(out)
-    assert jobs == {"all": "1", "eos": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", "total": "10"}
+    assert jobs == {"all": "1", "eos": "1", "store": "1", **HGTE_FIGURES, "figure_ruby_gallery": "1", **CAMPAIGN_JOBS,
+                    "total": "15"}
 
 
 def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
@@ -136,7 +144,8 @@ def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
     assert out.returncode == 0, out.stderr
     # No ruby gallery: the run has no ruby spectra to show any more.
     assert job_counts(out) == {"all": "1", "pressure": "1", "merge": "1", "index": "1", "join_phases": "1",
-                               "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, "total": "14"}
+                               "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, **CAMPAIGN_JOBS,
+                               "total": "19"}
 
 
 @pytest.mark.parametrize("extra", [

@@ -51,7 +51,34 @@ def cmd_run(args) -> int:
         except DacpipeError as err:
             log.error(f"{run_id}: {err}")
             failed.append(run_id)
+    failed += _run_campaigns(config, run_ids, failed, args.figures)
     return 1 if failed else 0
+
+
+def _run_campaigns(config: dict, run_ids: list[str], failed: list[str], figures: bool) -> list[str]:
+    """After ``dacpipe run``: each campaign with a run just processed, none of
+    its runs failed and every store there, written (with its figures). Returns
+    the campaigns that failed."""
+    from ..run.campaign import campaign_figure_path, campaign_from_config, campaign_path, write_campaign
+    from ..run.campaign_figures import draw_campaign_figures
+
+    bad = []
+    for name, spec in config.get("campaigns", {}).items():
+        runs = spec["runs"]
+        if not set(runs) & set(run_ids) or set(runs) & set(failed):
+            continue
+        if not all(store_path(config, run).is_file() for run in runs):
+            log.warning(f"campaign {name}: not written, some of its runs have no store yet ({', '.join(runs)})")
+            continue
+        try:
+            out = write_campaign(campaign_path(config, name), campaign_from_config(config, name))
+            log.info(f"campaign {name}: wrote {out}")
+            if figures:
+                draw_campaign_figures(out, campaign_figure_path(config, name, "").parent)
+        except DacpipeError as err:
+            log.error(f"campaign {name}: {err}")
+            bad.append(f"campaign {name}")
+    return bad
 
 
 def _calibrate_run(run: dict, run_id: str) -> None:
@@ -91,6 +118,25 @@ def cmd_calibrate(args) -> int:
 def cmd_figure(args) -> int:
     for path in draw_figure(args.name, args.store, args.out):
         log.info(f"wrote {path}")
+    return 0
+
+
+def cmd_campaign(args) -> int:
+    from ..run.campaign import campaign_figure_path, campaign_from_config, campaign_path, write_campaign
+    from ..run.campaign_figures import draw_campaign_figure, draw_campaign_figures
+
+    if args.figure:  # one figure from a written campaign file (the Snakemake rule)
+        if not (args.campaign_file and args.out):
+            raise ConfigError("dacpipe campaign --figure needs --campaign-file and --out")
+        for path in draw_campaign_figure(args.figure, args.campaign_file, args.out):
+            log.info(f"wrote {path}")
+        return 0
+    config = config_from_args(args)
+    out = write_campaign(args.out or campaign_path(config, args.name),
+                         campaign_from_config(config, args.name, args.stores))
+    log.info(f"campaign {args.name}: wrote {out}")
+    if args.figures:
+        draw_campaign_figures(out, campaign_figure_path(config, args.name, "").parent)
     return 0
 
 
@@ -208,6 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="the run's results/<run>.h5")
     p.add_argument("--out", required=True, help="PNG to write; the PDF goes beside it")
     p.set_defaults(func=cmd_figure)
+
+    from ..run.campaign_figures import CAMPAIGN_FIGURES
+
+    p = sub.add_parser("campaign", help="compare the runs of a campaign of the config from their stores: "
+                                        "<results>/campaigns/NAME.h5 and its figures")
+    p.add_argument("name", help="the campaign (config key campaigns.NAME)")
+    p.add_argument("--stores", nargs="+", help="the runs' stores, in the campaign's run order "
+                                               "(default <results>/<run>.h5)")
+    p.add_argument("--out", help="file to write (default <results>/campaigns/NAME.h5); with --figure, the PNG")
+    p.add_argument("--figures", action="store_true", help="also draw the campaign's figures")
+    p.add_argument("--figure", choices=list(CAMPAIGN_FIGURES), help="draw only this figure from --campaign-file")
+    p.add_argument("--campaign-file", help="the campaign file a --figure is drawn from")
+    p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
+    add_config_options(p)
+    p.set_defaults(func=cmd_campaign)
 
     p = sub.add_parser("stage", help="run one stage of one run (what the Snakemake rules call)")
     p.add_argument("stage", choices=list(STAGES))

@@ -100,7 +100,23 @@ def validate_config(config: dict) -> dict:
         # Within oneOf/anyOf, the sub-error usually says more than the parent.
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(_describe(best))
+    _check_campaigns(config)
     return config
+
+
+def _check_campaigns(config: dict) -> None:
+    """What the schema cannot say of ``campaigns``: each names runs of ``runs``,
+    with one value of its ``by`` per run."""
+    for name, campaign in config.get("campaigns", {}).items():
+        key = f"config: campaigns.{name}"
+        unknown = [run for run in campaign["runs"] if run not in config["runs"]]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(config["runs"]), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key}.runs: no run {unknown[0]!r} in runs{hint}; runs: {', '.join(config['runs'])}")
+        if len(campaign["values"]) != len(campaign["runs"]):
+            raise ConfigError(f"{key}.values has {len(campaign['values'])} values for {len(campaign['runs'])} runs; "
+                              f"give one value of {campaign['by']!r} per run, in the order of runs")
 
 
 def validate_section(name: str, section: dict | None) -> dict:

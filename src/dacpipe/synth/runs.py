@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.units import HC_EV_NM
 from . import optical, powder, saxs, xrd
 from .detector import write_cbf
 from .ruby import RubyPoint, write_ruby_series
@@ -148,6 +149,90 @@ def write_cdse_nc(folder: Path, seed: int) -> None:
                 "wurtzite -> rock salt 2.6-4.2 GPa up, back 1.6-0.4 GPa down; gold (Au) as pressure marker",
                 f"XRD: wavelength_A {series.wavelength_A}, geometry xrd.poni, mask xrd.mask; <phase>/fraction: share "
                 "of CdSe formula units; volumes per formula unit; Au/a_A the marker's cell (Fei 2007 EOS)"])
+
+
+# The second HgTe run of the hgte_sizes campaign: smaller nanocrystals, a
+# few points only. Smaller crystallites transform at higher pressure (the
+# surface energy of the nanocrystal favours the low-pressure phase; Tolbert &
+# Alivisatos, Science 265, 373 (1994), for CdSe) and have a wider,
+# quantum-confined gap: the 6 nm run has the 9 nm run's E(P) raised by
+# HGTE_6NM_CONFINEMENT_EV.
+HGTE_6NM_PRESSURES_GPA = (0.3, 1.4, 2.6, 3.6, 4.8)
+HGTE_6NM_TRANSITION_GPA = (3.1, 4.3)  # zinc blende -> cinnabar, onset and end
+HGTE_6NM_CRYSTALLITE_NM = {"HgTe-zb": 6.0, "HgTe-cinnabar": 5.0}
+HGTE_6NM_CONFINEMENT_EV = 0.15
+
+
+def hgte_6nm_series(pressures_GPa) -> powder.Series:
+    """The truth of ``hgte_6nm`` at the exposure pressures: zinc blende going
+    to cinnabar linearly between :data:`HGTE_6NM_TRANSITION_GPA`."""
+    onset, end = HGTE_6NM_TRANSITION_GPA
+    points = []
+    for p in pressures_GPa:
+        zb = float(np.clip((end - p) / (end - onset), 0.0, 1.0))
+        points.append(powder.PointTruth(float(p), {"HgTe-zb": zb, "HgTe-cinnabar": 1.0 - zb},
+                                        HGTE_6NM_CRYSTALLITE_NM))
+    return powder.Series("hgte_6nm", ("HgTe-zb", "HgTe-cinnabar"), None, tuple(points))
+
+
+def write_hgte_6nm(folder: Path, seed: int) -> None:
+    """The ``hgte_6nm`` run: 6 nm HgTe nanocrystals, 5 points to 4.8 GPa
+    through zinc blende -> cinnabar; ruby before and after, one XRD frame
+    (the 1D model of :mod:`dacpipe.synth.powder` on the detector of
+    ``hgte_thz``) and an absorption spectrum per point.
+
+    The absorbance is the edge of :mod:`dacpipe.synth.optical` (same baseline
+    and noise) at the gap of the point's dominant phase plus
+    :data:`HGTE_6NM_CONFINEMENT_EV`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "xrd").mkdir(exist_ok=True)
+    (folder / "optical").mkdir(exist_ok=True)
+    ruby = write_ruby_series(folder, "hgte6", HGTE_6NM_PRESSURES_GPA, np.random.default_rng([seed, 4]),
+                             scale_name=RUBY_SCALE, lambda0_nm=RUBY_LAMBDA0_NM)
+    xrd.write_xrd_geometry(folder)
+    series = hgte_6nm_series([r.exposure_pressure_GPa for r in ruby])
+    scale = series.scale() * xrd.REFERENCE_PEAK_COUNTS / powder.PEAK_COUNTS
+    fractions = series.fractions()
+    light_rng = np.random.default_rng([seed, 4, 0])
+    sheet, truth = [], []
+    for i, (r, point) in enumerate(zip(ruby, series.points), start=1):
+        counts = xrd.frame_from_pattern(lambda tth: powder.expected_pattern(
+            xrd.q_of_two_theta(tth), series.wavelength_A, point, scale=scale), _frame_rng(seed, 4, i))
+        image = f"xrd/hgte6_{r.point}.cbf"
+        write_cbf(folder / image, counts)
+        phase = max(series.sample_phases, key=lambda name: fractions[name][i - 1])
+        gap = optical.true_gap_eV(phase, point.pressure_GPa) + HGTE_6NM_CONFINEMENT_EV
+        energy = np.linspace(*optical.ABS_ENERGY_RANGE_EV, optical.ABS_POINTS)[::-1]  # wavelength increasing
+        absorbance = (optical.edge_absorbance(energy, gap, light_rng.uniform(0.8, 1.2))
+                      + optical.dac_baseline(energy, light_rng.uniform(0.10, 0.30), light_rng.uniform(0.03, 0.10))
+                      + light_rng.normal(0.0, optical.ABSORBANCE_NOISE, energy.size))
+        spectrum = f"optical/hgte6_{r.point}_abs.txt"
+        (folder / spectrum).write_text("\n".join(["wavelength_nm\tabsorbance"] + [
+            f"{a:.3f}\t{b:.5f}" for a, b in zip(HC_EV_NM / energy, absorbance)]) + "\n", encoding="utf-8")
+        sheet.append([r.point, image, r.files["before"], r.files["after"], spectrum, f"{TEMPERATURE_K:g}",
+                      f"step {i}"])
+        values = []
+        for name in series.sample_phases:
+            present = fractions[name][i - 1] > 0
+            values += [fractions[name][i - 1], series.volume_fu_A3(name)[i - 1],
+                       HGTE_6NM_CRYSTALLITE_NM[name] if present else math.nan]
+        truth.append(_ruby_truth(r) + [_fmt(point.pressure_GPa)] + [_fmt(v) for v in values]
+                     + [_fmt(gap), phase])
+    _write_tsv(folder / "points.tsv",
+               ["point", "xrd", "ruby_before", "ruby_after", "absorption", "temperature_K", "note"], sheet)
+    columns = [f"{name}/{q}" for name in series.sample_phases for q in ("fraction", "volume_fu_A3", "crystallite_nm")]
+    onset, end = HGTE_6NM_TRANSITION_GPA
+    _write_tsv(folder / "truth.tsv",
+               ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *columns,
+                "band_gap_eV", "optical_phase"],
+               truth,
+               [f"truth of the synthetic run: scale {RUBY_SCALE}, lambda0_nm {RUBY_LAMBDA0_NM}",
+                "pressure_GPa: sample pressure during the XRD exposure = mean of the true pressures before and after",
+                f"XRD: wavelength_A {series.wavelength_A}, geometry xrd.poni, mask xrd.mask; transition "
+                f"HgTe-zb -> HgTe-cinnabar {onset}-{end} GPa (dacpipe.synth.runs.hgte_6nm_series)",
+                f"band_gap_eV: gap of the dominant phase optical_phase, dacpipe.synth.optical's E(P) + "
+                f"{HGTE_6NM_CONFINEMENT_EV} eV of quantum confinement"])
 
 
 def write_nc_saxs(folder: Path, seed: int) -> None:
