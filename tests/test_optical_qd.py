@@ -81,3 +81,62 @@ def test_deformation_potential_of_a_linear_gap():
     assert err == pytest.approx(expected, rel=1e-4)
     aV5, _ = deformation_potential_eV(fit, (eos, cov, ("V0_A3", "K0_GPa", "Kp")), 5.0)
     assert aV5 == pytest.approx(-float(bulk_modulus_GPa(eos, volume_A3(eos, 5.0))) * 0.08, rel=1e-6)
+
+
+def test_stage_deformation_potential_from_the_eos_stage():
+    """The optical stage's wiring: the EOS stage's own output for a BM3 phase
+    (K0 = 50 GPa, K' = 4.5, volumes exact) read back as the optical stage's
+    upstream, and Eg = 1.5 + 0.08 P: dEg/dlnV at P = 0 is -K0 alpha = -4.0 eV
+    (the fitted K0 is exact to 1e-6 on exact volumes), at the mean pressure
+    -K(P) alpha; a phase without an EOS fit gets NaN and the reason."""
+    from dacpipe.core.results import StageResult, Upstream
+    from dacpipe.eos.models import EosParams, bulk_modulus_GPa, volume_A3
+    from dacpipe.eos.stage import fit_phase_volumes
+    from dacpipe.optical import stage
+
+    ids = [f"p{i:03d}" for i in range(10)]
+    P = np.linspace(0.5, 8.0, 10)
+    truth = EosParams("bm3", 60.0, 50.0, 4.5)
+    V = np.array([volume_A3(truth, p) for p in P])
+    eos = fit_phase_volumes(ids, P, np.full(10, 0.02), {"A": (V, np.full(10, 0.01))}, {"model": "bm3"})
+    upstream = Upstream({key[len("eos/"):]: value for key, value in eos.extra.items()}, eos.attrs)
+    fits = stage.eos_fits(upstream)
+    assert set(fits) == {"A"} and fits["A"][0].K0_GPa == pytest.approx(50.0, rel=1e-6)
+
+    cfg = stage.settings({})
+    n = len(ids)
+    datasets = {f"band_gap/{name}": np.full(n, np.nan) for name in stage._GAP_FIELDS}
+    datasets.update({f"pl_peak/{name}": np.full(n, np.nan) for name in stage._PL_FIELDS})
+    datasets["band_gap/band_gap_eV"] = 1.5 + 0.08 * P
+    datasets["band_gap/band_gap_err_eV"] = np.full(n, 1e-3)
+    measured = StageResult(stage="optical", point_ids=ids, datasets=datasets, status=["ok"] * n)
+    phases = ["A"] * 6 + ["B"] * 4
+    messages = []
+    result = stage.fit_series(measured, cfg, P, phases, messages.append, eos_fits=fits)
+    a = {key.rsplit("/", 1)[1]: value for key, value in result.extra.items()
+         if key.startswith("optical/band_gap/deformation/A/")}
+    assert float(a["dEg_dlnV_P0_eV"]) == pytest.approx(-4.0, rel=1e-5)
+    # The two fits' errors in quadrature: K0 sigma_alpha and alpha sigma_K0.
+    alpha_err = float(result.extra["optical/band_gap/fit/A/alpha_err_eV_per_GPa"])
+    k0_err = float(eos.extra["eos/A/K0_err_GPa"])
+    assert k0_err > 0 and alpha_err > 0
+    assert float(a["dEg_dlnV_P0_err_eV"]) == pytest.approx(math.hypot(50.0 * alpha_err, 0.08 * k0_err), rel=1e-3)
+    mean_p = float(np.mean(P[:6]))
+    assert float(a["pressure_mean_GPa"]) == pytest.approx(mean_p)
+    assert float(a["dEg_dlnV_eV"]) == pytest.approx(-float(bulk_modulus_GPa(truth, volume_A3(truth, mean_p))) * 0.08,
+                                                    rel=1e-5)
+    assert str(a["reason"]) == "" and str(a["eos_model"]) == "bm3"
+    b = {key.rsplit("/", 1)[1]: value for key, value in result.extra.items()
+         if key.startswith("optical/band_gap/deformation/B/")}
+    assert np.isnan(float(b["dEg_dlnV_P0_eV"])) and "no EOS fit of phase B" in str(b["reason"])
+    assert any("no deformation potential" in m for m in messages)
+
+
+def test_optical_reads_the_eos_and_the_eos_reads_no_optics():
+    """The DAG: optical after eos when the run is indexed, never the other way round."""
+    from dacpipe.run.stages import needs, optional_reads
+
+    run = {"pressure": {"gauge": "ruby"}, "xrd": {}, "phases": ["HgTe-zb"], "optical": {}}
+    assert "eos" in needs("optical", run) and "optical" not in needs("eos", run)
+    assert "HgTe-zb/K0_GPa" in optional_reads("optical", "eos", ["HgTe-zb"])
+    assert needs("optical", {"pressure": {"gauge": "ruby"}, "optical": {}}) == ("pressure",)

@@ -25,21 +25,26 @@ goes on.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..core.errors import ConfigError, InputError
 from ..core.results import StageContext, StageResult, Upstream
+from ..eos.models import EosParams
 from ..io.config import validate_section
 from ..io.sheet import Sheet
 from ..pressure.budget import random_and_systematic
+from .deformation import bulk_modulus_at_pressure, deformation_potential_eV
+from .exciton import ExcitonFit, exciton_peak
 from .pl import EmissionFit, fit_pl_peak
 from .pressure_fit import PressureFit, fit_energy_vs_pressure, propagate_systematic_energy
 from .temperature_fit import MODELS as TEMPERATURE_MODELS
 from .temperature_fit import TemperatureFit, fit_energy_vs_temperature
 from .spectra import absorbance_from, read_optical
-from .tauc import TRANSITIONS, TaucFit, tauc_gap
+from .tauc import TRANSITIONS, TaucFit, absorption_inflection, tauc_gap
+from .urbach import UrbachFit, urbach_energy, urbach_range
 
 
 def settings(optical_cfg: dict | None) -> dict:
@@ -65,6 +70,9 @@ _GAP_FIELDS = ("band_gap_eV", "band_gap_err_eV", "band_gap_stat_err_eV", "window
                "baseline_hi_eV", "tauc_edge_intercept", "tauc_edge_slope", "tauc_edge_r_squared",
                "tauc_baseline_intercept", "tauc_baseline_slope", "absorbance_baseline_intercept",
                "absorbance_baseline_slope")
+_EXCITON_FIELDS = ("energy_eV", "energy_err_eV", "sg_energy_eV", "depth_sigma", "lobe_width_eV", "window_eV")
+_URBACH_FIELDS = ("urbach_energy_eV", "urbach_energy_err_eV", "top_eV", "amplitude", "amplitude_err",
+                  "baseline_intercept", "baseline_slope", "window_lo_eV", "window_hi_eV", "reduced_chi2")
 _PL_FIELDS = ("energy_eV", "energy_err_eV", "fwhm_eV", "fwhm_err_eV", "area", "area_err", "amplitude",
               "eta", "snr", "window_lo_eV", "window_hi_eV")
 
@@ -80,6 +88,64 @@ def _gap_values(fit: TaucFit) -> dict[str, float]:
             "tauc_baseline_slope": fit.baseline.slope,
             "absorbance_baseline_intercept": fit.absorbance_baseline[0],
             "absorbance_baseline_slope": fit.absorbance_baseline[1]}
+
+
+def _exciton_values(fit: ExcitonFit) -> dict[str, float]:
+    return {name: getattr(fit, name) for name in _EXCITON_FIELDS}
+
+
+def _urbach_values(fit: UrbachFit) -> dict[str, float]:
+    return {"urbach_energy_eV": fit.urbach_energy_eV, "urbach_energy_err_eV": fit.urbach_energy_err_eV,
+            "top_eV": fit.top_eV, "amplitude": fit.amplitude, "amplitude_err": fit.amplitude_err,
+            "baseline_intercept": fit.baseline[0], "baseline_slope": fit.baseline[1],
+            "window_lo_eV": fit.window_eV[0], "window_hi_eV": fit.window_eV[1], "reduced_chi2": fit.reduced_chi2}
+
+
+def gap_methods(cfg: dict) -> tuple[str, ...]:
+    """The band-gap methods ``optical.band_gap`` asks for: ``("tauc",)``, ``("exciton",)`` or both."""
+    return {"tauc": ("tauc",), "exciton": ("exciton",), "both": ("tauc", "exciton")}[cfg["band_gap"]]
+
+
+def absorption_values(energy_eV, absorbance, cfg: dict) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """The band gap(s) and the Urbach tail of one absorbance spectrum.
+
+    The methods of ``optical.band_gap`` (:func:`gap_methods`): Tauc
+    (:func:`~dacpipe.optical.tauc.tauc_gap`, group ``band_gap``) and the
+    first excitonic absorption peak (:func:`~dacpipe.optical.exciton.exciton_peak`,
+    group ``exciton``); then the Urbach energy
+    (:func:`~dacpipe.optical.urbach.urbach_energy`, group ``urbach``) over
+    :func:`~dacpipe.optical.urbach.urbach_range` below the Tauc gap (the
+    edge's inflection without one). Each is independent: one that finds
+    nothing leaves its group out of the values and says why in the
+    returned reasons, and the others go on.
+    """
+    values: dict[str, dict[str, float]] = {}
+    reasons: list[str] = []
+    methods = gap_methods(cfg)
+    gap = math.nan
+    if "tauc" in methods:
+        try:
+            values["band_gap"] = _gap_values(tauc_gap(energy_eV, absorbance, transition=cfg["tauc"],
+                                                      min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
+                                                      baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"]))
+            gap = values["band_gap"]["band_gap_eV"]
+        except InputError as err:
+            reasons.append(str(err))
+    if "exciton" in methods:
+        try:
+            values["exciton"] = _exciton_values(exciton_peak(energy_eV, absorbance, smoothing_eV=cfg["smoothing_eV"]))
+        except InputError as err:
+            reasons.append(f"exciton: {err}")
+    try:
+        edge = absorption_inflection(energy_eV, absorbance, smoothing_eV=cfg["smoothing_eV"])
+    except InputError:
+        return values, reasons  # no edge: Tauc has said so; a tail needs an edge above it
+    lo, hi = urbach_range(gap if math.isfinite(gap) else edge.energy_eV, edge)
+    try:
+        values["urbach"] = _urbach_values(urbach_energy(energy_eV, absorbance, hi, hi - lo))
+    except InputError as err:
+        reasons.append(f"Urbach: {err}")
+    return values, reasons
 
 
 def _pl_values(fit: EmissionFit) -> dict[str, float]:
@@ -155,14 +221,62 @@ def summarise(ctx: StageContext, measured: StageResult) -> StageResult:
     """The whole-series step: ``measured`` (every point of the sheet) with the
     points' pressures (``upstream["pressure"]``) and, when the run is indexed,
     each point's dominant phase (``upstream["phases"]``), fitted per phase
-    (:func:`fit_series`)."""
+    (:func:`fit_series`), with each phase's EOS (``upstream["eos"]``) for
+    the deformation potentials."""
     pressure = ctx.upstream["pressure"]
     phases = ctx.upstream.get("phases")
     random_err, systematic = random_and_systematic(pressure)
     return fit_series(measured, ctx.run["optical"], pressure["pressure_GPa"],
                       None if phases is None else dominant_phases(phases), ctx.warn,
                       pressure_err_GPa=random_err, systematic_GPa=systematic,
-                      temperature_K=np.array([p.temperature_K for p in ctx.sheet.points], dtype=float))
+                      temperature_K=np.array([p.temperature_K for p in ctx.sheet.points], dtype=float),
+                      eos_fits=eos_fits(ctx.upstream.get("eos")))
+
+
+def eos_fits(eos: Upstream | None) -> dict[str, tuple]:
+    """Phase -> ``(EosParams, covariance, parameter_names)`` of each phase the
+    EOS stage fitted (``upstream["eos"]``: ``<phase>/model``, ``V0_fu_A3``,
+    ``K0_GPa``, ``Kp``, ``K0pp_per_GPa``, ``covariance``, ``parameter_names``);
+    empty without an EOS stage."""
+    if eos is None:
+        return {}
+    out = {}
+    for phase in (str(name) for name in eos.attrs.get("phases_fitted", [])):
+        if f"{phase}/K0_GPa" not in eos.datasets:
+            continue
+        model = str(np.asarray(eos[f"{phase}/model"]).item())
+        k0pp = eos.datasets.get(f"{phase}/K0pp_per_GPa")
+        params = EosParams(model, float(eos[f"{phase}/V0_fu_A3"]), float(eos[f"{phase}/K0_GPa"]),
+                           float(eos[f"{phase}/Kp"]),
+                           float(k0pp) if model == "bm4" and k0pp is not None else None)
+        names = tuple(str(name) for name in np.atleast_1d(eos[f"{phase}/parameter_names"]))
+        out[phase] = (params, np.asarray(eos[f"{phase}/covariance"], dtype=float), names)
+    return out
+
+
+def _deformation_extras(prefix: str, fit: PressureFit, eos: tuple | None, mean_pressure_GPa: float,
+                        warn: Callable[[str], None], what: str, phase: str) -> dict[str, np.ndarray]:
+    """``<prefix>/``: dEg/dlnV = -K(P) dEg/dP (:func:`~dacpipe.optical.deformation.deformation_potential_eV`)
+    at P = 0 (``_P0``, where E0 and K0 are defined) and at the mean pressure of
+    the phase's points (where both fits have data: a high-pressure phase's
+    P = 0 is an extrapolation of both), with K(P) and the EOS model; NaN and
+    ``reason`` when the phase has no EOS fit."""
+    values = {"dEg_dlnV_P0_eV": math.nan, "dEg_dlnV_P0_err_eV": math.nan, "bulk_modulus_P0_GPa": math.nan,
+              "pressure_mean_GPa": mean_pressure_GPa, "dEg_dlnV_eV": math.nan, "dEg_dlnV_err_eV": math.nan,
+              "bulk_modulus_GPa": math.nan}
+    reason, model = "", ""
+    if eos is None:
+        reason = f"no EOS fit of phase {phase} in the run (no phases, or its EOS fit failed)"
+        warn(f"optical: {what} of phase {phase}: no deformation potential: {reason}")
+    else:
+        model = eos[0].model
+        for tag, p in (("_P0", 0.0), ("", mean_pressure_GPa)):
+            values[f"dEg_dlnV{tag}_eV"], values[f"dEg_dlnV{tag}_err_eV"] = deformation_potential_eV(fit, eos, p)
+            values[f"bulk_modulus{tag}_GPa"] = bulk_modulus_at_pressure(*eos, p)[0]
+    out = {f"{prefix}/{name}": np.asarray(float(value)) for name, value in values.items()}
+    out[f"{prefix}/eos_model"] = np.array(model, dtype=object)
+    out[f"{prefix}/reason"] = np.array(reason, dtype=object)
+    return out
 
 
 def dominant_phases(phases: Upstream) -> list[str]:
@@ -215,7 +329,7 @@ def optical_series(sheet: Sheet, optical_cfg: dict, pressure_GPa: np.ndarray,
 def _attrs(cfg: dict) -> dict[str, object]:
     """The settings a result was computed with, as the group's attributes."""
     ab_cfg, pl_cfg = cfg["absorption"], cfg["pl"]
-    return {"tauc": cfg["tauc"], "tauc_window": cfg["tauc_window"], "min_r2": float(cfg["min_r2"]),
+    return {"tauc": cfg["tauc"], "band_gap": cfg["band_gap"], "tauc_window": cfg["tauc_window"], "min_r2": float(cfg["min_r2"]),
             "baseline": cfg["baseline"], "smoothing_eV": float(cfg["smoothing_eV"]),
             "fit_model": cfg["fit_model"], "series": cfg["series"], "absorption_quantity": ab_cfg["quantity"],
             "absorption_x_unit": ab_cfg["x_unit"], "absorption_reference": ab_cfg["reference"] or "",
@@ -224,7 +338,10 @@ def _attrs(cfg: dict) -> dict[str, object]:
             "tauc_units": f"(absorbance eV)^{TRANSITIONS[cfg['tauc']]:g}; slopes per eV",
             "references": "Tauc, Grigorovici & Vancu, phys. stat. sol. 15, 627 (1966); "
                           "Makula, Pacia & Macyk, J. Phys. Chem. Lett. 9, 6814 (2018); "
-                          "Zanatta, Sci. Rep. 9, 11225 (2019)"}
+                          "Zanatta, Sci. Rep. 9, 11225 (2019); "
+                          "first exciton: Yu, Qu, Guo & Peng, Chem. Mater. 15, 2854 (2003); "
+                          "Urbach, Phys. Rev. 92, 1324 (1953); "
+                          "deformation potential: Wei & Zunger, Phys. Rev. B 60, 5404 (1999)"}
 
 
 def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] = lambda message: None,
@@ -261,6 +378,11 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
     ab_cfg, pl_cfg = cfg["absorption"], cfg["pl"]
     gap = {name: np.full(n, np.nan) for name in _GAP_FIELDS}
     pl = {name: np.full(n, np.nan) for name in _PL_FIELDS}
+    # The exciton and Urbach groups, filled by measure_gap beside the Tauc values it returns.
+    methods = gap_methods(cfg)
+    absorption = {"urbach": {name: np.full(n, np.nan) for name in _URBACH_FIELDS}}
+    if "exciton" in methods:
+        absorption["exciton"] = {name: np.full(n, np.nan) for name in _EXCITON_FIELDS}
     status, inputs = [], []
     run = run_id or sheet.path.parent.name
 
@@ -289,9 +411,16 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
         sample = read_optical(path, ab_cfg["x_unit"], energy_range_eV=ab_cfg["energy_range_eV"])
         absorbance = absorbance_from(sample, ab_cfg["quantity"], reference, dark)
         read["absorption"] = (absorbance.energy_eV, absorbance.values)  # kept even when no edge is found
-        return _gap_values(tauc_gap(absorbance.energy_eV, absorbance.values, transition=cfg["tauc"],
-                                            min_r2=cfg["min_r2"], rule=cfg["tauc_window"],
-                                            baseline=cfg["baseline"], smoothing_eV=cfg["smoothing_eV"]))
+        values, partial = absorption_values(absorbance.energy_eV, absorbance.values, cfg)
+        # i, point and reasons are those of the point the loop below is measuring.
+        for group, fields in values.items():
+            for name, value in ({} if group == "band_gap" else fields).items():
+                absorption[group][name][i] = value
+        for why in partial:
+            err = InputError(why).with_path(path)
+            reasons.append(f"optical: {err}")
+            warn(f"{run}/{point.point}: optical: {err}")
+        return values.get("band_gap", {})
 
     def measure_pl(path):
         spectrum = read_optical(path, pl_cfg["x_unit"], density=True, energy_range_eV=pl_cfg["energy_range_eV"])
@@ -323,6 +452,9 @@ def measure_points(sheet: Sheet, optical_cfg: dict, warn: Callable[[str], None] 
     datasets = {f"band_gap/{name}": values for name, values in gap.items()}
     datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})
     datasets.update(_padded_spectra(shown))
+    datasets.update({f"{group}/{name}": values for group, table in absorption.items() for name, values in table.items()})
+    if "tauc" not in methods:
+        datasets = {name: values for name, values in datasets.items() if not name.startswith("band_gap/")}
     return StageResult(stage="optical", point_ids=sheet.point_ids, datasets=datasets, attrs=_attrs(cfg),
                        status=status, inputs=inputs)
 
@@ -384,7 +516,7 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
                phase_per_point: list[str] | None = None,
                warn: Callable[[str], None] = lambda message: None, *,
                pressure_err_GPa: np.ndarray | None = None, systematic_GPa: dict | None = None,
-               temperature_K: np.ndarray | None = None) -> StageResult:
+               temperature_K: np.ndarray | None = None, eos_fits: dict | None = None) -> StageResult:
     """The optical group of a run from the values of its points: each
     point's pressure and phase beside them, and E(P) per phase (:func:`fit_phases`).
 
@@ -409,6 +541,12 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
         Each point's temperature: with ``series: temperature``, E(T) per phase
         with each model of :mod:`~dacpipe.optical.temperature_fit` under
         ``optical/<group>/temperature_fit/<phase>/<model>/``.
+    eos_fits : dict, optional
+        Phase -> ``(EosParams, covariance, parameter_names)`` of the EOS
+        stage (:func:`eos_fits`): each band gap's (Tauc, exciton) volume
+        deformation potential per phase under
+        ``optical/<group>/deformation/<phase>/`` (:func:`_deformation_extras`);
+        a phase without one gets NaN and the reason.
 
     Returns
     -------
@@ -428,18 +566,35 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
             raise ValueError(f"phase_per_point has {len(phase_per_point)} labels for {n} points")
         # "/" would open a group in the store.
         phases = [str(label or "").replace("/", "_") for label in phase_per_point]
-    gap = {name: np.asarray(measured.datasets[f"band_gap/{name}"], dtype=float) for name in _GAP_FIELDS}
     pl = {name: np.asarray(measured.datasets[f"pl_peak/{name}"], dtype=float) for name in _PL_FIELDS}
+    methods = gap_methods(cfg)
+    # A group not measured (no Tauc with band_gap: exciton; a part measured before
+    # the exciton and Urbach groups existed): NaN, as for a spectrum that gave none.
+    gap = {name: np.asarray(measured.datasets.get(f"band_gap/{name}", np.full(n, np.nan)), dtype=float)
+           for name in _GAP_FIELDS}
+    exciton = {name: np.asarray(measured.datasets.get(f"exciton/{name}", np.full(n, np.nan)), dtype=float)
+               for name in _EXCITON_FIELDS}
+    urbach = {name: np.asarray(measured.datasets.get(f"urbach/{name}", np.full(n, np.nan)), dtype=float)
+              for name in _URBACH_FIELDS}
+    eos = {str(phase).replace("/", "_"): fit for phase, fit in (eos_fits or {}).items()}
+    series = [("pl_peak", pl["energy_eV"], pl["energy_err_eV"], "PL peak")]
+    if "exciton" in methods:
+        series.insert(0, ("exciton", exciton["energy_eV"], exciton["energy_err_eV"], "exciton"))
+    if "tauc" in methods:
+        series.insert(0, ("band_gap", gap["band_gap_eV"], gap["band_gap_err_eV"], "band gap"))
 
     extra: dict[str, np.ndarray] = {}
-    for group, energy, error, what in (("band_gap", gap["band_gap_eV"], gap["band_gap_err_eV"], "band gap"),
-                                       ("pl_peak", pl["energy_eV"], pl["energy_err_eV"], "PL peak")):
+    for group, energy, error, what in series:
         fits = fit_phases(pressure, energy, error, phases, ids, model=cfg["fit_model"],
                           pressure_err_GPa=pressure_err_GPa, warn=warn, what=what)
         labels = np.array(phases, dtype=object)
         sp = None if pressure_err_GPa is None else np.asarray(pressure_err_GPa, dtype=float)
         for phase, (fit, used) in fits.items():
             extra.update(_fit_extras(f"optical/{group}/fit/{phase}", fit, used))
+            if group != "pl_peak":  # a band gap: its volume deformation potential with the phase's EOS
+                member = (labels == phase) & np.isfinite(pressure) & np.isfinite(energy)
+                extra.update(_deformation_extras(f"optical/{group}/deformation/{phase}", fit, eos.get(phase),
+                                                 float(np.mean(pressure[member])), warn, what, phase))
             if systematic_GPa:
                 member = (labels == phase) & np.isfinite(pressure) & np.isfinite(energy)
                 extra.update(_systematic_extras(f"optical/{group}/fit/{phase}", fit, member, pressure, energy,
@@ -459,10 +614,17 @@ def fit_series(measured: StageResult, optical_cfg: dict, pressure_GPa: np.ndarra
                                                      [ids[i] for i in np.flatnonzero(member)]))
 
     method = f"tauc-{cfg['tauc']}"
-    datasets: dict[str, np.ndarray] = {"band_gap/pressure_GPa": pressure.copy(),
-                                       "band_gap/phase": np.array(phases, dtype=object),
-                                       "band_gap/method": np.array([method] * n, dtype=object)}
-    datasets.update({f"band_gap/{name}": values for name, values in gap.items()})
+    datasets: dict[str, np.ndarray] = {}
+    if "tauc" in methods:
+        datasets.update({"band_gap/pressure_GPa": pressure.copy(), "band_gap/phase": np.array(phases, dtype=object),
+                         "band_gap/method": np.array([method] * n, dtype=object)})
+        datasets.update({f"band_gap/{name}": values for name, values in gap.items()})
+    if "exciton" in methods:
+        datasets.update({"exciton/pressure_GPa": pressure.copy(), "exciton/phase": np.array(phases, dtype=object),
+                         "exciton/method": np.array(["second-derivative minimum"] * n, dtype=object)})
+        datasets.update({f"exciton/{name}": values for name, values in exciton.items()})
+    datasets.update({"urbach/pressure_GPa": pressure.copy(), "urbach/phase": np.array(phases, dtype=object)})
+    datasets.update({f"urbach/{name}": values for name, values in urbach.items()})
     datasets.update({"pl_peak/pressure_GPa": pressure.copy(), "pl_peak/phase": np.array(phases, dtype=object),
                      "pl_peak/method": np.array([f"{cfg['pl']['profile']} fit"] * n, dtype=object)})
     datasets.update({f"pl_peak/{name}": values for name, values in pl.items()})

@@ -185,3 +185,43 @@ def write_optical_series(folder: Path, points: list[str], pressures_GPa: list[fl
         files[point] = names
         truth[point] = {"band_gap_eV": gap, "pl_energy_eV": gap - STOKES_SHIFT_EV, "optical_phase": phase}
     return files, truth
+
+
+# --------------------------------------------------------------------------
+# Quantum-dot absorption: a first exciton on a rising background (tests)
+# --------------------------------------------------------------------------
+
+
+def qd_absorbance(energy_eV, exciton_eV: float, fwhm_eV: float = 0.08, amplitude: float = 0.15, *,
+                  offset: float = 0.2, scatter: float = 0.05):
+    """Noise-free absorbance of a quantum-dot film in a DAC, first exciton at ``exciton_eV``.
+
+    A Gaussian first-exciton band (centre ``exciton_eV``, ``fwhm_eV``,
+    height ``amplitude``) on a rising background: a second transition
+    0.25 eV above it (Gaussian, FWHM 0.20 eV, twice the height), a
+    continuum that rises smoothly 0.15 eV above it (``2 amplitude (1 +
+    tanh((E - Ex - 0.15) / 0.1)) / 2``) and the DAC baseline
+    (:func:`dac_baseline`). The first exciton is the lowest band, as in the
+    spectra of Yu, Qu, Guo & Peng, Chem. Mater. 15, 2854 (2003).
+    """
+    e = np.asarray(energy_eV, dtype=float)
+    sigma = fwhm_eV / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    sigma2 = 0.20 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    first = amplitude * np.exp(-0.5 * ((e - exciton_eV) / sigma) ** 2)
+    second = 2.0 * amplitude * np.exp(-0.5 * ((e - exciton_eV - 0.25) / sigma2) ** 2)
+    continuum = amplitude * (1.0 + np.tanh((e - exciton_eV - 0.15) / 0.1))
+    return first + second + continuum + dac_baseline(e, offset, scatter)
+
+
+def urbach_edge_absorbance(energy_eV, gap_eV: float, urbach_eV: float, amplitude: float = 1.0):
+    """Absorbance of a direct edge whose tail follows Urbach's rule exactly (tests).
+
+    ``A = k sqrt(E - Eg)`` above ``Et = Eg + E_U / 2`` and
+    ``k sqrt(E_U / 2) exp((E - Et) / E_U)`` below (same value and logarithmic
+    slope at Et), ``k`` giving ``A = amplitude`` at ``Eg + 0.3 eV``: ``ln A``
+    has the slope 1 / E_U exactly below Et (Urbach, Phys. Rev. 92, 1324
+    (1953)). :func:`edge_absorbance` divides the same shape by E (Tauc's
+    ``alpha E``), which makes its logarithmic slope 1 / E_U - 1 / E.
+    """
+    return edge_absorbance(energy_eV, gap_eV, amplitude, urbach_eV) * np.asarray(energy_eV, dtype=float) \
+        * 1.0 / (gap_eV + 0.3)
