@@ -54,6 +54,8 @@ class FigureStyle:
         Resolution of the PNG (the PDF is vector).
     gallery_columns : int
         Panels per row of a gallery (the ruby fits).
+    marker_pt : float
+        Size of the data points' markers.
     """
 
     name: str
@@ -63,6 +65,7 @@ class FigureStyle:
     tiny_pt: float
     dpi: int
     gallery_columns: int
+    marker_pt: float = 6.0
 
     def size(self, width_in: float, height_in: float) -> tuple[float, float]:
         """A figure drawn at ``width_in`` x ``height_in`` on screen, at this
@@ -75,7 +78,7 @@ class FigureStyle:
         """Matplotlib settings for what a figure does not size itself (axis and tick labels)."""
         return {"font.size": self.font_pt, "axes.labelsize": self.font_pt, "axes.titlesize": self.font_pt,
                 "xtick.labelsize": self.font_pt, "ytick.labelsize": self.font_pt,
-                "legend.fontsize": self.small_pt, "figure.dpi": 100}
+                "legend.fontsize": self.small_pt, "lines.markersize": self.marker_pt, "figure.dpi": 100}
 
 
 # Column widths of the journals the field publishes in: single column 3.35 in
@@ -85,9 +88,9 @@ class FigureStyle:
 # printed size: 8 pt labels, no text below 6 pt (ACS asks 4.5 pt at least;
 # Elsevier 7 pt, 6 pt for sub- and superscripts). Line art at 600 dpi (ACS).
 STYLES: dict[str, FigureStyle] = {s.name: s for s in (
-    FigureStyle("screen", None, 10.0, 7.0, 6.0, 150, 5),
-    FigureStyle("single-column", 3.35, 8.0, 7.0, 6.0, 600, 3),
-    FigureStyle("double-column", 7.0, 9.0, 8.0, 7.0, 600, 5),
+    FigureStyle("screen", None, 10.0, 7.0, 6.0, 150, 5, 6.0),
+    FigureStyle("single-column", 3.35, 8.0, 7.0, 6.0, 600, 3, 3.5),
+    FigureStyle("double-column", 7.0, 9.0, 8.0, 7.0, 600, 5, 4.5),
 )}
 
 
@@ -567,7 +570,7 @@ def ruby_scale(entry, plt, style: FigureStyle | None = None):
     ax.set_ylabel(f"{line} ({unit})")
     below.set_ylabel(f"{line} − scale ({unit})")
     below.set_xlabel("pressure (GPa)")
-    ax.legend(fontsize=style.small_pt, loc="lower right")
+    ax.legend(fontsize=style.small_pt, loc="upper left")  # the line rises to the right: that corner is empty
     return fig
 
 
