@@ -17,7 +17,7 @@ from ..core.errors import ConfigError, DacpipeError
 from ..io.refs import file_part
 from ..io.sheet import make_sheet, read_sheet
 from ..run.config import run_config
-from ..run.figures import FIGURES, draw_figure, figures_for
+from ..run.figures import FIGURES, STYLES, draw_figure, figures_for
 from ..run.layout import figure_path, store_path
 from ..run.lock import LOCK_WAIT_HELP, lock_path, run_lock
 from ..run.runner import assemble_run, merge_stage, run_stage
@@ -46,7 +46,7 @@ def cmd_run(args) -> int:
                 log.info(f"{run_id}: wrote {out}")
                 if args.figures:
                     for name in figures_for(run_config(config, run_id)):
-                        draw_figure(name, out, figure_path(config, run_id, name))
+                        draw_figure(name, out, figure_path(config, run_id, name), width=config["figures"]["width"])
                     log.info(f"{run_id}: figures in {figure_path(config, run_id, '').parent}")
         except DacpipeError as err:
             log.error(f"{run_id}: {err}")
@@ -116,7 +116,7 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_figure(args) -> int:
-    for path in draw_figure(args.name, args.store, args.out):
+    for path in draw_figure(args.name, args.store, args.out, width=args.width):
         log.info(f"wrote {path}")
     return 0
 
@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=list(FIGURES))
     p.add_argument("--store", required=True, help="the run's results/<run>.h5")
     p.add_argument("--out", required=True, help="PNG to write; the PDF goes beside it")
+    p.add_argument("--width", choices=list(STYLES), default="screen",
+                   help="screen (default: each figure's own size), or a journal column, the files exactly "
+                        "that wide: single-column (3.35 in) or double-column (7.0 in)")
     p.set_defaults(func=cmd_figure)
 
     from ..run.campaign_figures import CAMPAIGN_FIGURES
