@@ -106,7 +106,7 @@ def upstream(config: dict, run_id: str, stage: str, run: dict, points: Sequence[
         path = part_path(config, run_id, needed)
         phase_names = [str(p) for p in read_part(path, needed).attrs.get("phases", [])]
         out[needed] = read_part(path, needed, reads(stage, needed, phase_names), points, one_value_per_point,
-                                optional=optional_reads(stage, needed, phase_names))
+                                optional=optional_reads(stage, needed, phase_names, run))
     return out
 
 

@@ -118,11 +118,9 @@ def optional_reads(stage: str, upstream: str, phase_names: list[str], run: dict 
     the EOS stage takes each phase's cell edges (axial moduli of the phases
     with more than one) and the series' transitions (the volume change at
     each), which lie beside the phases group in its part; the phase stage
-    the cake (N x n_azimuthal x npt numbers: only for a radial-geometry run
-    when ``run`` is given)."""
+    the cake (N x n_azimuthal x npt numbers: only for a radial-geometry run)."""
     if (stage, upstream) == ("phases", "xrd"):
-        section = (run or {}).get("xrd") or {}
-        return () if run is not None and section.get("geometry", "axial") != "radial" else _CAKE
+        return _CAKE if ((run or {}).get("xrd") or {}).get("geometry", "axial") == "radial" else ()
     if (stage, upstream) == ("optical", "eos"):  # each fitted phase's EOS, for the deformation potentials
         return tuple(f"{phase}/{key}" for phase in phase_names for key in _EOS_FIT)
     if (stage, upstream) != ("eos", "phases"):
