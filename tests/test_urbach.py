@@ -57,7 +57,7 @@ def test_stage_range_below_the_tauc_gap():
             a = urbach_edge_absorbance(ENERGY, 0.8, e_u) + dac_baseline(ENERGY, 0.2, 0.06) \
                 + rng.normal(0, NOISE, ENERGY.size)
             gap = tauc_gap(ENERGY, a).band_gap_eV
-            lo, hi = urbach_range(gap, absorption_inflection(ENERGY, a))
+            lo, hi = urbach_range(gap, absorption_inflection(ENERGY, a).width_eV)
             try:
                 values.append(urbach_energy(ENERGY, a, hi, hi - lo).urbach_energy_eV)
             except InputError as err:  # a weak 10 meV tail: refused now and then, with the reason
@@ -75,7 +75,7 @@ def test_hgte_tail_has_the_slope_of_alpha():
     for _ in range(20):
         a = edge_absorbance(ENERGY, 0.8) + dac_baseline(ENERGY, 0.2, 0.06) + rng.normal(0, NOISE, ENERGY.size)
         gap = tauc_gap(ENERGY, a).band_gap_eV
-        lo, hi = urbach_range(gap, absorption_inflection(ENERGY, a))
+        lo, hi = urbach_range(gap, absorption_inflection(ENERGY, a).width_eV)
         values.append(urbach_energy(ENERGY, a, hi, hi - lo).urbach_energy_eV)
     assert abs(np.mean(values) - 1 / (1 / 0.020 - 1 / 0.75)) < 3 * np.std(values) / np.sqrt(len(values))
 

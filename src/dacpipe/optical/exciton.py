@@ -171,7 +171,7 @@ def _vertex_of_minimum(grid, values, points: int, i: int, half_width_eV: float, 
     -p1 / (2 p2) takes it by its gradient (first order).
     """
     step = float(grid[1] - grid[0])
-    reach = max(int(round(half_width_eV / step)), 2)
+    reach = max(round(half_width_eV / step), 2)
     half = points // 2
     rows = np.arange(max(i - reach, half), min(i + reach, grid.size - 1 - half) + 1)
     coeffs = savgol_coeffs(points, 3, deriv=2, delta=step, use="dot")

@@ -114,8 +114,9 @@ def absorption_values(energy_eV, absorbance, cfg: dict) -> tuple[dict[str, dict[
     first excitonic absorption peak (:func:`~dacpipe.optical.exciton.exciton_peak`,
     group ``exciton``); then the Urbach energy
     (:func:`~dacpipe.optical.urbach.urbach_energy`, group ``urbach``) over
-    :func:`~dacpipe.optical.urbach.urbach_range` below the Tauc gap (the
-    edge's inflection without one). Each is independent: one that finds
+    :func:`~dacpipe.optical.urbach.urbach_range` below the first exciton
+    where one was found, else below the Tauc gap (the edge's inflection
+    without one). Each is independent: one that finds
     nothing leaves its group out of the values and says why in the
     returned reasons, and the others go on.
     """
@@ -136,11 +137,15 @@ def absorption_values(energy_eV, absorbance, cfg: dict) -> tuple[dict[str, dict[
             values["exciton"] = _exciton_values(exciton_peak(energy_eV, absorbance, smoothing_eV=cfg["smoothing_eV"]))
         except InputError as err:
             reasons.append(f"exciton: {err}")
-    try:
-        edge = absorption_inflection(energy_eV, absorbance, smoothing_eV=cfg["smoothing_eV"])
-    except InputError:
-        return values, reasons  # no edge: Tauc has said so; a tail needs an edge above it
-    lo, hi = urbach_range(gap if math.isfinite(gap) else edge.energy_eV, edge)
+    if "exciton" in values:  # a quantum dot's gap: the tail lies below its first band's low-energy inflection
+        half_lobe = 0.5 * values["exciton"]["lobe_width_eV"]
+        lo, hi = urbach_range(values["exciton"]["energy_eV"] - half_lobe, half_lobe)
+    else:
+        try:
+            edge = absorption_inflection(energy_eV, absorbance, smoothing_eV=cfg["smoothing_eV"])
+        except InputError:
+            return values, reasons  # no edge: Tauc has said so; a tail needs an edge above it
+        lo, hi = urbach_range(gap if math.isfinite(gap) else edge.energy_eV, edge.width_eV)
     try:
         values["urbach"] = _urbach_values(urbach_energy(energy_eV, absorbance, hi, hi - lo))
     except InputError as err:

@@ -29,7 +29,9 @@ given), and sigma(E_U) = sigma(1/E_U) E_U^2.
 The range used by the optical stage (:func:`urbach_range`): from
 :data:`URBACH_SPAN_W` = 15 edge widths ``w`` (the half width of the dA/dE
 peak, :func:`~dacpipe.optical.tauc.absorption_inflection`) below the band
-gap found (the Tauc gap; the edge's inflection when there is none), as far
+gap found (the Tauc gap; the edge's inflection when there is none; for
+quantum dots with a resolved first exciton, the low-energy inflection of
+that band, E_x - sigma, with w = sigma, half its d2A/dE2 lobe), as far
 down as the sub-gap baseline of the Tauc construction reaches, so that the
 straight baseline is pinned by points where the tail has died out, up to
 :data:`URBACH_TOP_W` = 1 w below it, so that the square-root edge above the
@@ -48,7 +50,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.lsq import covariance, covariance_scale, levenberg_marquardt
 from .curves import checked_spectrum
-from .tauc import BASELINE_RANGE_W, Edge
+from .tauc import BASELINE_RANGE_W
 
 URBACH_SPAN_W = BASELINE_RANGE_W[0]
 """The fit reaches this many edge widths below the gap (Tauc's baseline reach)."""
@@ -96,9 +98,10 @@ class UrbachFit:
     reduced_chi2: float
 
 
-def urbach_range(gap_eV: float, edge: Edge) -> tuple[float, float]:
-    """[gap - URBACH_SPAN_W w, gap - URBACH_TOP_W w], w the edge's width (module docstring)."""
-    return gap_eV - URBACH_SPAN_W * edge.width_eV, gap_eV - URBACH_TOP_W * edge.width_eV
+def urbach_range(gap_eV: float, width_eV: float) -> tuple[float, float]:
+    """[gap - URBACH_SPAN_W w, gap - URBACH_TOP_W w], w the edge's width
+    (:attr:`~dacpipe.optical.tauc.Edge.width_eV`; module docstring)."""
+    return gap_eV - URBACH_SPAN_W * width_eV, gap_eV - URBACH_TOP_W * width_eV
 
 
 def urbach_energy(energy_eV, absorbance, top_eV: float, span_eV: float) -> UrbachFit:
