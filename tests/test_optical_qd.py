@@ -140,3 +140,14 @@ def test_optical_reads_the_eos_and_the_eos_reads_no_optics():
     assert "eos" in needs("optical", run) and "optical" not in needs("eos", run)
     assert "HgTe-zb/K0_GPa" in optional_reads("optical", "eos", ["HgTe-zb"])
     assert needs("optical", {"pressure": {"gauge": "ruby"}, "optical": {}}) == ("pressure",)
+
+
+def test_a_fitted_eos_that_was_not_read_is_named():
+    """The EOS stage fitted a phase but the optical stage's upstream lacks its
+    parameters: the reason says so, not "no EOS fit"."""
+    from dacpipe.core.results import Upstream
+    from dacpipe.optical import stage
+
+    fits = stage.eos_fits(Upstream({}, {"phases_fitted": ["A"]}))
+    assert "did not reach the optical stage" in fits["A"]
+    assert stage.eos_fits(None) == {}

@@ -242,12 +242,15 @@ def eos_fits(eos: Upstream | None) -> dict[str, tuple]:
     """Phase -> ``(EosParams, covariance, parameter_names)`` of each phase the
     EOS stage fitted (``upstream["eos"]``: ``<phase>/model``, ``V0_fu_A3``,
     ``K0_GPa``, ``Kp``, ``K0pp_per_GPa``, ``covariance``, ``parameter_names``);
-    empty without an EOS stage."""
+    empty without an EOS stage. A phase the EOS stage fitted whose
+    parameters are not in ``eos`` maps to the reason instead."""
     if eos is None:
         return {}
-    out = {}
+    out: dict[str, tuple | str] = {}
     for phase in (str(name) for name in eos.attrs.get("phases_fitted", [])):
         if f"{phase}/K0_GPa" not in eos.datasets:
+            out[phase] = (f"the EOS stage fitted phase {phase} but its parameters did not reach the optical "
+                          "stage (run.stages.optional_reads)")
             continue
         model = str(np.asarray(eos[f"{phase}/model"]).item())
         k0pp = eos.datasets.get(f"{phase}/K0pp_per_GPa")
@@ -259,19 +262,19 @@ def eos_fits(eos: Upstream | None) -> dict[str, tuple]:
     return out
 
 
-def _deformation_extras(prefix: str, fit: PressureFit, eos: tuple | None, mean_pressure_GPa: float,
+def _deformation_extras(prefix: str, fit: PressureFit, eos: tuple | str | None, mean_pressure_GPa: float,
                         warn: Callable[[str], None], what: str, phase: str) -> dict[str, np.ndarray]:
     """``<prefix>/``: dEg/dlnV = -K(P) dEg/dP (:func:`~dacpipe.optical.deformation.deformation_potential_eV`)
     at P = 0 (``_P0``, where E0 and K0 are defined) and at the mean pressure of
     the phase's points (where both fits have data: a high-pressure phase's
     P = 0 is an extrapolation of both), with K(P) and the EOS model; NaN and
-    ``reason`` when the phase has no EOS fit."""
+    ``reason`` when the phase has no EOS fit (``eos`` None, or the reason)."""
     values = {"dEg_dlnV_P0_eV": math.nan, "dEg_dlnV_P0_err_eV": math.nan, "bulk_modulus_P0_GPa": math.nan,
               "pressure_mean_GPa": mean_pressure_GPa, "dEg_dlnV_eV": math.nan, "dEg_dlnV_err_eV": math.nan,
               "bulk_modulus_GPa": math.nan}
     reason, model = "", ""
-    if eos is None:
-        reason = f"no EOS fit of phase {phase} in the run (no phases, or its EOS fit failed)"
+    if eos is None or isinstance(eos, str):
+        reason = eos or f"no EOS fit of phase {phase} in the run (no phases, or its EOS fit failed)"
         warn(f"optical: {what} of phase {phase}: no deformation potential: {reason}")
     else:
         model = eos[0].model
