@@ -248,3 +248,30 @@ def test_each_cbf_frame_is_read_once(run):
         frame_bytes = sum(os.path.getsize(f) for f in frames)
         other = 2 * os.path.getsize(run / "geo.poni") + 16384
         assert frame_bytes <= read <= frame_bytes + other, (read, frame_bytes)
+
+
+def test_pixel_mean_positions_are_on_the_patterns_bins(tmp_path):
+    """Where each bin samples the pattern (``pixel_mean_q_A``) is measured on
+    the bins the frames are integrated on, also when the first frame flags
+    the pixels that set the radial range (a dead corner here): every bin's
+    mean pixel position lies inside it, within half a bin of its centre.
+    Masking those pixels instead moves pyFAI's radial range and every bin with
+    it (measured on the real CeO2 Pilatus image, whose gaps are -1: 1.2 bins
+    off, 2.7 at most), and rebuilds the sparse matrix twice; the frames'
+    sparse matrix is kept."""
+    from dacpipe.integration.integrator import FrameIntegrator, IntegrationSettings
+
+    ai = integrator()
+    ai.save(str(tmp_path / "geo.poni"))
+    raw = frame(ai, np.random.default_rng(3)).astype(np.float32)
+    raw[-40:, -40:] = -1  # the corner farthest from the PONI: the largest angles
+    fi = FrameIntegrator(IntegrationSettings.from_config(section(tmp_path)))
+    pattern = fi.integrate(raw)
+    engines = {key: engine.engine for key, engine in fi.geometry.integrator.engines.items()}
+    positions = fi.pixel_mean_radial(raw)
+    assert {key: engine.engine for key, engine in fi.geometry.integrator.engines.items()} == engines
+    np.testing.assert_array_equal(fi.integrate(raw).intensity, pattern.intensity)
+    width = float(np.mean(np.diff(pattern.radial)))
+    inside = np.isfinite(positions)
+    assert inside.sum() > 0.9 * positions.size
+    assert np.max(np.abs(positions[inside] - pattern.radial[inside])) <= 0.5 * width * (1 + 1e-6)

@@ -63,7 +63,7 @@ from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from ..core.errors import InputError  # noqa: E402
+from ..core.errors import ConfigError, InputError  # noqa: E402
 from ..io.config import validate_section  # noqa: E402
 from ..io.images import read_image, read_mask  # noqa: E402
 from ..io.poni import Geometry, load_geometry  # noqa: E402
@@ -114,6 +114,10 @@ class IntegrationSettings:
     def from_config(cls, section: dict) -> "IntegrationSettings":
         """From an ``xrd`` or ``saxs`` section; what it leaves out comes from the schema's defaults."""
         s = validate_section("integration", section)
+        if not s.get("poni"):
+            # The schema lets a run of given patterns go without (validate_config checks its sheet).
+            raise ConfigError("config: integration needs 'poni' or 'calibrant_image' to integrate images "
+                              "(only a run whose sheet gives a pattern for every image goes without)")
         rejection, cake = s["rejection"], s["cake"]
         return cls(
             poni=s["poni"], poni_convention=s["poni_convention"], wavelength_A=s["wavelength_A"], mask=s["mask"],
@@ -220,8 +224,13 @@ class FrameIntegrator:
         self.mask_warning = "" if unmasked >= WARN_UNMASKED_FRACTION else (
             f"the mask and the detector's gaps leave only {100 * unmasked:.2g} % of the pixels")
         self.static_mask = static
+        # pyFAI checksums a mask passed to integrate1d on every call (1 ms on a
+        # Pilatus 1M); the detector's own mask is checksummed once, when set.
+        # The static mask becomes the detector's, and every call passes none.
+        self.geometry.integrator.detector.mask = static if static.any() else None
         self.spot_finder = self._spot_finder() if settings.rejection == "spots" else None
         self._reported_fallback = False
+        self._method_used = None  # pyFAI's method object once the first frame told it: no parsing per frame
 
     def _spot_finder(self) -> SpotFinder:
         """The spot search, its radial bins and per-pixel normalization built once for every frame.
@@ -279,17 +288,21 @@ class FrameIntegrator:
         shape = self.geometry.detector_shape
         empty = np.zeros(shape, np.float32)
         if split != "no":
-            return np.asarray(ai.integrate1d(empty, s.npt, unit=s.unit, method=(split, s.method[1], s.method[2]),
-                                             mask=self.static_mask).radial)
+            return np.asarray(ai.integrate1d(empty, s.npt, unit=s.unit,
+                                             method=(split, s.method[1], s.method[2])).radial)
         # pyFAI's own pixel positions, in the frame's orientation, as the signal:
         # the bin's mean of it is the mean position of its pixels.
         positions = ai.center_array(shape, unit=s.unit, scale=True).astype(np.float64)
-        mask = self.static_mask
         if raw_image is not None:
+            # The frame's flagged pixels as pyFAI's dummy value, as its
+            # integration takes them, not as a mask: a mask other than the
+            # static one would make pyFAI rebuild the sparse matrix that the
+            # frames are integrated with (twice: here and on the next frame).
             image = self.geometry.orient(raw_image)
-            mask = mask | ~np.isfinite(image) | (np.abs(image - DUMMY) <= DELTA_DUMMY)
+            positions[~np.isfinite(image) | (np.abs(image - DUMMY) <= DELTA_DUMMY)] = DUMMY
         result = ai.integrate1d(positions, s.npt, unit=s.unit, method=("no", s.method[1], s.method[2]),
-                                correctSolidAngle=False, polarization_factor=None, mask=mask)
+                                correctSolidAngle=False, polarization_factor=None, dummy=DUMMY,
+                                delta_dummy=DELTA_DUMMY)
         count = np.asarray(getattr(result, "count", np.ones(s.npt)))
         return np.where(count > 0, np.asarray(result.intensity, dtype=float), np.nan)
 
@@ -329,8 +342,9 @@ class FrameIntegrator:
         prepared = frame if isinstance(frame, PreparedFrame) else self.prepare(frame)
         image = prepared.image
         ai = self.geometry.integrator
+        # No mask argument: the static mask is the detector's (see __init__).
         common = dict(correctSolidAngle=s.solid_angle, polarization_factor=s.polarization_factor,
-                      mask=self.static_mask, dummy=DUMMY, delta_dummy=DELTA_DUMMY, dark=self.dark, flat=self.flat,
+                      dummy=DUMMY, delta_dummy=DELTA_DUMMY, dark=self.dark, flat=self.flat,
                       unit=s.unit, normalization_factor=normalization_factor)
         spots = prepared.spots
         requested = (self.split(), s.method[1], s.method[2])
@@ -346,7 +360,8 @@ class FrameIntegrator:
             result = ai.medfilt1d_ng(image, s.npt, method=requested, error_model="azimuthal",
                                      percentile=s.median_percentile, **common)
         else:
-            result = ai.integrate1d(prepared.masked, s.npt, method=requested, error_model=s.error_model, **common)
+            result = ai.integrate1d(prepared.masked, s.npt, method=self._method_used or requested,
+                                    error_model=s.error_model, **common)
         count = getattr(result, "count", None)
         if count is not None and not np.any(np.asarray(count) > 0):
             raise InputError("no usable pixel in the image (all negative, NaN or masked)")
@@ -355,6 +370,8 @@ class FrameIntegrator:
         if used_triple is not None and tuple(used_triple) != tuple(requested) and not self._reported_fallback:
             log.warning(f"pyFAI used method {used_triple} instead of {requested}")
             self._reported_fallback = True
+        if used is not None and s.rejection in ("spots", "none") and tuple(used_triple) == tuple(requested):
+            self._method_used = used
         intensity = np.asarray(result.intensity)
         if s.rejection in ("sigma-clip", "median") and s.error_model == "poisson":
             # Poisson error of the mean of the pixels kept: sqrt(sum of counts)

@@ -56,8 +56,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..core.errors import InputError
 from ..core.noise import MAD_TO_SIGMA
@@ -77,6 +75,7 @@ _VALUE_MIN = 2.0 ** -4    # values below (zeros, dark-subtracted negatives) shar
 _VALUE_MAX = 2.0 ** 24    # values above (spots' peaks, never a ring's median) share the last
 _LEVEL_BASE = int(np.array(_VALUE_MIN, np.float32).view(np.int32)) >> _SHIFT
 _N_LEVELS = (int(np.array(_VALUE_MAX, np.float32).view(np.int32)) >> _SHIFT) - _LEVEL_BASE
+_QUARTILES = np.array([0.25, 0.5, 0.75])
 
 
 @dataclass(frozen=True)
@@ -175,9 +174,6 @@ class SpotFinder:
         self.n_bins = int(index[usable].max()) + 1
         index[~usable] = self.n_bins  # a dump bin, never looked at
         self.bin_index = index.ravel().astype(np.intp)  # np.take's own index type: no conversion per frame
-        # Histogram cell of (bin, level 0); the dump bin's cells follow the last real bin's.
-        cell_base = self.bin_index * _N_LEVELS  # intp, np.bincount's own index type: no conversion per frame
-        self._dump_cell = self.n_bins * _N_LEVELS
         self.usable = usable.ravel()
         # The pixels the ring levels are measured on: every ``subsample``-th
         # row and column counted from both edges (min(i, n - 1 - i)), so that
@@ -193,7 +189,7 @@ class SpotFinder:
         take_rows = np.minimum(rows, rows[::-1]) % subsample == 0
         take_cols = np.minimum(cols, cols[::-1]) % subsample == 0
         self.sample = np.flatnonzero((take_rows[:, None] & take_cols[None, :]).ravel() & self.usable)
-        self._sample_cell_base = cell_base[self.sample]
+        self._sample_bins = self.bin_index[self.sample]
         scale = np.ones(self.shape) if normalization is None else normalization
         self._inverse_norm = np.where(usable, 1.0 / np.where(usable, scale, 1.0), 0.0).astype(np.float32).ravel()
         self._dark = None if dark is None else np.asarray(dark, np.float32).ravel()
@@ -233,36 +229,51 @@ class SpotFinder:
         level = values.view(np.int32) >> _SHIFT
         level -= _LEVEL_BASE
         np.clip(level, 0, _N_LEVELS - 1, out=level)  # negative floats have negative bits: bucket 0
-        cells = self._sample_cell_base + level
-        # Dummies (negative raw values) and NaN go to the dump bin's cells.
-        dummy = ~(raw > -0.5)
-        if dummy.any():
-            cells[dummy] = self._dump_cell
-        histogram = np.bincount(cells, minlength=(self.n_bins + 1) * _N_LEVELS)[:self._dump_cell]
+        # Dummies (negative raw values) and NaN go to the dump bin.
+        valid = raw > -0.5
+        all_valid = bool(valid.all())
+        counted = level if all_valid else level[valid]
+        if counted.size == 0:
+            nothing = np.full(self.n_bins, np.nan)
+            return RingLevels(median=nothing, sigma=nothing.copy(), count=np.zeros(self.n_bins, np.int64))
+        # The histogram spans only the levels this frame's sample reaches
+        # (bins x a few hundred cells, not bins x all levels): the same counts
+        # in the same order, so the same quantiles, at half the cost.
+        low, high = int(counted.min()), int(counted.max())
+        n_levels = high - low + 1
+        level -= low
+        cells = self._sample_bins * n_levels
+        cells += level
+        dump = self.n_bins * n_levels
+        if not all_valid:
+            cells[~valid] = dump
+        histogram = np.bincount(cells, minlength=dump + n_levels)[:dump]
         cumulative = np.cumsum(histogram)
-        end = cumulative[_N_LEVELS - 1::_N_LEVELS]    # pixels of this bin and the earlier ones
+        end = cumulative[n_levels - 1::n_levels]    # pixels of this bin and the earlier ones
         count = np.diff(end, prepend=0)
         before = end - count
-        q25, q50, q75 = (self._quantile(histogram, cumulative, before, count, q) for q in (0.25, 0.5, 0.75))
+        q25, q50, q75 = self._quantiles(histogram, cumulative, before, count, low, n_levels)
         sigma = MAD_TO_SIGMA * 0.5 * (q75 - q25)
         sigma = np.maximum(sigma, np.sqrt(np.maximum(q50, 1.0)))  # Poisson floor
         return RingLevels(median=q50, sigma=sigma, count=count)
 
-    def _quantile(self, histogram, cumulative, before, count, q) -> np.ndarray:
-        target = before + q * count
+    def _quantiles(self, histogram, cumulative, before, count, low, n_levels) -> np.ndarray:
+        """The 25, 50 and 75 % quantiles of every bin (rows), interpolated inside a histogram cell."""
+        target = before[:, None] + _QUARTILES[None, :] * count[:, None]  # ascending, bin after bin
         # The first cell whose cumulative count exceeds the target; for integer
         # counts that is the first to exceed floor(target), which keeps the
         # search on integers (a float target would copy the whole cumulative array).
-        cell = np.searchsorted(cumulative, np.floor(target).astype(cumulative.dtype), side="right")
-        first = np.arange(self.n_bins) * _N_LEVELS
-        level = np.clip(cell - first, 0, _N_LEVELS - 1)
+        cell = np.searchsorted(cumulative, np.floor(target.ravel()).astype(cumulative.dtype), side="right")
+        first = np.repeat(np.arange(self.n_bins) * n_levels, _QUARTILES.size)
+        level = np.clip(cell - first, 0, n_levels - 1)
         cell = first + level
         in_cell = histogram[cell]
         below = cumulative[cell] - in_cell
-        fraction = np.where(in_cell > 0, (target - below) / np.maximum(in_cell, 1), 0.0)
+        fraction = np.where(in_cell > 0, (target.ravel() - below) / np.maximum(in_cell, 1), 0.0)
+        level += low
         lower, upper = self._edges[level], self._edges[level + 1]
-        out = lower + np.clip(fraction, 0.0, 1.0) * (upper - lower)
-        return np.where(count > 0, out, np.nan)
+        out = (lower + np.clip(fraction, 0.0, 1.0) * (upper - lower)).reshape(self.n_bins, _QUARTILES.size)
+        return np.where(count[:, None] > 0, out, np.nan).T
 
     def find(self, image: np.ndarray) -> SpotMask:
         """The spots of one frame (``image`` in the layout of the radial map)."""
@@ -274,7 +285,10 @@ class SpotFinder:
         sigma = np.append(rings.sigma, np.nan)
         stand = np.nan_to_num(median + STAND_SIGMA * sigma, nan=np.inf).astype(np.float32)
         # Dummies and NaN are below any level (or not comparable): never candidates.
-        candidates = np.flatnonzero(values > np.take(stand, self.bin_index))
+        above = np.empty(-(-values.size // 8) * 8, bool)  # whole 8-byte words (see _flat_true)
+        above[values.size:] = False
+        np.greater(values, np.take(stand, self.bin_index), out=above[:values.size])
+        candidates = _flat_true(above)
         empty = SpotMask(mask=np.zeros(self.shape, bool), indices=np.zeros(0, np.int64), n_pixels=0, n_blobs=0)
         bins = self.bin_index[candidates]
         score = (values[candidates] - median[bins]) / sigma[bins]  # robust sigmas above the ring
@@ -310,10 +324,27 @@ class SpotFinder:
     def _dilate(self, flat_pixels: np.ndarray) -> np.ndarray:
         """Flat indices of ``flat_pixels`` grown by the disc, sorted (a few thousand pixels, not the image)."""
         rows, cols = np.divmod(flat_pixels, self.shape[1])
-        r = (rows[:, None] + self._offsets[None, :, 0]).ravel()
-        c = (cols[:, None] + self._offsets[None, :, 1]).ravel()
+        # Offset by offset, each a shifted copy of the sorted pixels: sorted
+        # runs, which a stable (merging) sort joins in a fraction of the time
+        # of numpy's default sort of the same numbers (40 against 470 us).
+        r = (self._offsets[:, 0, None] + rows[None, :]).ravel()
+        c = (self._offsets[:, 1, None] + cols[None, :]).ravel()
         inside = (r >= 0) & (r < self.shape[0]) & (c >= 0) & (c < self.shape[1])
-        return np.unique(r[inside] * self.shape[1] + c[inside])
+        grown = np.sort(r[inside] * self.shape[1] + c[inside], kind="stable")
+        return grown[np.concatenate(([True], grown[1:] != grown[:-1]))] if grown.size else grown
+
+
+def _flat_true(padded: np.ndarray) -> np.ndarray:
+    """``np.flatnonzero(padded)`` for a boolean array whose size is a multiple of 8.
+
+    Candidates are a few hundred of a million pixels: the array is scanned as
+    8-byte words (a word is non-zero when any of its 8 pixels is True), and
+    only the pixels of non-zero words are looked at, several times faster
+    than numpy's test of every byte (0.05 against 0.5 ms on a Pilatus 1M).
+    """
+    words = np.flatnonzero(padded.view(np.uint64))
+    pixels = (words[:, None] * 8 + np.arange(8)).ravel()
+    return pixels[padded[pixels]]
 
 
 def _components(pixels: np.ndarray, width: int) -> tuple[np.ndarray, int]:
@@ -336,9 +367,34 @@ def _components(pixels: np.ndarray, width: int) -> tuple[np.ndarray, int]:
         first.append(np.flatnonzero(hit))
         second.append(j[hit])
     first, second = np.concatenate(first), np.concatenate(second)
-    graph = coo_matrix((np.ones(first.size, np.int8), (first, second)), shape=(n, n))
-    n_groups, labels = connected_components(graph, directed=False)
-    return labels, n_groups
+    return _label_groups(n, first, second)
+
+
+def _label_groups(n: int, first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, int]:
+    """Connected groups of ``n`` nodes joined by the edges ``first[k]``-``second[k]``:
+    a label per node (0 .. groups - 1, numbered by each group's lowest node) and the number of groups.
+
+    Union-find with whole-array steps: every edge whose ends have different
+    roots hooks the higher root onto the lower one, then every node jumps to
+    its root; repeated until no edge joins two roots. A few rounds for blobs
+    of a few hundred pixels, without building a sparse graph.
+    """
+    parent = np.arange(n)
+    while first.size:
+        a, b = parent[first], parent[second]
+        apart = a != b
+        if not apart.any():
+            break
+        first, second, a, b = first[apart], second[apart], a[apart], b[apart]
+        np.minimum.at(parent, np.maximum(a, b), np.minimum(a, b))
+        while True:  # pointer jumping: every node to its root
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                break
+            parent = grand
+    root = parent == np.arange(n)
+    number = np.cumsum(root) - 1
+    return number[parent], int(np.count_nonzero(root))
 
 
 def _extent(coordinate: np.ndarray, blob: np.ndarray, n_blobs: int) -> np.ndarray:
