@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dacpipe.core.errors import InputError
+from dacpipe.core.errors import ConfigError, InputError
 from dacpipe.core.results import Upstream
 from dacpipe.core.units import q_from_two_theta, two_theta_from_q
 from dacpipe.integration.from_patterns import INTEGRATED, SKIPPED, resample
@@ -170,9 +170,40 @@ def write_series(folder, *, extra_rows=(), other_grid=True):
 
 
 def pattern_run(folder, **xrd):
+    """The run of the sheet in ``folder``, validated: no PONI file (nothing to integrate)."""
     config = {"runs": {"r": {"sheet": str(folder / "points.tsv"), "phases": [PHASE], "pressure": {"gauge": "sheet"},
-                             "xrd": {"poni": str(folder / "none.poni"), **xrd}}}}
+                             "xrd": xrd}}}
     return validate_config(config)["runs"]["r"]
+
+
+def test_patterns_need_no_poni(tmp_path):
+    """A sheet of patterns needs only the wavelength: a config without poni
+    is accepted and the XRD stage records what it records for patterns, the
+    wavelength from the headers or, given, from the config; one image without
+    a pattern makes the geometry required again, in one line."""
+    sheet = write_series(tmp_path, extra_rows=["p4\t\t7"])    # a point without XRD does not count
+    run = pattern_run(tmp_path)
+    assert "poni" not in run["xrd"]
+    result = integrate(stage_context("xrd", sheet, run))
+    assert result.status[:3] == ["ok"] * 3 and result.status[3] == "xrd: not measured"
+    assert result.attrs["poni"] == "" and result.attrs["integration"] == SKIPPED
+    assert result.attrs["wavelength_A"] == pytest.approx(WAVELENGTH_A)     # the headers' (4.133e-11 m)
+    np.testing.assert_allclose(result.axes["two_theta"], np.linspace(3.0, 24.0, 1400), rtol=1e-9)
+    given = integrate(stage_context("xrd", sheet, pattern_run(tmp_path, wavelength_A=0.4)))
+    assert given.attrs["wavelength_A"] == 0.4
+    # the config's wavelength converts the headers' 2theta: q changes by the ratio of the sines
+    np.testing.assert_allclose(given.axes["q"], q_from_two_theta(np.linspace(3.0, 24.0, 1400), 0.4), rtol=1e-9)
+
+    write_series(tmp_path, extra_rows=["p5\t\t8"])
+    (tmp_path / "points.tsv").write_text((tmp_path / "points.tsv").read_text().replace("p5\t\t8", "p5\t\t8\timage.tif")
+                                         .replace("point\tpattern\tpressure_GPa", "point\tpattern\tpressure_GPa\txrd"))
+    with pytest.raises(ConfigError, match=r"^config: runs\.r\.xrd: needs 'poni' or 'calibrant_image' \(or, with no "
+                                          r"image to integrate, a pattern column in the sheet\)$"):
+        pattern_run(tmp_path)
+    with pytest.raises(ConfigError, match=r"runs\.r\.xrd: needs 'poni'"):       # no sheet to tell
+        validate_config({"runs": {"r": {"sheet": str(tmp_path / "missing.tsv"), "xrd": {}}}})
+    with pytest.raises(ConfigError, match=r"^config: integration needs 'poni'"):  # integrating without one
+        integrate(stage_context("xrd", read_sheet(tmp_path / "points.tsv"), {"xrd": {}}))
 
 
 def test_sheet_pattern_column_and_make_sheet(tmp_path):

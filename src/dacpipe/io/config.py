@@ -101,6 +101,7 @@ def validate_config(config: dict) -> dict:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(_describe(best))
     _check_campaigns(config)
+    _check_geometry(config)
     return config
 
 
@@ -117,6 +118,37 @@ def _check_campaigns(config: dict) -> None:
         if len(campaign["values"]) != len(campaign["runs"]):
             raise ConfigError(f"{key}.values has {len(campaign['values'])} values for {len(campaign['runs'])} runs; "
                               f"give one value of {campaign['by']!r} per run, in the order of runs")
+
+
+def _check_geometry(config: dict) -> None:
+    """An integration section names ``poni`` or ``calibrant_image``, unless it
+    is ``xrd`` and the run's sheet gives integrated patterns (column
+    ``pattern``) and no image without one: nothing to integrate, and only the
+    wavelength is needed (``wavelength_A``, or the patterns' headers). The
+    sheet is read only for a section without a geometry."""
+    for run_id, run in config.get("runs", {}).items():
+        for kind in ("xrd", "saxs"):
+            section = run.get(kind)
+            if not isinstance(section, dict) or section.get("poni") or section.get("calibrant_image"):
+                continue
+            if kind == "xrd" and _patterns_only(run.get("sheet")):
+                continue
+            hint = " (or, with no image to integrate, a pattern column in the sheet)" if kind == "xrd" else ""
+            raise ConfigError(f"config: runs.{run_id}.{kind}: needs 'poni' or 'calibrant_image'{hint}")
+
+
+def _patterns_only(sheet_path) -> bool:
+    """Whether the sheet gives integrated patterns and every point with an XRD image gives one too
+    (a point with both uses its pattern: dacpipe.integration.from_patterns)."""
+    from ..core.errors import DacpipeError
+    from .sheet import read_sheet  # only for a section without a geometry: most configs never read the sheet here
+
+    try:
+        points = read_sheet(sheet_path).points if sheet_path else ()
+    except (DacpipeError, OSError):
+        return False  # no sheet to tell: the geometry is required, as for any run
+    return any("pattern" in p.files for p in points) and \
+        all("pattern" in p.files for p in points if "xrd" in p.files)
 
 
 def validate_section(name: str, section: dict | None) -> dict:
