@@ -51,6 +51,8 @@ LINE_REACH_FWHM = 6.0
 MAX_FWHM_Q_A = 0.6
 # How far (relative) a cell may move in one refinement: further is another minimum, found by the scan.
 MAX_CELL_STEP_REL = 0.08
+# Neighbouring points farther apart than this many median steps have a gap between them.
+GAP_STEPS = 1.5
 
 
 @dataclass
@@ -156,13 +158,22 @@ class Pattern:
     def merged(self, factor: int) -> "Pattern":
         """Every ``factor`` neighbouring bins as one (means; errors of the mean): a
         line of N bins' FWHM is still sampled by N / factor points."""
-        if factor <= 1:
+        if factor <= 1 or len(self.q) < 2:
             return self
-        n = (len(self.q) // factor) * factor
-        shape = (n // factor, factor)
-        q = self.q[:n].reshape(shape).mean(axis=1)
-        y = self.y[:n].reshape(shape).mean(axis=1)
-        sigma = np.sqrt((self.sigma[:n].reshape(shape) ** 2).sum(axis=1)) / factor
+        # Bins are merged only within a run of neighbours: across a gap (a
+        # detector gap, a masked peak left out) the mean of the model at the
+        # bins is not the model at their mean q. Each run is cut into groups of
+        # ``factor`` from its start; a run's last, shorter group is merged too.
+        step = np.diff(self.q)
+        gap = step > GAP_STEPS * float(np.median(step))
+        run_start = np.r_[0, np.flatnonzero(gap) + 1]
+        run_id = np.cumsum(np.r_[False, gap])
+        position = np.arange(len(self.q)) - run_start[run_id]
+        starts = np.flatnonzero((position % factor) == 0)
+        counts = np.diff(np.r_[starts, len(self.q)])
+        q = np.add.reduceat(self.q, starts) / counts
+        y = np.add.reduceat(self.y, starts) / counts
+        sigma = np.sqrt(np.add.reduceat(self.sigma**2, starts)) / counts
         return _with_q_ref(Pattern(q, y, sigma, self.wavelength_A), self.q_ref)
 
 
