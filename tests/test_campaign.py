@@ -170,6 +170,19 @@ def test_campaign_file_round_trip(two_stores, tmp_path):
         read_campaign(two_stores[0])
 
 
+def test_campaign_command(two_stores, tmp_path, capsys):
+    from dacpipe.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"results_dir: {tmp_path}/results\nruns:\n  run_a: {{sheet: a.tsv}}\n  run_b: {{sheet: b.tsv}}\n"
+                      "campaigns:\n  sizes: {runs: [run_a, run_b], by: size_nm, values: [9, 6]}\n")
+    stores = [str(p) for p in two_stores]
+    assert main(["campaign", "sizes", "--configfile", str(config), "--stores", *stores]) == 0
+    assert read_campaign(tmp_path / "results" / "campaigns" / "sizes.h5").values == [9.0, 6.0]
+    assert main(["campaign", "other", "--configfile", str(config)]) == 2
+    assert "no campaign called 'other'; campaigns: sizes" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # matplotlib: ~2 s
 def test_figures_refuse_a_store_changed_since(two_stores, tmp_path):
     from dacpipe.run.campaign_figures import CAMPAIGN_FIGURES, draw_campaign_figure
