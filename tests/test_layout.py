@@ -158,7 +158,7 @@ def test_figure_of_a_store_without_its_data_is_one_line_and_a_bug_is_not_hidden(
     with pytest.raises(InputError, match="the store has no phases"):
         figures.draw_figure("fractions", store, tmp_path / "f.png")
 
-    def buggy(entry, plt):
+    def buggy(entry, plt, style=None):
         return {}["not a store path"]
 
     monkeypatch.setitem(figures.FIGURES, "f_f", buggy)

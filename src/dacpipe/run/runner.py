@@ -104,7 +104,9 @@ def upstream(config: dict, run_id: str, stage: str, run: dict, points: Sequence[
     out = {}
     for needed in needs(stage, run):
         path = part_path(config, run_id, needed)
-        phase_names = [str(p) for p in read_part(path, needed).attrs.get("phases", [])]
+        attrs = read_part(path, needed).attrs
+        # the phases group names its phases; the EOS part the phases it fitted
+        phase_names = [str(p) for p in attrs.get("phases", attrs.get("phases_fitted", []))]
         out[needed] = read_part(path, needed, reads(stage, needed, phase_names), points, one_value_per_point,
                                 optional=optional_reads(stage, needed, phase_names, run))
     return out
