@@ -710,14 +710,86 @@ def lattice_constants_nm(order: str, q1_A: float, q1_err_A: float = math.nan) ->
     return a, a * q1_err_A / q1_A, a * to_nn
 
 
-def _sphere_amplitude(x: np.ndarray) -> np.ndarray:
-    """``3 (sin x - x cos x) / x^3``, 1 at x = 0 (its series ``1 - x^2 / 10`` below x = 1e-2,
-    where the difference loses digits)."""
+def _sphere_amplitude(x: np.ndarray, sin: np.ndarray | None = None, cos: np.ndarray | None = None,
+                      slope: bool = False):
+    """``f = 3 (sin x - x cos x) / x^3``, 1 at x = 0 (its series ``1 - x^2 / 10`` below x = 1e-2,
+    where the difference loses digits); with ``slope``, also ``f' = 3 sin x / x^2 - 3 f / x``
+    (series ``-x / 5 + x^3 / 70``). ``sin`` and ``cos`` of ``x`` may be given."""
+    sin = np.sin(x) if sin is None else sin
+    cos = np.cos(x) if cos is None else cos
     small = x < 1e-2
     if small.any():
         safe = np.where(small, 1.0, x)
-        return np.where(small, 1.0 - x * x / 10.0, 3.0 * (np.sin(safe) - safe * np.cos(safe)) / safe**3)
-    return 3.0 * (np.sin(x) - x * np.cos(x)) / (x * x * x)
+        f = np.where(small, 1.0 - x * x / 10.0, 3.0 * (sin - safe * cos) / safe**3)
+        if not slope:
+            return f
+        return f, np.where(small, x * (x * x / 70.0 - 0.2), 3.0 * (sin / safe - f) / safe)
+    f = 3.0 * (sin - x * cos) / (x * x * x)
+    if not slope:
+        return f
+    return f, 3.0 * (sin / x - f) / x
+
+
+def _size_nodes(q: np.ndarray, radius_A: float, polydispersity: float):
+    """Nodes z (in standard deviations), weights and relative radii of the size average."""
+    qmax = float(np.max(q)) if q.size else 0.0
+    n = max(41, int(math.ceil(8.0 * qmax * radius_A * polydispersity / 0.15)) | 1)
+    z = np.linspace(-4.0, 4.0, n)
+    weights = np.exp(-0.5 * z * z)
+    weights /= weights.sum()
+    return z, weights, 1.0 + polydispersity * z
+
+
+def _sin_cos(q: np.ndarray, radius_A: float, polydispersity: float, z: np.ndarray, rel: np.ndarray):
+    """``x = q r`` on the nodes of the size average, and its sine and cosine.
+
+    The nodes are equally spaced in r, so along each row x is an arithmetic
+    progression: ``exp(i x)`` is its first term times powers of one complex
+    step (a running product; rounding grows by ~1e-16 per node, 1e-14 over
+    the longest rows), four times cheaper than the sine and cosine of every
+    node (the model and its grid search take thousands of size averages).
+    """
+    x = np.multiply.outer(q, radius_A * rel)
+    if z.size < 2 or not np.all(rel > 0):
+        return np.abs(x), np.sin(np.abs(x)), np.cos(np.abs(x))
+    phase = np.empty(x.shape, dtype=complex)
+    phase[:, 0] = np.exp(1j * x[:, 0])
+    phase[:, 1:] = np.exp(1j * (q * (radius_A * polydispersity * (z[1] - z[0]))))[:, None]
+    np.cumprod(phase, axis=1, out=phase)
+    return x, phase.imag, phase.real
+
+
+def _sphere_averages(q_A, radius_A: float, polydispersity: float, derivatives: bool = False):
+    """``P``, ``Pc`` (see :func:`sphere_form_factors`) and, with ``derivatives``, their
+    derivatives by the radius and by the polydispersity (analytic: the amplitude's
+    ``f'(x)`` on the same nodes, the node count held)."""
+    q = np.abs(np.asarray(q_A, dtype=float))
+    shape = q.shape
+    q = q.reshape(-1)
+    z, weights, rel = _size_nodes(q, radius_A, polydispersity)
+    x, sin, cos = _sin_cos(q, radius_A, polydispersity, z, rel)
+    volume = rel**3
+    norm = float((volume * volume) @ weights)
+    if not derivatives:
+        amp = _sphere_amplitude(x, sin, cos) * volume
+        mean_f = amp @ weights
+        return ((amp * amp) @ weights / norm).reshape(shape), (mean_f * mean_f / norm).reshape(shape)
+    f, slope = _sphere_amplitude(x, sin, cos, slope=True)
+    amp = f * volume
+    mean_f = amp @ weights
+    form = (amp * amp) @ weights / norm
+    coherent = mean_f * mean_f / norm
+    # amp = f(q r) rel^3 with r = R rel, rel = 1 + p z: d amp / dR = f' x rel^3 / R,
+    # d amp / dp = z rel^2 (f' x + 3 f); the norm <rel^6> depends on p alone.
+    fx = slope * x
+    by_radius = fx * (volume / radius_A)
+    by_poly = (fx + 3.0 * f) * (rel * rel * z)
+    d_norm = float((6.0 * volume * rel * rel * z) @ weights)
+    d_form_r = 2.0 * (amp * by_radius) @ weights / norm
+    d_coherent_r = 2.0 * mean_f * (by_radius @ weights) / norm
+    d_form_p = (2.0 * (amp * by_poly) @ weights - form * d_norm) / norm
+    d_coherent_p = (2.0 * mean_f * (by_poly @ weights) - coherent * d_norm) / norm
+    return tuple(v.reshape(shape) for v in (form, coherent, d_form_r, d_coherent_r, d_form_p, d_coherent_p))
 
 
 def sphere_form_factors(q_A, radius_A: float, polydispersity: float) -> tuple[np.ndarray, np.ndarray]:
@@ -731,19 +803,7 @@ def sphere_form_factors(q_A, radius_A: float, polydispersity: float) -> tuple[np
     ``Pc / P`` is the ``beta`` of the decoupling approximation (Kotlarchyk
     & Chen, J. Chem. Phys. 79, 2461 (1983)): 1 for equal spheres.
     """
-    q = np.asarray(q_A, dtype=float)
-    qmax = float(np.max(np.abs(q))) if q.size else 0.0
-    n = max(41, int(math.ceil(8.0 * qmax * radius_A * polydispersity / 0.15)) | 1)
-    z = np.linspace(-4.0, 4.0, n)
-    weights = np.exp(-0.5 * z * z)
-    weights /= weights.sum()
-    rel = 1.0 + polydispersity * z
-    volume = rel**3
-    amp = _sphere_amplitude(np.abs(np.multiply.outer(q, radius_A * rel))) * volume
-    mean_f = amp @ weights
-    mean_f2 = (amp * amp) @ weights
-    norm = float((volume * volume) @ weights)
-    return mean_f2 / norm, mean_f * mean_f / norm
+    return _sphere_averages(q_A, radius_A, polydispersity)
 
 
 # --------------------------------------------------------------------------
@@ -792,13 +852,19 @@ def _fit_group(x, y, s, group: list[_Cand], others: np.ndarray, profile: str, dx
     def unpack(p):
         return p[:nb], (p[nb] if eta_free else eta0), p[j0:].reshape(k, 3)
 
+    last: dict = {}
+
     def parts(p):
-        b, eta, pk = unpack(p)
-        c, w, a = pk[:, 0:1], pk[:, 1:2], pk[:, 2:3]
-        v, lor, gau = unit_parts(x[None, :], c, w)
-        g = eta * lor + (1.0 - eta) * gau
-        base = np.exp(b @ powers) * others  # envelope times the other groups
-        return b, eta, c, w, a, v, lor, gau, g, base
+        # least_squares asks for the Jacobian where it has just evaluated the residual: kept once.
+        key = p.tobytes()
+        if last.get("key") != key:
+            b, eta, pk = unpack(p)
+            c, w, a = pk[:, 0:1], pk[:, 1:2], pk[:, 2:3]
+            v, lor, gau = unit_parts(x[None, :], c, w)
+            g = eta * lor + (1.0 - eta) * gau
+            base = np.exp(b @ powers) * others  # envelope times the other groups
+            last.update(key=key, value=(b, eta, c, w, a, v, lor, gau, g, base))
+        return last["value"]
 
     def fun(p):
         *_, a, _v, _l, _g, g, base = parts(p)
@@ -1085,7 +1151,8 @@ class _PatternModel:
             self.sub = self.unique = np.asarray(q, dtype=float)
             self.weights = np.ones((1, self.n))
             self.take = index
-        self._cache: dict[tuple[float, float], tuple[np.ndarray, np.ndarray]] = {}
+        self._cache: dict[tuple[float, float], tuple[np.ndarray, ...]] = {}
+        self._parts_cache: dict[tuple, tuple[np.ndarray, ...]] = {}
         self.eta0 = float(eta)
         self.eta_free = bool(eta_free)
         self.exponent_free = bool(exponent_free)
@@ -1099,12 +1166,17 @@ class _PatternModel:
 
     def spheres(self, radius: float, poly: float) -> tuple[np.ndarray, np.ndarray]:
         """P and Pc on the sub-nodes (the last few kept: the fit asks for the same ones again)."""
+        return self.sphere_derivatives(radius, poly)[:2]
+
+    def sphere_derivatives(self, radius: float, poly: float) -> tuple[np.ndarray, ...]:
+        """P, Pc and their derivatives by R and by the polydispersity on the sub-nodes
+        (:func:`_sphere_averages`; computed together: most points the fit evaluates it
+        also differentiates, and the derivatives share the sines and cosines)."""
         key = (float(radius), float(poly))
         if key not in self._cache:
             if len(self._cache) >= 6:
                 self._cache.pop(next(iter(self._cache)))
-            form, coherent = sphere_form_factors(self.unique, radius, poly)
-            self._cache[key] = (form[self.take], coherent[self.take])
+            self._cache[key] = tuple(v[self.take] for v in _sphere_averages(self.unique, radius, poly, True))
         return self._cache[key]
 
     def average(self, values):
@@ -1125,16 +1197,30 @@ class _PatternModel:
                 np.concatenate((amps, free[:, 2])), eta)
 
     def parts(self, p):
-        """Sub-node arrays: P, C, G, the peak terms h (rows) and their profile parts."""
+        """Sub-node arrays: P, C, G, the peak terms h (rows) and their profile parts.
+
+        All but the heights depend on the nonlinear parameters alone, and the fits ask for them
+        at the same ones again (the residual, then the Jacobian; the variable projection's
+        linear solve, then the model at its coefficients): the last two are kept.
+        """
         _, radius, poly, u2, _, nu, _, exponent = p[:_NG]
-        x = self.sub
-        form, coherent = self.spheres(radius, poly)
-        coherent = (1.0 - nu) * coherent + nu * form
-        dw = np.exp(-x * x * u2)
         c, w, a, eta = self.profiles(p)
-        u, lor, gau = unit_parts(x[None, :], c[:, None], w[:, None])
-        powder = (c[:, None] / x[None, :]) ** exponent
-        h = powder * (eta * lor + (1.0 - eta) * gau)
+        key = (float(radius), float(poly), float(u2), float(nu), float(exponent), float(eta), c.tobytes(),
+               w.tobytes())
+        kept = self._parts_cache.get(key)
+        if kept is None:
+            x = self.sub
+            form, coherent = self.spheres(radius, poly)
+            coherent = (1.0 - nu) * coherent + nu * form
+            dw = np.exp(-x * x * u2)
+            u, lor, gau = unit_parts(x[None, :], c[:, None], w[:, None])
+            powder = (c[:, None] / x[None, :]) ** exponent
+            h = powder * (eta * lor + (1.0 - eta) * gau)
+            kept = (form, coherent, dw, u, lor, gau, powder, h)
+            if len(self._parts_cache) >= 2:
+                self._parts_cache.pop(next(iter(self._parts_cache)))
+            self._parts_cache[key] = kept
+        form, coherent, dw, u, lor, gau, powder, h = kept
         return form, coherent, dw, c, w, a, eta, u, lor, gau, powder, h
 
     def __call__(self, p):
@@ -1150,11 +1236,11 @@ class _PatternModel:
         x = self.sub
         J = np.empty((self.n, self.n_params))
         J[:, 0] = self.average(k * (form - gamma * dw * coherent + dw * coherent * z))
-        # The radius and the polydispersity by forward differences of the size average.
-        for col, d_radius, d_poly in ((1, 1e-5 * radius, 0.0), (2, 0.0, 1e-5)):
-            form2, coherent2 = self.spheres(radius + d_radius, poly + d_poly)
-            d_coherent = (1.0 - nu) * coherent2 + nu * form2 - coherent
-            J[:, col] = self.average(k * ((form2 - form) + dw * d_coherent * (z - gamma))) / (d_radius + d_poly)
+        # The radius and the polydispersity: analytic derivatives of the size average.
+        derivatives = self.sphere_derivatives(radius, poly)[2:]
+        for col, (d_form, d_pure) in ((1, derivatives[:2]), (2, derivatives[2:])):
+            d_coherent = (1.0 - nu) * d_pure + nu * d_form
+            J[:, col] = self.average(k * (d_form + dw * d_coherent * (z - gamma)))
         J[:, 3] = self.average(k * coherent * (z - gamma) * (-x * x * dw))
         J[:, 4] = self.average(-k * dw * coherent)
         pure = self.spheres(radius, poly)
@@ -1967,9 +2053,10 @@ def index_peaks(q_A: Sequence[float], q_err_A: Sequence[float] | None = None, *,
         starts = {float(q[i] / ratios[j]) for i in range(n) for j in range(min(_FIRST_LINES, len(ratios)))}
         if prior is not None:
             starts = {s for s in starts if abs(s / prior[1] - 1.0) <= prior[2]}
+        memo: dict = {}
         for q1 in sorted(starts):
             hypothesis = _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo, edge_hi,
-                                 visibility)
+                                 visibility, memo)
             if hypothesis is not None:
                 key = (name, hypothesis.lines)
                 if key not in found or hypothesis.score > found[key].score:
@@ -1979,14 +2066,20 @@ def index_peaks(q_A: Sequence[float], q_err_A: Sequence[float] | None = None, *,
 
 
 def _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo, edge_hi,
-            visibility) -> LatticeHypothesis | None:
-    """The assignment that ``q1`` leads to, refined until it holds (see :func:`index_peaks`)."""
+            visibility, memo: dict | None = None) -> LatticeHypothesis | None:
+    """The assignment that ``q1`` leads to, refined until it holds (see :func:`index_peaks`).
+
+    What follows the refinement (``q1``, the credit, the missing lines and their visibility)
+    depends on the final assignment alone; ``memo`` keeps it per assignment, since most of
+    the starting guesses of ``q1`` end in the same few.
+    """
     n = q.size
     lines = None
     # A peak matches a line within tolerance_rel, and within MATCH_SIGMA of its error (floor
     # included): one further off is not that line's peak, whatever the tolerance allows.
     window = np.minimum(tolerance_rel, MATCH_SIGMA / np.sqrt(weights) / q)
-    for _ in range(5):
+    start = None  # the first round's assignment, on which the rest depends alone
+    for round_ in range(5):
         predicted = q1 * ratios
         nearest = np.argmin(np.abs(q[:, None] / predicted[None, :] - 1.0), axis=1)
         off = np.abs(q / predicted[nearest] - 1.0)
@@ -1999,14 +2092,23 @@ def _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo
         blend = _blends(q, widths, window, predicted, assigned)
         direct = (assigned >= 0) & (blend < 0)
         if not np.any(direct):
+            if memo is not None and start is not None:
+                memo[start] = None
             return None
         r = ratios[assigned[direct]]
         w = weights[direct]
         q1 = float(np.sum(w * r * q[direct]) / np.sum(w * r * r))
         new = tuple(int(v) for v in assigned), tuple(int(v) for v in blend)
+        if round_ == 0:
+            start = ("from", new)
+            if memo is not None and start in memo:
+                return memo[start]
         if new == lines:
             break
         lines = new
+    if memo is not None and lines in memo:
+        memo[start] = memo[lines]
+        return memo[lines]
     assigned, blend = np.array(lines[0]), np.array(lines[1])
     direct = (assigned >= 0) & (blend < 0)
     explained = assigned >= 0
@@ -2044,8 +2146,11 @@ def _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo
     score = credit - n_unexplained - penalty * missing - CHI2_PENALTY * max(0.0, chi2 - (int(direct.sum()) - 1))
     hkl = tuple("" if v < 0 else labels[v] if b < 0 else f"{labels[min(v, b)]}+{labels[max(v, b)]}"
                 for v, b in zip(assigned, blend))
-    return LatticeHypothesis(name, q1, q1_err, tuple(int(v) for v in assigned), hkl, n_explained, n_unexplained,
-                             missing, chi2, score, tuple(int(b) for b in blend))
+    hypothesis = LatticeHypothesis(name, q1, q1_err, tuple(int(v) for v in assigned), hkl, n_explained,
+                                   n_unexplained, missing, chi2, score, tuple(int(b) for b in blend))
+    if memo is not None:
+        memo[lines] = memo[start] = hypothesis
+    return hypothesis
 
 
 def _blends(q, widths, window, predicted, assigned) -> np.ndarray:
@@ -2093,11 +2198,16 @@ def _model_visibility(model: ParticleModel, pattern: _Pattern, peaks: Sequence[S
     z_heights = np.array([pk.amplitude * float(model.smooth([pk.q_A])[0]) / max(float(model.coherent([pk.q_A])[0]),
                                                                                 1e-300) for pk in peaks])
 
+    width_laws: dict = {}  # per lattice and assignment: the indexing asks for the same ones many times
+
     def visibility(lattice: str, q1: float, seen: Mapping[int, int]) -> np.ndarray:
         _, ratios, mult, dim = lattice_lines(lattice)
         law = mult / ratios ** (dim - 1)
         assigned = list(seen.items())
-        w1, wb = _width_law([peaks[i].fwhm_q_A for _, i in assigned], [ratios[j] for j, _ in assigned])
+        key = (lattice, tuple(assigned))
+        if key not in width_laws:
+            width_laws[key] = _width_law([peaks[i].fwhm_q_A for _, i in assigned], [ratios[j] for j, _ in assigned])
+        w1, wb = width_laws[key]
         widths = w1 + wb * (ratios**2 - 1.0)
         scale = float(np.median([z_heights[i] * widths[j] / law[j] for j, i in assigned]))
         q_lines = q1 * ratios
