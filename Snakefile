@@ -32,4 +32,4 @@ rule all:
     input:
         expand(f"{RESULTS}/{{run}}.h5", run=RUNS),
         [path for run_id in RUNS for path in figure_files(run_id)],
-        campaign_files(),
+        CAMPAIGN_FILES,

@@ -16,9 +16,9 @@ import pytest
 from conftest import ROOT
 from dacpipe.core.errors import ConfigError, InputError
 from dacpipe.io.config import validate_config
+from dacpipe.run.campaign import (bracket_uncertainty_GPa, build_campaign, campaign_job_config, campaign_path,
+                                  median_with_error, read_campaign, summarize_store, transition_rows, write_campaign)
 from dacpipe.run.campaign_figures import CAMPAIGN_FIGURES
-from dacpipe.run.campaign import (bracket_uncertainty_GPa, build_campaign, campaign_path, median_with_error,
-                                  read_campaign, summarize_store, transition_rows, write_campaign)
 from dacpipe.synth import read_truth
 
 # --------------------------------------------------------------------------
@@ -192,6 +192,11 @@ def test_figures_refuse_a_store_changed_since(two_stores, tmp_path):
     for name in CAMPAIGN_FIGURES:
         written = draw_campaign_figure(name, path, tmp_path / "fig" / f"{name}.png")
         assert all(p.stat().st_size > 1000 for p in written)
+    # a journal column (config figures.width): the file is exactly 3.35 in wide at 600 dpi
+    from matplotlib.image import imread
+
+    column = draw_campaign_figure("campaign_transitions", path, tmp_path / "col" / "t.png", width="single-column")
+    assert imread(column[0]).shape[1] == round(3.35 * 600)
     with h5py.File(two_stores[1], "a") as h5:
         h5["run_b/eos/X-lo/K0_GPa"][()] = 99.0
     with pytest.raises(InputError, match="run_b .* changed since the campaign was written"):
@@ -226,6 +231,22 @@ def test_good_campaign_config_and_default():
     assert config["campaigns"]["s"]["values"] == ["up", "down"]
     assert validate_config({"runs": {"a": {"sheet": "a.tsv"}}})["campaigns"] == {}
     assert campaign_path({"results_dir": "res"}, "s") == Path("res/campaigns/s.h5")
+
+
+def test_a_campaign_jobs_settings_are_its_own():
+    """The campaign job's parameter (Snakemake reruns a job whose parameters
+    change): the campaign and its runs' sheets only, so a new EOS model of a
+    run, or any edit of a run outside the campaign, leaves it as it was (the
+    run's new store reruns it instead)."""
+    config = validate_config({"runs": {"a": {"sheet": "a.tsv"}, "b": {"sheet": "b.tsv"}, "c": {"sheet": "c.tsv"}},
+                              "campaigns": {"s": {"runs": ["a", "b"], "by": "T", "values": [1, 2]}}})
+    job = campaign_job_config(config, "s")
+    assert job == {"results_dir": "results", "runs": {"a": {"sheet": "a.tsv"}, "b": {"sheet": "b.tsv"}},
+                   "campaigns": {"s": {"runs": ["a", "b"], "by": "T", "values": [1, 2]}}}
+    config["runs"]["a"]["eos"]["model"] = "vinet"
+    config["runs"]["c"]["sheet"] = "elsewhere.tsv"
+    assert campaign_job_config(config, "s") == job
+    assert validate_config(job)["campaigns"]["s"]["runs"] == ["a", "b"]  # what the job's --config-json must pass
 
 
 # --------------------------------------------------------------------------

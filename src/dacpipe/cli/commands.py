@@ -74,7 +74,8 @@ def _run_campaigns(config: dict, run_ids: list[str], failed: list[str], figures:
             out = write_campaign(campaign_path(config, name), campaign_from_config(config, name))
             log.info(f"campaign {name}: wrote {out}")
             if figures:
-                draw_campaign_figures(out, campaign_figure_path(config, name, "").parent)
+                draw_campaign_figures(out, campaign_figure_path(config, name, "").parent,
+                                      config.get("figures", {}).get("width", "screen"))
         except DacpipeError as err:
             log.error(f"campaign {name}: {err}")
             bad.append(f"campaign {name}")
@@ -128,7 +129,7 @@ def cmd_campaign(args) -> int:
     if args.figure:  # one figure from a written campaign file (the Snakemake rule)
         if not (args.campaign_file and args.out):
             raise ConfigError("dacpipe campaign --figure needs --campaign-file and --out")
-        for path in draw_campaign_figure(args.figure, args.campaign_file, args.out):
+        for path in draw_campaign_figure(args.figure, args.campaign_file, args.out, width=args.width):
             log.info(f"wrote {path}")
         return 0
     config = config_from_args(args)
@@ -136,7 +137,8 @@ def cmd_campaign(args) -> int:
                          campaign_from_config(config, args.name, args.stores))
     log.info(f"campaign {args.name}: wrote {out}")
     if args.figures:
-        draw_campaign_figures(out, campaign_figure_path(config, args.name, "").parent)
+        draw_campaign_figures(out, campaign_figure_path(config, args.name, "").parent,
+                              config.get("figures", {}).get("width", "screen"))
     return 0
 
 
@@ -269,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", action="store_true", help="also draw the campaign's figures")
     p.add_argument("--figure", choices=list(CAMPAIGN_FIGURES), help="draw only this figure from --campaign-file")
     p.add_argument("--campaign-file", help="the campaign file a --figure is drawn from")
+    p.add_argument("--width", choices=list(STYLES), default="screen",
+                   help="size of the --figure: screen, or a journal column (config figures.width)")
     p.add_argument("--config-json", help="the whole validated config as JSON (from Snakemake)")
     add_config_options(p)
     p.set_defaults(func=cmd_campaign)

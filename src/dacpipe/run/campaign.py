@@ -272,6 +272,17 @@ def campaign_figure_path(config: dict, name: str, figure: str) -> Path:
     return Path(config["results_dir"]) / "campaigns" / name / "figures" / f"{figure}.png"
 
 
+def campaign_job_config(config: dict, name: str) -> dict:
+    """What a campaign's job is given (the Snakemake rule's parameter): the
+    campaign's settings and its runs' sheets, which the config check needs,
+    and nothing else of them, so that editing a run's stage settings reruns
+    the campaign through the run's store only, and editing another run not at all."""
+    spec = campaign_spec(config, name)
+    return {"results_dir": config["results_dir"],
+            "runs": {run: {"sheet": config["runs"][run]["sheet"]} for run in spec["runs"]},
+            "campaigns": {name: spec}}
+
+
 def campaign_spec(config: dict, name: str) -> dict:
     """The campaign's validated settings (runs, by, values)."""
     campaigns = config.get("campaigns", {})

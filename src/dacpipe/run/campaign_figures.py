@@ -8,7 +8,9 @@ mixes a campaign's table with a store rewritten since.
 :data:`CAMPAIGN_FIGURES` names them; the Snakemake report's captions are in
 ``workflow/report/campaign_<name>.rst``. Plotted series carry their source as
 the artist's ``gid`` (``"<run>:<path in its store>"`` or
-``"campaign:<table>/<column>"``), as the run figures do.
+``"campaign:<table>/<column>"``), as the run figures do. Their size and
+lettering follow the config's ``figures.width`` as the run figures' do
+(:data:`dacpipe.run.figures.STYLES`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..io.refs import file_record
 from .campaign import Campaign, read_campaign
+from .figures import STYLES, FigureStyle
 from .store import StoreError, open_result, os_reason
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:grey")
@@ -34,6 +37,11 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _new(plt, style: FigureStyle):
+    """A 6 x 4 in figure on screen, or at the style's column width with the same aspect ratio."""
+    return plt.subplots(figsize=style.size(6.0, 4.0), layout="constrained")
 
 
 def _colour(i: int) -> str:
@@ -81,11 +89,11 @@ def compared_phase(campaign: Campaign) -> str | None:
     return max(dict.fromkeys(fitted), key=fitted.count) if fitted else None
 
 
-def compression(campaign: Campaign, plt):
+def compression(campaign: Campaign, plt, style: FigureStyle = STYLES['screen']):
     """V/V0 of one phase (:func:`compared_phase`) from every run, with each run's EOS fit."""
     from ..eos.models import EosParams, pressure_GPa
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new(plt, style)
     phase = compared_phase(campaign)
     if phase is None:  # a campaign of SAXS or optical runs: the figure says so, the workflow goes on
         _nothing(ax, "no equation of state in these runs")
@@ -111,17 +119,17 @@ def compression(campaign: Campaign, plt):
         (curve,) = ax.plot(pressure_GPa(params, grid * params.V0_A3), grid, color=_colour(k),
                            label=f"{model}: K0 = {params.K0_GPa:.1f} GPa, K' = {params.Kp:.2f}")
         curve.set_gid(f"{summary.run}:eos/{phase}")
-    ax.set_title(f"{campaign.name}: {phase}", fontsize=9)
+    ax.set_title(f"{campaign.name}: {phase}")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("V / V0")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def transitions(campaign: Campaign, plt):
+def transitions(campaign: Campaign, plt, style: FigureStyle = STYLES['screen']):
     """Onset (filled) and end (open) pressure of each transition against the
     campaign's ``by``, with their bracket uncertainties."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new(plt, style)
     x_of = _x_axis(ax, campaign)
     table = campaign.table("transitions")
     kinds = list(dict.fromkeys(f"{a or '?'} → {b or '?'} ({d})" for a, b, d in
@@ -139,13 +147,13 @@ def transitions(campaign: Campaign, plt):
     if not kinds:
         _nothing(ax, "no transition in these runs")
     ax.set_ylabel("transition pressure (GPa)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def dEg_dP(campaign: Campaign, plt):
+def dEg_dP(campaign: Campaign, plt, style: FigureStyle = STYLES['screen']):
     """Pressure coefficient of the band gap per phase against the campaign's ``by``."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new(plt, style)
     x_of = _x_axis(ax, campaign)
     table = campaign.table("phases")
     for k, phase in enumerate(dict.fromkeys(table["phase"])):
@@ -162,13 +170,13 @@ def dEg_dP(campaign: Campaign, plt):
         _nothing(ax, "no E(P) fit of the band gap in these runs")
     ax.axhline(0.0, color="grey", linewidth=0.5)
     ax.set_ylabel("dEg/dP (meV/GPa)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
-def band_gap(campaign: Campaign, plt):
+def band_gap(campaign: Campaign, plt, style: FigureStyle = STYLES['screen']):
     """The band gap against pressure of every run, with its E(P) fits."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _new(plt, style)
     shown = 0
     for k, (summary, h5) in enumerate(_entries(campaign)):
         with h5:
@@ -195,7 +203,7 @@ def band_gap(campaign: Campaign, plt):
         _nothing(ax, "no band gap in these runs")
     ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("band gap (eV)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=style.small_pt)
     return fig
 
 
@@ -207,34 +215,45 @@ CAMPAIGN_FIGURES: dict[str, Callable] = {
 }
 
 
-def draw_campaign_figure(name: str, campaign_file: str | Path, out_png: str | Path) -> list[Path]:
+def draw_campaign_figure(name: str, campaign_file: str | Path, out_png: str | Path, width: str = "screen"
+                         ) -> list[Path]:
     """Draw campaign figure ``name`` into ``out_png`` and the PDF beside it.
 
     A figure the campaign's runs have no data for says so on its axes.
+
+    Parameters
+    ----------
+    width : str
+        A :data:`dacpipe.run.figures.STYLES` name (config ``figures.width``).
 
     Raises
     ------
     InputError
         A store the campaign names changed since it was written, or is missing.
     """
+    if width not in STYLES:
+        raise InputError(f"figure width {width!r} is not one of {', '.join(STYLES)}")
+    style = STYLES[width]
     plt = _pyplot()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig = CAMPAIGN_FIGURES[name](read_campaign(campaign_file), plt)
-    try:
-        written = []
-        for path in (out_png, out_png.with_suffix(".pdf")):
-            try:
-                fig.savefig(path, dpi=150, bbox_inches="tight")
-            except OSError as exc:  # a full disk: one line, not matplotlib's traceback
-                raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
-            written.append(path)
-        return written
-    finally:
-        plt.close(fig)
+    with plt.rc_context(style.rc()):
+        fig = CAMPAIGN_FIGURES[name](read_campaign(campaign_file), plt, style)
+        try:
+            written = []
+            for path in (out_png, out_png.with_suffix(".pdf")):
+                try:
+                    # a journal width is the file's width: not cropped
+                    fig.savefig(path, dpi=style.dpi, bbox_inches="tight" if style.width_in is None else None)
+                except OSError as exc:  # a full disk: one line, not matplotlib's traceback
+                    raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
+                written.append(path)
+            return written
+        finally:
+            plt.close(fig)
 
 
-def draw_campaign_figures(campaign_file: str | Path, folder: str | Path) -> list[Path]:
+def draw_campaign_figures(campaign_file: str | Path, folder: str | Path, width: str = "screen") -> list[Path]:
     """Every campaign figure into ``folder`` (``<name>.png`` and ``.pdf``)."""
     return [path for name in CAMPAIGN_FIGURES
-            for path in draw_campaign_figure(name, campaign_file, Path(folder) / f"{name}.png")]
+            for path in draw_campaign_figure(name, campaign_file, Path(folder) / f"{name}.png", width)]
