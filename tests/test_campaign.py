@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+# At the top, not in a test: dacpipe.cli.progress binds sys.stderr when first
+# imported, and a test's capsys stream is closed after it.
+from dacpipe.cli import main
 from dacpipe.core.errors import ConfigError, InputError
 from dacpipe.io.config import validate_config
 from dacpipe.run.campaign import (bracket_uncertainty_GPa, build_campaign, campaign_job_config, campaign_path,
@@ -171,8 +174,6 @@ def test_campaign_file_round_trip(two_stores, tmp_path):
 
 
 def test_campaign_command(two_stores, tmp_path, capsys):
-    from dacpipe.cli import main
-
     config = tmp_path / "config.yaml"
     config.write_text(f"results_dir: {tmp_path}/results\nruns:\n  run_a: {{sheet: a.tsv}}\n  run_b: {{sheet: b.tsv}}\n"
                       "campaigns:\n  sizes: {runs: [run_a, run_b], by: size_nm, values: [9, 6]}\n")
