@@ -9,9 +9,11 @@ import time
 class Progress:
     """A one-line progress display on a terminal; sparse lines in a log."""
 
-    def __init__(self, label: str, stream=sys.stderr):
-        self.label, self.stream = label, stream
-        self.tty = stream.isatty()
+    def __init__(self, label: str, stream=None):
+        # sys.stderr looked up now, not when the module was imported: it may
+        # have been replaced since (pytest's capture, a redirected console).
+        self.label, self.stream = label, stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
         self.start = time.monotonic()
         self.last_tenth = -1
 
