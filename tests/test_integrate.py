@@ -275,3 +275,23 @@ def test_pixel_mean_positions_are_on_the_patterns_bins(tmp_path):
     inside = np.isfinite(positions)
     assert inside.sum() > 0.9 * positions.size
     assert np.max(np.abs(positions[inside] - pattern.radial[inside])) <= 0.5 * width * (1 + 1e-6)
+
+
+def test_spots_leave_the_frame_unchanged(tmp_path):
+    """The spots are pyFAI's dummy value only while the frame is integrated:
+    the caller's array comes back as it was, and a read-only frame integrates
+    to the same pattern."""
+    from dacpipe.integration.integrator import FrameIntegrator, IntegrationSettings
+
+    ai = integrator()
+    ai.save(str(tmp_path / "geo.poni"))
+    tth_map = ai.center_array(SHAPE, unit="2th_deg")
+    r, c = np.unravel_index(np.argmin(np.abs(tth_map - 7.0)), SHAPE)
+    raw = frame(ai, np.random.default_rng(4), spot=(r, c)).astype(np.float32)
+    kept = raw.copy()
+    fi = FrameIntegrator(IntegrationSettings.from_config(section(tmp_path)))
+    pattern = fi.integrate(raw)
+    assert pattern.spot_blobs == 1 and pattern.spot_pixels > 0
+    np.testing.assert_array_equal(raw, kept)
+    kept.flags.writeable = False
+    np.testing.assert_array_equal(fi.integrate(kept).intensity, pattern.intensity)

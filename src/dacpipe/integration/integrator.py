@@ -168,8 +168,7 @@ class PreparedFrame:
     """One frame ready for pyFAI (:meth:`FrameIntegrator.prepare`)."""
 
     raw: np.ndarray                 # as read from its file
-    image: np.ndarray               # as pyFAI sees it (oriented)
-    masked: np.ndarray              # the same with its spots as pyFAI's dummy value (or ``image`` itself)
+    image: np.ndarray               # as pyFAI sees it (oriented, float32, C-contiguous)
     spots: SpotMask | None          # rejection "spots" only
 
 
@@ -318,23 +317,17 @@ class FrameIntegrator:
         pyFAI's dummy value in a copy: the part of the work that the stage
         does in its reader thread, beside the integration of the previous
         frame (numpy releases the GIL in the whole-image passes)."""
-        if not np.any(raw_image > 0):  # NaN > 0 is False: gaps and flagged pixels are no counts either
+        # NaN > 0 is False: gaps and flagged pixels are no counts either. A
+        # few pixels across the frame usually answer; the whole frame otherwise.
+        if not (np.any(np.ravel(raw_image)[::997] > 0) or np.any(raw_image > 0)):
             raise InputError("no usable pixel in the image: every pixel is zero, negative or invalid (no counts)")
         image = self.geometry.orient(raw_image)  # a flipped copy only under legacy_method "flip"
         # pyFAI works in float32 and converts integer frames itself: done here,
         # in the reader thread, that copy leaves the integration's thread
         # (a no-op for float32 frames).
-        image = np.asarray(image, dtype=np.float32)
-        if self.spot_finder is None:
-            return PreparedFrame(raw=raw_image, image=image, masked=image, spots=None)
-        spots = self.spot_finder.find(image)
-        masked = image
-        if spots.n_pixels:
-            # Spots leave the sums as pyFAI's dummy value: no new mask per
-            # frame, which would make pyFAI rebuild its sparse matrix.
-            masked = image.copy()
-            masked.ravel()[spots.indices] = DUMMY
-        return PreparedFrame(raw=raw_image, image=image, masked=masked, spots=spots)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        spots = None if self.spot_finder is None else self.spot_finder.find(image)
+        return PreparedFrame(raw=raw_image, image=image, spots=spots)
 
     def integrate(self, frame: "np.ndarray | PreparedFrame", normalization_factor: float = 1.0) -> Pattern:
         """Integrate one raw frame (as read from its file), or one :meth:`prepare` made."""
@@ -359,9 +352,24 @@ class FrameIntegrator:
         elif s.rejection == "median":
             result = ai.medfilt1d_ng(image, s.npt, method=requested, error_model="azimuthal",
                                      percentile=s.median_percentile, **common)
-        else:
-            result = ai.integrate1d(prepared.masked, s.npt, method=self._method_used or requested,
+        elif spots is None or not spots.n_pixels:
+            result = ai.integrate1d(image, s.npt, method=self._method_used or requested,
                                     error_model=s.error_model, **common)
+        else:
+            # The spots leave the sums as pyFAI's dummy value, written into the
+            # frame for this call and put back after it (a few hundred pixels;
+            # a copy of the frame would cost more): no new mask per frame,
+            # which would make pyFAI rebuild its sparse matrix.
+            if not image.flags.writeable:  # a caller's read-only frame
+                image = image.copy()
+            flat = image.reshape(-1)
+            counts = flat[spots.indices]
+            flat[spots.indices] = DUMMY
+            try:
+                result = ai.integrate1d(image, s.npt, method=self._method_used or requested,
+                                        error_model=s.error_model, **common)
+            finally:
+                flat[spots.indices] = counts
         count = getattr(result, "count", None)
         if count is not None and not np.any(np.asarray(count) > 0):
             raise InputError("no usable pixel in the image (all negative, NaN or masked)")
