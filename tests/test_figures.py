@@ -10,7 +10,7 @@ import pytest
 from dacpipe.core.errors import InputError
 from dacpipe.io.config import load_config
 from dacpipe.run.config import run_config
-from dacpipe.run.figures import FIGURES, _pyplot, draw_figure, figures_for
+from dacpipe.run.figures import FIGURES, pyplot, draw_figure, figures_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_every_figure_of_every_run_is_written(stores):
 
 def test_plotted_numbers_are_the_stored_numbers(stores):
     results, runs = stores
-    plt = _pyplot()
+    plt = pyplot()
     for run_id, run in runs.items():
         with h5py.File(results / f"{run_id}.h5") as h5:
             entry = h5[run_id]
@@ -72,7 +72,7 @@ def test_plotted_numbers_are_the_stored_numbers(stores):
 def test_eos_curve_passes_through_its_own_parameters(stores):
     """The compression figure's EOS curve is the stored fit: V/V0 = 1 at P = 0."""
     results, _ = stores
-    plt = _pyplot()
+    plt = pyplot()
     with h5py.File(results / "hgte_thz.h5") as h5:
         fig = FIGURES["compression"](h5["hgte_thz"], plt)
         curve = [a for a in fig.axes[0].get_lines() if a.get_gid() == "eos/HgTe-zb"][0]
@@ -98,7 +98,7 @@ def test_a_thousand_points_make_a_readable_figure():
 
 def test_points_left_out_of_the_eos_fit_are_ringed(tmp_path):
     """The compression figure rings exactly the points in eos/<phase>/excluded_points."""
-    plt = _pyplot()
+    plt = pyplot()
     with h5py.File(tmp_path / "store.h5", "w") as h5:
         entry = h5.create_group("run")
         entry["points/point"] = np.array(["p1", "p2", "p3", "p4"], dtype=object)
@@ -132,7 +132,7 @@ def test_eos_ellipse_draws_the_stored_ellipses(tmp_path):
         entry["eos/X/K0_GPa"], entry["eos/X/Kp"] = 100.0, 4.5
         for name, values in curves.items():
             entry[f"eos/X/ellipse/{name}"] = values
-        plt = _pyplot()
+        plt = pyplot()
         fig = FIGURES["eos_ellipse"](entry, plt)
         tagged = [a for a in fig.axes[0].get_lines() if a.get_gid()]
         assert len(tagged) == 3
@@ -179,7 +179,7 @@ def test_spectra_stack_draws_each_stored_spectrum_on_its_own_axis(tmp_path):
     pl_energy = np.tile(np.linspace(1.5, 1.9, 6), (3, 1))
     pl = np.array([[1, 3, 8, 3, 1, 0], [2, 6, 40, 6, 2, 1], [0, 1, 2, 4, 1, 0]], dtype=float)
     entry["optical/spectra/pl_energy_eV"], entry["optical/spectra/pl_intensity"] = pl_energy, pl
-    plt = _pyplot()
+    plt = pyplot()
     fig = FIGURES["spectra_stack"](entry, plt)
     lines = _tagged(fig)
     assert len(lines) == 2 + 3  # the point without an absorption spectrum is not drawn
@@ -204,7 +204,7 @@ def test_lattice_draws_a_c_and_c_over_a_with_their_errors(tmp_path):
     entry["phases/cub/a_A"], entry["phases/cub/a_err_A"] = np.array([5.0, 4.9, np.nan]), np.full(3, 0.01)
     entry["phases/hex/a_A"], entry["phases/hex/a_err_A"] = np.array([np.nan, 4.0, 3.9]), np.array([0, 0.004, 0.004])
     entry["phases/hex/c_A"], entry["phases/hex/c_err_A"] = np.array([np.nan, 6.5, 6.3]), np.array([0, 0.013, 0.013])
-    plt = _pyplot()
+    plt = pyplot()
     fig = FIGURES["lattice"](entry, plt)
     assert [ax.get_ylabel() for ax in fig.axes] == ["a (Å)", "c (Å)", "c / a"]
     _assert_drawn_as_stored(fig, entry)
@@ -234,7 +234,7 @@ def test_saxs_stack_marks_the_stored_superlattice_peaks(tmp_path):
     peaks[1, 1] = q1[1] * 2 / np.sqrt(3)
     entry["saxs/peaks/q_A"] = peaks
     entry["saxs/peaks/hkl"] = np.array([["111", ""], ["111", "200"], ["111", ""]], dtype=object)
-    plt = _pyplot()
+    plt = pyplot()
     fig = FIGURES["saxs_stack"](entry, plt)
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
@@ -271,7 +271,7 @@ def _ruby_store(path, gauge="ruby"):
 
 def test_ruby_scale_draws_r1_on_the_run_scale_with_the_drift_below(tmp_path):
     h5, entry, scale = _ruby_store(tmp_path / "r.h5")
-    plt = _pyplot()
+    plt = pyplot()
     fig = FIGURES["ruby_scale"](entry, plt)
     top, below = fig.axes
     _assert_drawn_as_stored(fig, entry)
@@ -324,7 +324,7 @@ def test_a_journal_width_is_the_width_of_every_figure(tmp_path, width, inches):
     from dacpipe.run.figures import STYLES
 
     h5, entry = _every_kind_store(tmp_path / "w.h5")
-    plt = _pyplot()
+    plt = pyplot()
     for name in ("spectra_stack", "lattice", "saxs_stack", "ruby_scale", "fractions"):
         fig = FIGURES[name](entry, plt, STYLES[width])
         own = {"spectra_stack": 4.0, "saxs_stack": 5.5}.get(name, 6.0)  # PL only here: one panel of 3.2 in + bar
@@ -340,7 +340,7 @@ def test_a_saved_journal_figure_is_exactly_the_column_wide(tmp_path):
     h5, _ = _every_kind_store(tmp_path / "w.h5")
     h5.close()
     png, pdf = draw_figure("lattice", tmp_path / "w.h5", tmp_path / "w.png", width="single-column")
-    assert _pyplot().imread(png).shape[1] == round(3.35 * 600)
+    assert pyplot().imread(png).shape[1] == round(3.35 * 600)
     box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", pdf.read_bytes())
     assert float(box.group(1)) == pytest.approx(72 * 3.35, abs=0.01)
 

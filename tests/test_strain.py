@@ -257,7 +257,7 @@ def _resolve(entry, spec: str) -> np.ndarray:
 def test_lattice_strain_figure_draws_what_the_store_holds(tmp_path):
     import h5py
 
-    from dacpipe.run.figures import FIGURES, NEEDS, _pyplot, figures_for
+    from dacpipe.run.figures import FIGURES, NEEDS, pyplot, figures_for
 
     x = np.tile(strain_factor(12.0, np.arange(5.0, 360.0, 10.0)), (2, 3, 1))          # [N, L, S]
     d_p = np.array([[2.35, 2.04, 1.44]] * 2)
@@ -273,7 +273,7 @@ def test_lattice_strain_figure_draws_what_the_store_holds(tmp_path):
         base["strain/x"], base["strain/d_P_A"], base["strain/Q"] = x, d_p, q
         base["strain/d_A"] = d_p[..., None] * (1 + q[..., None] * x)
         assert all(path in entry for path in NEEDS["lattice_strain"])
-        plt = _pyplot()
+        plt = pyplot()
         fig = FIGURES["lattice_strain"](entry, plt)
         tagged = [a for ax in fig.axes for a in ax.get_lines() if a.get_gid() and "|" in a.get_gid()]
         assert len(tagged) == 4                          # t/G of Au, and the three lines at p1

@@ -24,19 +24,10 @@ import numpy as np
 from ..core.errors import InputError
 from ..io.refs import file_record
 from .campaign import Campaign, read_campaign
-from .figures import STYLES, FigureStyle
-from .store import StoreError, open_result, os_reason
+from .figures import STYLES, FigureStyle, pyplot, figure_style, save_figure
+from .store import open_result
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:grey")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: a cluster node has no display
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _new(plt, style: FigureStyle):
@@ -231,26 +222,13 @@ def draw_campaign_figure(name: str, campaign_file: str | Path, out_png: str | Pa
     InputError
         A store the campaign names changed since it was written, or is missing.
     """
-    if width not in STYLES:
-        raise InputError(f"figure width {width!r} is not one of {', '.join(STYLES)}")
-    style = STYLES[width]
-    plt = _pyplot()
+    style = figure_style(width)
+    plt = pyplot()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     with plt.rc_context(style.rc()):
         fig = CAMPAIGN_FIGURES[name](read_campaign(campaign_file), plt, style)
-        try:
-            written = []
-            for path in (out_png, out_png.with_suffix(".pdf")):
-                try:
-                    # a journal width is the file's width: not cropped
-                    fig.savefig(path, dpi=style.dpi, bbox_inches="tight" if style.width_in is None else None)
-                except OSError as exc:  # a full disk: one line, not matplotlib's traceback
-                    raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
-                written.append(path)
-            return written
-        finally:
-            plt.close(fig)
+        return save_figure(fig, out_png, style, plt)
 
 
 def draw_campaign_figures(campaign_file: str | Path, folder: str | Path, width: str = "screen") -> list[Path]:

@@ -115,7 +115,8 @@ def _pressure_colours(plt, pressure_GPa):
     return colour, mpl.cm.ScalarMappable(norm=norm, cmap=cmap)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: a cluster node has no display
@@ -703,10 +704,8 @@ def draw_figure(name: str, store_path: str | Path, out_png: str | Path, width: s
         The store lacks what the figure shows (:data:`NEEDS`), or the run
         has nothing the figure can show (a gauge without a line position).
     """
-    if width not in STYLES:
-        raise InputError(f"figure width {width!r} is not one of {', '.join(STYLES)}")
-    style = STYLES[width]
-    plt = _pyplot()
+    style = figure_style(width)
+    plt = pyplot()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     # The style's lettering holds while the figure is drawn and saved (tick labels are made at saving).
@@ -724,15 +723,27 @@ def draw_figure(name: str, store_path: str | Path, out_png: str | Path, width: s
                 fig = FIGURES[name](entry, plt, style)
             except InputError as err:
                 raise err.with_path(str(store_path)) from None
-        try:
-            written = []
-            for path in (out_png, out_png.with_suffix(".pdf")):
-                try:
-                    # A journal width is the file's width: not cropped (the layout keeps everything inside).
-                    fig.savefig(path, dpi=style.dpi, bbox_inches="tight" if style.width_in is None else None)
-                except OSError as exc:  # a full disk: one line, not matplotlib's traceback
-                    raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
-                written.append(path)
-            return written
-        finally:
-            plt.close(fig)
+        return save_figure(fig, out_png, style, plt)
+
+
+def figure_style(width: str) -> "FigureStyle":
+    """The :data:`STYLES` entry of a config's ``figures.width``."""
+    if width not in STYLES:
+        raise InputError(f"figure width {width!r} is not one of {', '.join(STYLES)}")
+    return STYLES[width]
+
+
+def save_figure(fig, out_png: Path, style: "FigureStyle", plt) -> list[Path]:
+    """Write ``fig`` as ``out_png`` and the PDF beside it, and close it; the files written."""
+    try:
+        written = []
+        for path in (out_png, out_png.with_suffix(".pdf")):
+            try:
+                # A journal width is the file's width: not cropped (the layout keeps everything inside).
+                fig.savefig(path, dpi=style.dpi, bbox_inches="tight" if style.width_in is None else None)
+            except OSError as exc:  # a full disk: one line, not matplotlib's traceback
+                raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
+            written.append(path)
+        return written
+    finally:
+        plt.close(fig)
