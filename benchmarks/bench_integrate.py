@@ -21,15 +21,29 @@ frame searched for diamond spots, which are masked), which (a) does not do.
 Each frame holds powder rings and four diamond spots (compact Gaussians 100x
 the ring), so the spot search masks something in every frame. The machine
 may be shared: ``--repeat N`` runs (a) and (b) N times, interleaved, and
-prints each pair and the median ratio; CPU seconds per frame (all threads,
-the stage's reader thread included) are printed beside the wall-clock rates,
-and the stage's rate after its first frame (its set-up and first sparse
-matrix, which the bare loop's timing leaves out, taken from a one-frame run).
+prints each pair and the median ratios:
+
+* b/a, wall clock: what a user sees. The stage reads, checksums and
+  searches the next frame in a thread while pyFAI integrates this one, so
+  it gains from a free core and loses when other processes take it;
+* b/a after the first frame: the stage's set-up and first sparse matrix
+  (taken from a one-frame run) left out, as the bare loop's timing leaves
+  out its own first call, which does the same work (pyFAI's arrays and
+  sparse matrix);
+* a/b in CPU time per frame (all threads, the stage's reader included):
+  the ratio on a machine with no core to spare, and the figure that a
+  shared machine's load disturbs least; "steady" without the set-up of
+  either side.
+
+On a shared machine run it with ``OMP_NUM_THREADS=1``, so that pyFAI's
+OpenMP threads in (a) and (b) do not depend on how many cores other
+processes leave free.
 
 Run it on purpose, not in the test suite::
 
     python benchmarks/bench_integrate.py --frames 200
     python benchmarks/bench_integrate.py --frames 200 --detectors pilatus1m --no-workflow --repeat 3
+    OMP_NUM_THREADS=1 python benchmarks/bench_integrate.py --frames 200 --detectors pilatus1m --no-workflow --repeat 5
 """
 
 from __future__ import annotations
@@ -97,17 +111,21 @@ def stage_method(poni: Path, rejection: str) -> tuple[str, str, str]:
 
 
 def bare_loop(poni: Path, frames: list[Path], method: tuple[str, str, str] = METHOD) -> dict:
-    """Frames per second and CPU seconds per frame of fabio + pyFAI, nothing else."""
+    """Frames per second and CPU milliseconds per frame of fabio + pyFAI, nothing else
+    (the set-up, the integrator and its first call, timed apart: ``setup_cpu_ms``)."""
+    cpu = time.process_time()
     ai = AzimuthalIntegrator()
     ai.load(str(poni))
-    ai.integrate1d(fabio.open(str(frames[0])).data, NPT, unit="q_A^-1", method=method)  # build the CSR matrix
+    ai.integrate1d(fabio.open(str(frames[0])).data, NPT, unit="q_A^-1", method=method,  # the CSR matrix
+                   correctSolidAngle=True, polarization_factor=0.99, error_model="poisson")
+    setup_cpu_ms = 1e3 * (time.process_time() - cpu)
     start, cpu = time.perf_counter(), time.process_time()
     for path in frames:
         data = fabio.open(str(path)).data
         ai.integrate1d(data, NPT, unit="q_A^-1", method=method, correctSolidAngle=True,
                        polarization_factor=0.99, error_model="poisson")
     return {"fps": len(frames) / (time.perf_counter() - start),
-            "cpu_ms": 1e3 * (time.process_time() - cpu) / len(frames)}
+            "cpu_ms": 1e3 * (time.process_time() - cpu) / len(frames), "setup_cpu_ms": setup_cpu_ms}
 
 
 def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str, poni_convention: str = "pyfai") -> Path:
@@ -212,7 +230,7 @@ def main() -> None:
                   f"(a) with {bare_method}", flush=True)
             plain = write_run(folder / "none", poni, frames, "none", args.poni_convention)
             small = dacpipe_stage(config, max(1, args.frames // 4))
-            ratios, plain_ratios, steady_ratios = [], [], []
+            ratios, plain_ratios, steady_ratios, cpu_ratios, steady_cpu_ratios = [], [], [], [], []
             for repeat in range(args.repeat):  # interleaved: a load that comes and goes hits both
                 bare = bare_loop(poni, frames, bare_method)
                 full = dacpipe_stage(config, args.frames)
@@ -223,8 +241,15 @@ def main() -> None:
                 one = dacpipe_stage(config, 1)
                 steady = (args.frames - 1) / (args.frames / full["fps"] - 1 / one["fps"])
                 steady_ratios.append(steady / bare["fps"])
-                print(f"{name:<10} {'':16} {steady:6.1f} {'':9} {steady_ratios[-1]:5.2f}  after the first frame "
-                      f"(set-up and first frame {1 / one['fps']:.2f} s)", flush=True)
+                # CPU: the one-frame run is the stage's set-up and first frame;
+                # the bare loop's set-up is its first call.
+                steady_cpu = (args.frames * full["cpu_ms"] - one["cpu_ms"]) / (args.frames - 1)
+                cpu_ratios.append((bare["cpu_ms"] + bare["setup_cpu_ms"] / args.frames) / full["cpu_ms"])
+                steady_cpu_ratios.append(bare["cpu_ms"] / steady_cpu)
+                print(f"{name:<10} {'':16} {steady:6.1f} [{steady_cpu:5.1f} ms] {steady_ratios[-1]:5.2f}  after the "
+                      f"first frame (set-up and first frame {1 / one['fps']:.2f} s, {one['cpu_ms'] / 1e3:.2f} s CPU; "
+                      f"the bare loop's {bare['setup_cpu_ms'] / 1e3:.2f} s CPU); CPU a/b {cpu_ratios[-1]:.2f}, "
+                      f"steady {steady_cpu_ratios[-1]:.2f}", flush=True)
                 if args.also_none:
                     none = dacpipe_stage(plain, args.frames)
                     plain_ratios.append(none["fps"] / bare["fps"])
@@ -250,6 +275,10 @@ def main() -> None:
             if args.repeat > 1:
                 print(f"{name:<10} after the first frame: median b/a {float(np.median(steady_ratios)):.2f} "
                       f"(min {min(steady_ratios):.2f}, max {max(steady_ratios):.2f})", flush=True)
+            print(f"{name:<10} CPU time per frame: median a/b {float(np.median(cpu_ratios)):.2f} "
+                  f"(min {min(cpu_ratios):.2f}, max {max(cpu_ratios):.2f}), both set-ups included; steady "
+                  f"{float(np.median(steady_cpu_ratios)):.2f} (min {min(steady_cpu_ratios):.2f}, "
+                  f"max {max(steady_cpu_ratios):.2f})", flush=True)
             if plain_ratios:
                 print(f"{name:<10} with rejection none: median b/a {float(np.median(plain_ratios)):.2f} "
                       f"(min {min(plain_ratios):.2f}, max {max(plain_ratios):.2f})", flush=True)

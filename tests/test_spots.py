@@ -194,6 +194,28 @@ def test_ring_levels_are_the_quantiles(synthetic):
         assert levels.sigma[b] == pytest.approx(max(robust, math.sqrt(q50)), abs=allowed)
 
 
+def test_blobs_are_the_8_connected_components():
+    """The blobs of a set of pixels against scipy.ndimage.label with 8
+    neighbours (the truth), on random pixel sets of every density (a few
+    scattered pixels to one sprawling group) that touch the image's edges,
+    where a row's last pixel and the next row's first are not neighbours."""
+    from scipy import ndimage
+
+    from dacpipe.integration.spots import _components
+
+    rng = np.random.default_rng(5)
+    for density in (0.01, 0.1, 0.3, 0.5, 0.7):
+        image = rng.random((37, 41)) < density
+        pixels = np.flatnonzero(image)
+        labels, n = _components(pixels, image.shape[1])
+        truth, n_truth = ndimage.label(image, structure=np.ones((3, 3)))
+        truth = truth.ravel()[pixels]
+        assert n == n_truth
+        # the same partition: each of our groups is one of scipy's, and the other way round
+        pairs = np.unique(np.stack([labels, truth]), axis=1)
+        assert pairs.shape[1] == n
+
+
 # --- data-sample: the spots of truth_spots.tsv -------------------------------------------------
 
 def test_data_sample_diamond_spots_all_masked():
