@@ -30,6 +30,12 @@ COARSE = {"bin_A": 2e-3}  # half the bins: a fast test's patterns
 POINTS = (0, 6, 12)  # first, middle, last of a series
 
 
+@pytest.fixture(scope="module")
+def coarse():
+    """The issue's 13-point fcc series in bins of 2e-3 1/A, drawn once for the tests that share it."""
+    return series(**COARSE)
+
+
 def _first_observed(result):
     return [p for p, label in zip(result.peaks, result.hkl) if label.split("+")[0] == sl.LATTICES[result.order][0][0]]
 
@@ -94,12 +100,12 @@ def test_sphere_form_factors_against_the_formula_and_the_generator():
 # ------------------------------------------------------------- single patterns
 
 
-def test_envelope_fits_are_biased_under_the_correlation_hole():
+def test_envelope_fits_are_biased_under_the_correlation_hole(coarse):
     """What the window fits (the peaks of S as factors on the envelope, the
     analysis before the model) do here: 111 comes out 0.4-1.3 % low, the
     Bragg term rides on G C, not on the envelope of the correlation hole. The
     model fit (next test) brings it within 0.01 %."""
-    s = series(**COARSE)
+    s = coarse
     for i in POINTS:
         point = s.points[i]
         found = sl.find_superlattice_peaks(point.q_A, point.intensity, point.sigma, min_relative_amplitude=0.0)
@@ -108,8 +114,8 @@ def test_envelope_fits_are_biased_under_the_correlation_hole():
 
 
 @pytest.mark.slow  # a 13-point superlattice series: 8 s
-def test_steep_form_factor_q1_within_a_tenth_of_a_percent():
-    s = series(**COARSE)
+def test_steep_form_factor_q1_within_a_tenth_of_a_percent(coarse):
+    s = coarse
     for i in POINTS:
         point = s.points[i]
         result = sl.analyse_pattern(point.q_A, point.intensity, point.sigma, 1.0)
@@ -252,15 +258,14 @@ def _check_series(result, s, lattice):
 
 
 @pytest.mark.slow
-def test_fcc_series_through_the_stage():
+def test_fcc_series_through_the_stage(coarse):
     """The 13 points of the issue's series, and 7 of the same lattice with its
     peaks on S = 1 (no correlation hole, lines on P: the local monodisperse
     approximation), both in bins of 2e-3 1/A (the model averages each bin):
     fcc everywhere, d within 0.1 % and 3 sigma, status ok, the pulls of the
     20 points spread 0.7-1.5."""
     pulls = []
-    for options in (COARSE, {"decoupling": False, "n_points": 7, **COARSE}):
-        s = series(**options)
+    for s in (coarse, series(decoupling=False, n_points=7, **COARSE)):
         result = _run_series(s)
         pulls.append(_check_series(result, s, "fcc"))
         assert result.status == ["ok"] * len(s.points), result.status
