@@ -98,6 +98,7 @@ hole).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -105,6 +106,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy.linalg import get_lapack_funcs
 from scipy.linalg import lstsq as scipy_lstsq
 from scipy.optimize import least_squares, lsq_linear, nnls
 from scipy.signal import find_peaks as _scipy_find_peaks
@@ -730,13 +732,21 @@ def _sphere_amplitude(x: np.ndarray, sin: np.ndarray | None = None, cos: np.ndar
     return f, 3.0 * (sin / x - f) / x
 
 
+@functools.lru_cache(maxsize=64)
+def _gauss_nodes(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n equally spaced nodes over +-4 standard deviations and their normalised Gaussian weights."""
+    z = np.linspace(-4.0, 4.0, n)
+    weights = np.exp(-0.5 * z * z)
+    weights /= weights.sum()
+    z.flags.writeable = weights.flags.writeable = False
+    return z, weights
+
+
 def _size_nodes(q: np.ndarray, radius_A: float, polydispersity: float):
     """Nodes z (in standard deviations), weights and relative radii of the size average."""
     qmax = float(np.max(q)) if q.size else 0.0
     n = max(41, int(math.ceil(8.0 * qmax * radius_A * polydispersity / 0.15)) | 1)
-    z = np.linspace(-4.0, 4.0, n)
-    weights = np.exp(-0.5 * z * z)
-    weights /= weights.sum()
+    z, weights = _gauss_nodes(n)
     return z, weights, 1.0 + polydispersity * z
 
 
@@ -1228,29 +1238,35 @@ class _PatternModel:
         form, coherent, dw, *_, a, _eta, _u, _l, _g, _pw, h = self.parts(p)
         return self.average(math.exp(lnk) * (form - gamma * dw * coherent + dw * coherent * (a @ h)) + b)
 
-    def jacobian(self, p):
+    def jacobian(self, p, linear: bool = True):
+        """Derivatives of the bin averages by every parameter (bins x parameters); with
+        ``linear`` False only the columns of :meth:`nonlinear` are filled (the variable
+        projection's Jacobian needs no more), the others left undefined."""
         lnk, radius, poly, _, gamma, nu, _, exponent = p[:_NG]
         k = math.exp(lnk)
         form, coherent, dw, c, w, a, eta, u, lor, gau, powder, h = self.parts(p)
         z = a @ h
         x = self.sub
         J = np.empty((self.n, self.n_params))
-        J[:, 0] = self.average(k * (form - gamma * dw * coherent + dw * coherent * z))
+        if linear:
+            J[:, 0] = self.average(k * (form - gamma * dw * coherent + dw * coherent * z))
         # The radius and the polydispersity: analytic derivatives of the size average.
         derivatives = self.sphere_derivatives(radius, poly)[2:]
         for col, (d_form, d_pure) in ((1, derivatives[:2]), (2, derivatives[2:])):
             d_coherent = (1.0 - nu) * d_pure + nu * d_form
             J[:, col] = self.average(k * (d_form + dw * d_coherent * (z - gamma)))
         J[:, 3] = self.average(k * coherent * (z - gamma) * (-x * x * dw))
-        J[:, 4] = self.average(-k * dw * coherent)
+        if linear:
+            J[:, 4] = self.average(-k * dw * coherent)
+            J[:, 6] = 1.0
         pure = self.spheres(radius, poly)
         J[:, 5] = self.average(k * dw * (pure[0] - pure[1]) * (z - gamma))
-        J[:, 6] = 1.0
         scale = k * dw * coherent
         d_c, d_w, d_eta = height_derivatives(u, lor, gau, eta, w[:, None])
-        by_a = scale * h
+        by_a = scale * h if linear else None
         by_c = scale * a[:, None] * (powder * d_c + exponent / c[:, None] * h)
-        J[:, 7] = self.average(scale * (a[:, None] * h * np.log(c[:, None] / x[None, :])).sum(axis=0))
+        if linear or self.exponent_free:
+            J[:, 7] = self.average(scale * (a[:, None] * h * np.log(c[:, None] / x[None, :])).sum(axis=0))
         by_w = scale * a[:, None] * powder * d_w
         if self.eta_free:
             J[:, _NG] = self.average(scale * (a[:, None] * powder * d_eta).sum(axis=0))
@@ -1260,10 +1276,12 @@ class _PatternModel:
             J[:, self.j0] = self.average((by_c[:m] * r).sum(axis=0))
             J[:, self.j0 + 1] = self.average(by_w[:m].sum(axis=0))
             J[:, self.j0 + 2] = self.average((by_w[:m] * (r * r - 1.0)).sum(axis=0))
-            J[:, self.j0 + 3:self.free0] = self.average(by_a[:m]).T
+            if linear:
+                J[:, self.j0 + 3:self.free0] = self.average(by_a[:m]).T
         J[:, self.free0::3] = self.average(by_c[m:]).T
         J[:, self.free0 + 1::3] = self.average(by_w[m:]).T
-        J[:, self.free0 + 2::3] = self.average(by_a[m:]).T
+        if linear:
+            J[:, self.free0 + 2::3] = self.average(by_a[m:]).T
         return J
 
     def set_wilson(self, p, y, s, law, min_snr: float) -> None:
@@ -1511,7 +1529,7 @@ def _varpro(model: _PatternModel, y, s, p0, lower, upper, sigma_given: bool, max
         # columns in use.
         p, coef, design = solved(theta)
         full_p = model.with_linear(p, coef)
-        full = model.jacobian(full_p)[:, index] * inv[:, None]
+        full = model.jacobian(full_p, linear=False)[:, index] * inv[:, None]
         basis, _ = np.linalg.qr(design[:, coef > 0])
         rows = [full - basis @ (basis.T @ full)]
         if model.wilson is not None:
@@ -1570,6 +1588,30 @@ GRID_DISPLACEMENTS = (0.0, 0.02, 0.04, 0.07)
 """sigma_u of the start's grid search, in spacings ``2 pi / q_low``."""
 
 
+class _Gelsy:
+    """``scipy.linalg.lstsq(a, b, lapack_driver="gelsy", check_finite=False)[0]`` for many designs
+    of one shape, with LAPACK's workspace size asked for once (the same call, the same
+    numbers; the grid search solves hundreds of small designs, and scipy's checks and
+    workspace query were a fifth of each)."""
+
+    def __init__(self, m: int, n: int):
+        self.m, self.n = m, n
+        probe = (np.zeros((1, 1)), np.zeros(1))
+        self.solve, lwork = get_lapack_funcs(("gelsy", "gelsy_lwork"), probe)
+        self.cond = float(np.finfo(float).eps)
+        work, info = lwork(m, n, 1, self.cond)
+        self.lwork = int(work) if info == 0 else None
+
+    def __call__(self, a, b) -> np.ndarray:
+        if self.lwork is None or a.shape != (self.m, self.n) or self.m < self.n:
+            return scipy_lstsq(a, b, lapack_driver="gelsy", check_finite=False)[0]
+        _, x, _, _, info = self.solve(a, b, np.zeros((self.n, 1), dtype=np.int32), self.cond, self.lwork,
+                                      False, False)
+        if info < 0:
+            raise ValueError(f"illegal value in argument {-info} of LAPACK's gelsy")
+        return x[:self.n]
+
+
 def _radius_grid_start(pattern: _Pattern, centres, widths, exponent: float, eta: float, near: float | None = None):
     """Start values (R, polydispersity, gamma, sigma_u, nu) of the model, from a grid search.
 
@@ -1597,6 +1639,7 @@ def _radius_grid_start(pattern: _Pattern, centres, widths, exponent: float, eta:
     shapes = np.vstack((powder * (eta * lor + (1.0 - eta) * gau), powder * d_c, powder * d_w))
     waller = [np.exp(-(q * f * spacing) ** 2) for f in GRID_DISPLACEMENTS]
     target = y / s
+    gelsy = _Gelsy(len(q), 4 + 4 * len(centres))
 
     def best_at(radius, poly, best, displacements=(0, 1, 2, 3)):
         form, coherent = sphere_form_factors(q, radius, poly)
@@ -1606,7 +1649,7 @@ def _radius_grid_start(pattern: _Pattern, centres, widths, exponent: float, eta:
                                       (dw * form * shapes[:len(centres)]).T)) / s[:, None]
             # QR with column pivoting (gelsy): the same solution as the SVD, several times faster on
             # these tall, narrow designs, and the grid solves hundreds of them.
-            coef = scipy_lstsq(design, target, lapack_driver="gelsy", check_finite=False)[0]
+            coef = gelsy(design, target)
             if not coef[0] > 0:
                 continue
             chi2 = float(np.sum((design @ coef - target) ** 2))
