@@ -43,3 +43,44 @@ def test_merged_never_spans_a_gap():
 def test_merged_by_one_is_the_pattern():
     p = _pattern(np.linspace(1, 2, 7))
     assert p.merged(1) is p
+
+
+def test_jacobian_rows_as_basis_products_equal_the_elementwise_derivatives():
+    """core.profiles.area_derivative_weights x area_derivative_basis is a regrouping
+    of area_derivatives: the same numbers to rounding, for any row multipliers."""
+    from dacpipe.core.profiles import (area_derivative_basis, area_derivative_weights, area_derivatives,
+                                       unit_parts)
+
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.2, 0.6, 400)
+    centre, fwhm = rng.uniform(0.25, 0.55, 7), rng.uniform(0.004, 0.03, 7)
+    area, eta = rng.uniform(0.5, 2.0, 7), 0.37
+    u, lor, gau = unit_parts(x[None, :], centre[:, None], fwhm[:, None])
+    dc, dw, de, da = area_derivatives(u, lor, gau, eta, fwhm[:, None], area[:, None])
+    mult = [rng.normal(size=(4, 7)) for _ in range(4)]
+    expected = sum(m @ d for m, d in zip(mult, (dc, dw, da, de)))
+    got = sum(w @ b for w, b in zip(area_derivative_weights(eta, fwhm, area, *mult), area_derivative_basis(u, lor, gau)))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+def test_phase_column_jacobian_against_central_differences():
+    from dacpipe.xrd.cells import ReciprocalCell
+    from dacpipe.xrd.library import get_phase
+    from dacpipe.xrd.lines import line_set
+    from dacpipe.xrd.pattern import PhaseState, phase_column
+
+    phase = get_phase("HgTe-cinnabar")
+    rcell = ReciprocalCell.from_cell(phase.system, phase.cell_at(3.0))
+    state = PhaseState("HgTe-cinnabar", line_set(phase, 6.0, 0.4), rcell, 0.05, 0.004, 0.4)
+    q = np.linspace(1.5, 6.0, 900)
+    flat = Pattern(q, np.zeros_like(q), np.ones_like(q), 0.4)
+    for pattern in (flat, flat.bin_averaged()):
+        _, jac = phase_column(pattern, state, jacobian=True)
+        theta = state.theta()
+        for j in range(len(theta)):
+            h = 1e-6 * max(abs(theta[j]), 1e-2)
+            plus, minus = state.copy(), state.copy()
+            plus.set_theta(np.where(np.arange(len(theta)) == j, theta + h, theta))
+            minus.set_theta(np.where(np.arange(len(theta)) == j, theta - h, theta))
+            numeric = (phase_column(pattern, plus)[0] - phase_column(pattern, minus)[0]) / (2 * h)
+            np.testing.assert_allclose(jac[j], numeric, atol=1e-6 * np.abs(numeric).max())

@@ -116,6 +116,45 @@ def area_derivatives(u, lorentz, gauss, eta, fwhm, area):
             aw * (LORENTZ_HEIGHT_FWHM * lorentz - GAUSS_HEIGHT_FWHM * gauss), shape / fwhm)
 
 
+def area_derivative_basis(u, lorentz, gauss) -> tuple[np.ndarray, ...]:
+    """The six arrays every derivative of area-normalised pseudo-Voigts is a per-line
+    combination of: L, G, u L^2, u G, u^2 L^2, u^2 G (``u``, ``lorentz``, ``gauss`` as
+    :func:`unit_parts` gives them, one row per line).
+
+    A sum over lines of their derivatives (a Jacobian row of a whole-pattern
+    fit) is then six matrix products of per-line weights
+    (:func:`area_derivative_weights`) with these arrays, instead of some twenty
+    elementwise passes over lines x bins (:func:`area_derivatives`).
+    """
+    l2 = lorentz * lorentz
+    u_l2 = u * l2
+    u_g = u * gauss
+    return lorentz, gauss, u_l2, u_g, u * u_l2, u * u_g
+
+
+def area_derivative_weights(eta, fwhm, area, d_center, d_fwhm, d_area, d_eta) -> tuple[np.ndarray, ...]:
+    """Weights on :func:`area_derivative_basis`'s arrays giving, for each row r,
+    sum_l [d_center[r, l] df_l/dcenter + d_fwhm[r, l] df_l/dfwhm + d_area[r, l] df_l/darea
+    + d_eta[r, l] df_l/deta] (f_l the area-normalised line l of :func:`area_derivatives`).
+
+    ``eta`` is shared by the lines; ``fwhm`` and ``area`` are per line (L,);
+    the four multipliers are (rows, L) (zeros where a row does not depend on
+    that parameter). From f = (A/w) s(u), s = eta kL L + (1 - eta) kG G:
+    df/dc = (A/w^2) u D, df/dw = -(A/w^2)(s - u^2 D), df/deta = (A/w)(kL L - kG G),
+    df/dA = s/w, with D = 8 eta kL L^2 + 8 ln2 (1 - eta) kG G (the derivatives of
+    :func:`area_derivatives`, regrouped by basis array).
+    """
+    kl, kg = eta * LORENTZ_HEIGHT_FWHM, (1.0 - eta) * GAUSS_HEIGHT_FWHM
+    aw2 = area / fwhm**2
+    aw = area / fwhm
+    inv_w = 1.0 / fwhm
+    on_l = (-d_fwhm * aw2 + d_area * inv_w) * kl + d_eta * aw * LORENTZ_HEIGHT_FWHM
+    on_g = (-d_fwhm * aw2 + d_area * inv_w) * kg - d_eta * aw * GAUSS_HEIGHT_FWHM
+    centre_w, fwhm_w = d_center * aw2, d_fwhm * aw2
+    return (on_l, on_g, centre_w * (8.0 * kl), centre_w * (2.0 * FOUR_LN2 * kg),
+            fwhm_w * (8.0 * kl), fwhm_w * (2.0 * FOUR_LN2 * kg))
+
+
 def tch_fwhm_eta(fwhm_lorentz, fwhm_gauss):
     """FWHM and eta of the pseudo-Voigt closest to a Voigt of the given widths.
 
