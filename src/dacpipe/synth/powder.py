@@ -219,3 +219,60 @@ def cdse_round_trip_series(npt: int = 3000, marker: str | None = "Au") -> Series
         points.append(PointTruth(p, amounts, sizes))
     return Series("cdse_round_trip", ("CdSe-wz", "CdSe-rs"), marker, tuple(points), npt=npt,
                   q_range_A=(1.0, 6.0))
+
+
+# ---------------------------------------------------------------- size, strain and the instrument
+
+def caglioti_fwhm_deg(two_theta_deg, caglioti_deg2) -> np.ndarray:
+    """FWHM (deg) of Caglioti's law, FWHM^2 = U tan^2 theta + V tan theta + W
+    (Caglioti, Paoletti & Ricci, Nucl. Instrum. 3, 223 (1958))."""
+    u, v, w = caglioti_deg2
+    t = np.tan(np.radians(np.asarray(two_theta_deg, dtype=float)) / 2.0)
+    return np.sqrt(u * t * t + v * t + w)
+
+
+def calibrant_pattern(two_theta_deg, wavelength_A: float, d_spacings_A, caglioti_deg2, rng: np.random.Generator, *,
+                      peak_counts: float = 20000.0, background_counts: float = 200.0):
+    """A calibrant's 1D pattern in 2theta (I, sigma): Gaussian lines of the
+    instrument's Caglioti width only (micrometre crystallites, no strain), heights
+    varying from line to line as a calibrant's do, over a smooth background, Poisson counts."""
+    t = np.asarray(two_theta_deg, dtype=float)
+    s = wavelength_A / (2.0 * np.asarray(d_spacings_A, dtype=float))
+    centres = np.degrees(2.0 * np.arcsin(s[s < 1.0]))
+    centres = centres[(centres > t[0] - 1.0) & (centres < t[-1] + 1.0)]
+    fwhm = caglioti_fwhm_deg(centres, caglioti_deg2)
+    expected = background_counts * (1.0 + np.exp(-t / 8.0))
+    for j, (c, h) in enumerate(zip(centres, fwhm)):
+        height = peak_counts / (1.0 + 0.05 * j) * (0.4 + 0.3 * ((7 * j) % 3))
+        expected = expected + height * np.exp(-4.0 * math.log(2.0) * ((t - c) / h) ** 2)
+    counts = rng.poisson(expected).astype(float)
+    return counts, np.sqrt(np.maximum(counts, 1.0))
+
+
+def size_strain_pattern(q_A, wavelength_A: float, truth: PointTruth, rng: np.random.Generator, *, microstrain: float,
+                        caglioti_deg2, k: float = SCHERRER_K, peak_counts: float = PEAK_COUNTS):
+    """A sample's integrated pattern (I, sigma per bin) whose broadening is
+    Williamson & Hall's (Acta Metall. 1, 22 (1953)) exactly: a Lorentzian of FWHM
+    2 pi k / D + 2 epsilon q in q (size and strain both Cauchy, so their widths
+    add), convolved with the instrument's Gaussian of Caglioti's width in 2theta.
+    True Voigt profiles in 2theta, the DAC background and Poisson counts as
+    :func:`integrated_pattern`; the strongest line peaks near ``peak_counts``."""
+    q = np.asarray(q_A, dtype=float)
+    two_theta = np.degrees(2.0 * np.arcsin(np.clip(q * wavelength_A / (4 * np.pi), 0, 1)))
+    tth_max = float(two_theta.max()) + 3.0
+    parts = []
+    for name, amount in truth.amounts.items():
+        if amount <= 0:
+            continue
+        theta, weight = _lines(name, truth.cell(name), wavelength_A, tth_max)
+        q_line = 4.0 * np.pi * np.sin(theta) / wavelength_A
+        lorentz_q = 2.0 * np.pi * k / (truth.crystallite_nm[name] * 10.0) + 2.0 * microstrain * q_line
+        gamma = np.degrees(lorentz_q * wavelength_A / (2.0 * np.pi * np.cos(theta))) / 2.0
+        sigma = caglioti_fwhm_deg(np.degrees(2.0 * theta), caglioti_deg2) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+        profile = voigt_profile(two_theta[None, :] - np.degrees(2.0 * theta)[:, None], sigma[:, None], gamma[:, None])
+        parts.append(amount * (weight @ profile))
+    lines = np.sum(parts, axis=0) if parts else np.zeros_like(q)
+    expected = background(two_theta, truth.pressure_GPa) + peak_counts * lines / max(float(lines.max()), 1e-300)
+    pixels = pixels_per_bin(q, wavelength_A)
+    counts = rng.poisson(expected * pixels).astype(float)
+    return counts / pixels, np.sqrt(np.maximum(counts, 1.0)) / pixels

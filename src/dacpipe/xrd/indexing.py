@@ -44,8 +44,10 @@ from ..core.errors import InputError
 from ..io.config import validate_section
 from .cells import ReciprocalCell
 from .identify import CandidateTemplates, critical_f, f_statistic, phase_evidence, residual_peaks, scan_candidate
+from .instrument import Caglioti, instrument_from_config
 from .lines import line_set
 from .pattern import FitResult, Pattern, PhaseState, background_basis, fit_phases, usable_pattern
+from .size_strain import NAN_RESULT, WilliamsonHall, williamson_hall
 from .structure import Phase, reflections
 
 # Widths a phase starts from before any fit (FWHM in q): an 8 nm crystallite.
@@ -99,6 +101,14 @@ class IndexingSettings:
     instrument_fwhm_deg: float
     q_range_A: tuple | None
     background_knot_spacing_A: float | None
+    instrument: dict | None = None          # the config's, as given (schema.yaml)
+    caglioti: Caglioti | None = None        # the instrument resolved (with_instrument); None: instrument_fwhm_deg
+
+    def with_instrument(self, wavelength_A: float) -> "IndexingSettings":
+        """These settings with the instrument's width law resolved at the run's wavelength
+        (:func:`dacpipe.xrd.instrument.instrument_from_config`)."""
+        return replace(self, caglioti=instrument_from_config(self.instrument, wavelength_A,
+                                                              self.instrument_fwhm_deg))
 
     @classmethod
     def from_config(cls, run: dict) -> "IndexingSettings":
@@ -158,6 +168,7 @@ class PhaseAtPoint:
     evidence_F: float = math.nan       # F statistic of the phase (NaN when it was not tested)
     critical_F: float = math.nan
     hkl: tuple = ()                    # the lines of the model in the pattern's range
+    size_strain: WilliamsonHall = NAN_RESULT   # Williamson-Hall size and microstrain (dacpipe.xrd.size_strain)
 
 
 @dataclass
@@ -458,6 +469,7 @@ def _summarise(fit: FitResult, candidates: dict[str, Phase], settings: IndexingS
         out.fwhm_q_A = (q_strong, float(width), width_err)
         out.width_law = (phase_state.w0, phase_state.w1)
         out.hkl = tuple(tuple(int(v) for v in h) for h in phase_state.lines.hkl[inside])
+        out.size_strain = _size_strain(fit, k, phase_state, q_l[inside], area[inside], settings)
         out.evidence_F = phase_evidence(fit, k)
         out.critical_F = critical_f(phase_state.n_theta + 1, fit.dof, settings.significance)
         if z > 0 and name not in markers:
@@ -479,6 +491,24 @@ def _summarise(fit: FitResult, candidates: dict[str, Phase], settings: IndexingS
             phases[name].fraction = math.nan
     q_u, snr = _unexplained(fit.pattern, fit, settings, traces, q_min)
     return PointResult(phases=phases, reduced_chi2=fit.reduced_chi2, unexplained_q_A=q_u, unexplained_snr=snr, fit=fit)
+
+
+def _size_strain(fit: FitResult, k: int, phase_state: PhaseState, q_lines_A: np.ndarray, area: np.ndarray,
+                 settings: IndexingSettings) -> WilliamsonHall:
+    """Williamson-Hall size and microstrain of fitted phase ``k`` over its lines in the
+    pattern at least ``min_intensity_percent`` of its strongest there, the instrument's
+    width (``settings.caglioti``) taken out."""
+    if not len(area) or not area.max() > 0:
+        return NAN_RESULT
+    strong = q_lines_A[area >= settings.min_intensity_percent / 100.0 * area.max()]
+    cov = None
+    if fit.covariance is not None:
+        start = fit.phase_slices[k].start + len(phase_state.rcell.p)
+        idx = [start, start + 1]   # w0, w1 (PhaseState.theta)
+        cov = fit.covariance[np.ix_(idx, idx)]
+    return williamson_hall(strong, phase_state.w0, phase_state.w1, fit.pattern.q_ref,
+                           fit.pattern.wavelength_A, k=settings.scherrer_k, width_cov=cov,
+                           instrument=settings.caglioti)
 
 
 def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings, traces: Sequence[PhaseState] = (),

@@ -67,7 +67,7 @@ def phases(ctx: StageContext) -> StageResult:
     q_A, intensity, sigma = sampled_q(xrd), xrd["I"], xrd["I_errors"]
     wavelength_A = float(xrd.attrs["wavelength_A"])
     pressure_GPa = np.asarray(ctx.upstream["pressure"]["pressure_GPa"], dtype=float)
-    settings = IndexingSettings.from_config(ctx.run)
+    settings = IndexingSettings.from_config(ctx.run).with_instrument(wavelength_A)
     point_ids = list(ctx.sheet.point_ids)
     names = list(settings.phases)
     markers = []
@@ -122,6 +122,7 @@ def phases(ctx: StageContext) -> StageResult:
              "q_ref_A": series_q_ref(q_range), "q_range_A": np.array(q_range), "significance": settings.significance,
              "search_rel": settings.search_rel, "method": "whole-pattern fit (fixed-structure intensities, "
              "pseudo-Voigt in 2theta, B-spline background), phases kept by an F-test"}
+    attrs.update(instrument_attrs(settings))
     # Differential stress of the cubic phases from the cake of a radial-geometry run (Singh et al. 1998)
     strain, strain_attrs = strain_datasets(xrd, results, names, keys, candidates, ctx.run, wavelength_A, q_range,
                                            settings.min_intensity_percent, settings.min_snr,
@@ -187,6 +188,24 @@ def no_phase_warning(present: dict[str, np.ndarray], fitted: np.ndarray, xrd=Non
             f"{wavelength} and the detector distance of the PONI file, then the phase list")
 
 
+# Williamson-Hall crystallite size and microstrain per phase (dacpipe.xrd.size_strain), beside Scherrer's size.
+WH_COLUMNS = ("crystallite_wh_nm", "crystallite_wh_err_nm", "microstrain", "microstrain_err")
+
+
+def instrument_attrs(settings: IndexingSettings) -> dict:
+    """The phases group's record of the instrument width taken out of the Williamson-Hall widths."""
+    c = settings.caglioti
+    if c is None:
+        return {"size_strain_instrument": "none: the widths are the sample's and the instrument's together",
+                "size_strain_k": float(settings.scherrer_k)}
+    return {"size_strain_instrument": c.source, "size_strain_k": float(settings.scherrer_k),
+            "instrument_caglioti_deg2": c.parameters, "instrument_caglioti_covariance_deg4": c.covariance,
+            "instrument_eta": float(c.eta), "instrument_reduced_chi2": float(c.reduced_chi2),
+            **({"instrument_lines_two_theta_deg": np.array(c.line_two_theta_deg),
+                "instrument_lines_fwhm_deg": np.array(c.line_fwhm_deg),
+                "instrument_lines_fwhm_err_deg": np.array(c.line_fwhm_err_deg)} if c.line_two_theta_deg else {})}
+
+
 def _phase_table(names, keys, candidates, results, settings: IndexingSettings, wavelength_A: float) -> dict:
     """Per phase and point: presence, fraction, cell, volume, width, size, evidence; NaN where absent."""
     n = len(results)
@@ -198,7 +217,8 @@ def _phase_table(names, keys, candidates, results, settings: IndexingSettings, w
             axes = ("a", "alpha")
         columns = ["fraction", "fraction_err", "fraction_background_err", "volume_fu_A3", "volume_fu_err_A3", "crystallite_nm",
                    "crystallite_err_nm", "fwhm_q_A", "fwhm_q_err_A", "width_q_A", "width_slope", "eta", "evidence_F",
-                   "critical_F", "n_lines", *[f"{a}_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes],
+                   "critical_F", "n_lines", *WH_COLUMNS,
+                   *[f"{a}_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes],
                    *[f"{a}_err_{'deg' if a in ('alpha', 'beta', 'gamma') else 'A'}" for a in axes]]
         for column in columns:
             table[f"{key}/{column}"] = np.full(n, np.nan)
@@ -230,6 +250,9 @@ def _phase_table(names, keys, candidates, results, settings: IndexingSettings, w
                                     settings.instrument_fwhm_deg)
             table[f"{key}/crystallite_nm"][i], table[f"{key}/crystallite_err_nm"][i] = size
             table[f"{key}/width_q_A"][i], table[f"{key}/width_slope"][i] = st.width_law
+            wh = st.size_strain
+            for column, value in zip(WH_COLUMNS, (wh.size_nm, wh.size_err_nm, wh.microstrain, wh.microstrain_err)):
+                table[f"{key}/{column}"][i] = value
             table[f"{key}/eta"][i] = st.eta
             table[f"{key}/evidence_F"][i], table[f"{key}/critical_F"][i] = st.evidence_F, st.critical_F
             table[f"{key}/n_lines"][i] = len(st.hkl)
