@@ -2085,8 +2085,9 @@ def index_peaks(q_A: Sequence[float], q_err_A: Sequence[float] | None = None, *,
     weights = 1.0 / (q_err**2 + (floor * q) ** 2)
     if q_range_A is None:  # a pattern measured from well below its peaks
         q_range_A = (0.0, float(q.max()) * (1.0 + tolerance_rel))
-    edge_lo = q_range_A[0] + float(np.median(widths))
-    edge_hi = q_range_A[1] - float(np.median(widths))
+    median_width = float(np.median(widths))
+    edge_lo = q_range_A[0] + median_width
+    edge_hi = q_range_A[1] - median_width
     if visibility is None:
         edge_hi = min(edge_hi, float(q.max()) * (1.0 + tolerance_rel))
     names = [prior[0]] if prior is not None else list(lattices)
@@ -2099,7 +2100,7 @@ def index_peaks(q_A: Sequence[float], q_err_A: Sequence[float] | None = None, *,
         memo: dict = {}
         for q1 in sorted(starts):
             hypothesis = _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo, edge_hi,
-                                 visibility, memo)
+                                 visibility, memo, median_width)
             if hypothesis is not None:
                 key = (name, hypothesis.lines)
                 if key not in found or hypothesis.score > found[key].score:
@@ -2109,7 +2110,7 @@ def index_peaks(q_A: Sequence[float], q_err_A: Sequence[float] | None = None, *,
 
 
 def _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo, edge_hi,
-            visibility, memo: dict | None = None) -> LatticeHypothesis | None:
+            visibility, memo: dict | None = None, median_width: float | None = None) -> LatticeHypothesis | None:
     """The assignment that ``q1`` leads to, refined until it holds (see :func:`index_peaks`).
 
     What follows the refinement (``q1``, the credit, the missing lines and their visibility)
@@ -2165,18 +2166,23 @@ def _assign(name, labels, ratios, q, weights, widths, q1, tolerance_rel, edge_lo
     # Cryst. 12, 60 (1979), weigh the lines found against those possible in the same spirit).
     # A dense lattice (a cell twice too large) explains every peak, and gets little for it.
     credit = 0.0
-    for i in np.flatnonzero(explained):
-        near = np.sum(np.abs(predicted - q[i]) <= 2.0 * widths[i]) / (4.0 * widths[i])
-        span = 2.0 * window[i] * q[i]
-        if blend[i] >= 0:
-            span += abs(predicted[blend[i]] - predicted[assigned[i]])
-        credit += 1.0 - min(1.0, near * span)
+    peaks = np.flatnonzero(explained)
+    near = np.sum(np.abs(predicted[None, :] - q[peaks, None]) <= 2.0 * widths[peaks, None], axis=1) / (
+        4.0 * widths[peaks])
+    span = 2.0 * window[peaks] * q[peaks]
+    pair = blend[peaks] >= 0
+    span[pair] += np.abs(predicted[blend[peaks][pair]] - predicted[assigned[peaks][pair]])
+    for chance in near * span:
+        credit += 1.0 - min(1.0, chance)
     seen = set(assigned[explained].tolist()) | set(blend[blend >= 0].tolist())
     # A line within one FWHM of a line that has its peak is merged into it, not missing.
     on = np.array(sorted(seen))
-    hidden = np.min(np.abs(predicted[:, None] - predicted[on][None, :]) / float(np.median(widths)), axis=1) < 1.0
-    candidates = [j for j in range(len(ratios)) if edge_lo <= predicted[j] <= edge_hi and j not in seen
-                  and not hidden[j]]
+    if median_width is None:
+        median_width = float(np.median(widths))
+    hidden = np.min(np.abs(predicted[:, None] - predicted[on][None, :]) / median_width, axis=1) < 1.0
+    open_line = (edge_lo <= predicted) & (predicted <= edge_hi) & ~hidden
+    open_line[on] = False
+    candidates = np.flatnonzero(open_line).tolist()
     if candidates and visibility is not None:
         seen_map = {int(line): int(i) for i, line in enumerate(assigned) if line >= 0 and blend[i] < 0}
         weight = np.clip(visibility(name, q1, seen_map), 0.0, 1.0)
