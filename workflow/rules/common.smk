@@ -71,6 +71,14 @@ def integration_files(wildcards):
     return found
 
 
+def instrument_files(wildcards):
+    """The calibrant pattern the phase stage fits the instrument's line width on
+    (indexing.instrument.calibrant_pattern), when the run names one that exists."""
+    instrument = (_run(wildcards.run).get("indexing") or {}).get("instrument") or {}
+    path = instrument.get("calibrant_pattern")
+    return [path] if path and os.path.isfile(path) else []
+
+
 @functools.lru_cache(maxsize=None)
 def _sheet(path, mtime_ns):
     """A sheet read once per DAG, however many jobs ask (10,000 rows take ~0.1 s)."""

@@ -9,6 +9,7 @@ rule index:
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
         parts=needed_parts("phases"),
+        instrument=instrument_files,
     output:
         f"{RESULTS}/{{run}}/parts/phases/chunk{{chunk}}.h5",
     params:
