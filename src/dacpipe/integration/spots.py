@@ -295,11 +295,14 @@ class SpotFinder:
         if not np.any(score > self.threshold):
             return empty
         label, n_labels = _components(candidates, self.shape[1])
-        # Each blob's peak: its highest score, and the radial bin of that pixel.
-        order = np.lexsort((score, label))
-        last = np.searchsorted(label[order], np.arange(n_labels), side="right") - 1
-        peak_score = score[order[last]]
-        peak_bin = bins[order[last]]
+        # Each blob's peak: its highest score, and the radial bin of that pixel
+        # (of equal highest scores, the last pixel's). Per blob maxima, no sort.
+        peak_score = np.full(n_labels, -np.inf)
+        np.maximum.at(peak_score, label, score)
+        at_peak = np.flatnonzero(score == peak_score[label])
+        peak = np.zeros(n_labels, np.intp)
+        np.maximum.at(peak, label[at_peak], at_peak)
+        peak_bin = bins[peak]
         # Blobs at each radius: a grainy ring's grains, or a spot alone.
         per_bin = np.bincount(peak_bin, minlength=self.n_bins + 1)
         window = np.ones(2 * RING_HALF_WIDTH_BINS + 1, int)
@@ -356,16 +359,23 @@ def _components(pixels: np.ndarray, width: int) -> tuple[np.ndarray, int]:
     """
     n = pixels.size
     col = pixels % width
-    first, second = [], []
-    for offset, allowed in ((1, col < width - 1), (width - 1, col > 0), (width, None), (width + 1, col < width - 1)):
-        target = pixels + offset
-        j = np.searchsorted(pixels, target)
-        hit = j < n
-        hit[hit] = pixels[j[hit]] == target[hit]
-        if allowed is not None:
-            hit &= allowed
-        first.append(np.flatnonzero(hit))
-        second.append(j[hit])
+    index = np.arange(n)
+    # The right neighbour, when present, is the next pixel of the sorted list.
+    right = np.flatnonzero((pixels[1:] == pixels[:-1] + 1) & (col[:-1] < width - 1))
+    first, second = [right], [right + 1]
+    # The three neighbours below (lower-left, lower, lower-right: consecutive
+    # indices) follow one another in the list: one search for the first, and
+    # each of the others, when present, is within two places after it.
+    below = np.searchsorted(pixels, pixels + (width - 1))
+    for k, allowed in ((0, col > 0), (1, None), (2, col < width - 1)):
+        target = pixels + (width - 1 + k)
+        for step in range(k + 1):
+            j = np.minimum(below + step, n - 1)
+            hit = pixels[j] == target
+            if allowed is not None:
+                hit &= allowed
+            first.append(index[hit])
+            second.append(j[hit])
     first, second = np.concatenate(first), np.concatenate(second)
     return _label_groups(n, first, second)
 
