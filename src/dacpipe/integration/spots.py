@@ -359,7 +359,6 @@ def _components(pixels: np.ndarray, width: int) -> tuple[np.ndarray, int]:
     """
     n = pixels.size
     col = pixels % width
-    index = np.arange(n)
     # The right neighbour, when present, is the next pixel of the sorted list.
     right = np.flatnonzero((pixels[1:] == pixels[:-1] + 1) & (col[:-1] < width - 1))
     first, second = [right], [right + 1]
@@ -374,7 +373,7 @@ def _components(pixels: np.ndarray, width: int) -> tuple[np.ndarray, int]:
             hit = pixels[j] == target
             if allowed is not None:
                 hit &= allowed
-            first.append(index[hit])
+            first.append(np.flatnonzero(hit))
             second.append(j[hit])
     first, second = np.concatenate(first), np.concatenate(second)
     return _label_groups(n, first, second)
@@ -399,7 +398,7 @@ def _label_groups(n: int, first: np.ndarray, second: np.ndarray) -> tuple[np.nda
         np.minimum.at(parent, np.maximum(a, b), np.minimum(a, b))
         while True:  # pointer jumping: every node to its root
             grand = parent[parent]
-            if np.array_equal(grand, parent):
+            if (grand == parent).all():
                 break
             parent = grand
     root = parent == np.arange(n)
