@@ -190,6 +190,7 @@ class SeriesState:
     present: tuple[str, ...] = ()        # in the model (a phase below the detection limit too)
     reported: tuple[str, ...] = ()       # reported present
     search_q_min: float = 0.0            # unexplained peaks are looked for above this q
+    search_q_min_for: tuple = ()         # the candidates and q_max it was found for
     templates: dict[str, CandidateTemplates] = field(default_factory=dict)
 
 
@@ -608,7 +609,11 @@ def _index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, phases, set
     results: list[PointResult | None] = []
     q_range = fit_range(q_A, settings)
     q_ref = series_q_ref(q_range)
-    state.search_q_min = search_q_min(phases, q_range[1])
+    # The candidates' lowest lines: the same for every call of a series (a
+    # watcher's updates, a caller going point by point), found once.
+    key = (tuple(phases), q_range[1])
+    if state.search_q_min_for != key:
+        state.search_q_min, state.search_q_min_for = search_q_min(phases, q_range[1]), key
     reasons: list[str] = []
     n = len(intensity)
     for i in range(n):
