@@ -166,3 +166,86 @@ def test_the_broadening_check_applied_again_says_it_once():
     assert twice.status == once.status
     narrower = _dc.replace(once, datasets={**once.datasets, "R1_fwhm_nm": np.array([0.40, 0.41, 0.39, 0.42])})
     assert finish_pressure(ctx, narrower).status == ["ok"] * 4
+
+
+# ---------------------------------------------------------------------------
+# data-sample: the media of config/config.yaml and hgte_6nm's second ruby
+
+def _store_pressure(results: Path, run: str):
+    import h5py
+
+    with h5py.File(results / f"{run}.h5") as h5:
+        g = h5[f"{run}/pressure"]
+        datasets = {}
+        g.visititems(lambda name, obj: datasets.__setitem__(name, obj.asstr()[()] if obj.dtype.kind == "O"
+                                                           else obj[()]) if isinstance(obj, h5py.Dataset) else None)
+        return datasets, dict(g.attrs), list(h5[f"{run}/points/status"].asstr()[()])
+
+
+def _per_reading_err_GPa(d: dict, group: str, x0: float) -> np.ndarray:
+    """One spectrum's fit error in GPa: its R1 standard error through dP/dR1."""
+    return np.abs(get_scale("mao1986-hydrostatic").slope_GPa_per_unit(d[f"{group}/R1_nm"], x0)) * d[f"{group}/R1_err_nm"]
+
+
+@pytest.mark.slow  # the whole data-sample pipeline (session fixture)
+def test_sample_hgte_6nm_gradient_from_its_second_ruby(sample_results):
+    from dacpipe.synth import read_truth
+
+    results, _ = sample_results
+    root = Path(__file__).resolve().parents[1]
+    truth = read_truth(root / "data-sample" / "hgte_6nm" / "truth.tsv")
+    d, attrs, status = _store_pressure(results, "hgte_6nm")
+    assert list(attrs["gauge_position_columns"]) == ["ruby_2"]
+    # The gradient is read against the ruby_before spectrum (taken with ruby_2):
+    # truth |P_ruby_2 - P_before|, 0.015 to 0.24 GPa here.
+    expected = np.abs(truth["pressure_ruby_2_GPa"] - truth["pressure_before_GPa"])
+    # Tolerance: 4 sigma of the difference of two independent readings, each
+    # sigma its R1 fit error through dP/dR1 (~0.003 GPa); both rubies sit on one
+    # scale at one temperature, so scale and lambda0 errors cancel in the spread.
+    x0 = attrs["x0"]
+    err_before, err_2 = _per_reading_err_GPa(d, "before", x0), _per_reading_err_GPa(d, "ruby_2", x0)
+    sigma = np.hypot(err_before, err_2)
+    assert np.all(sigma < 0.01)
+    assert np.all(np.abs(d["pressure_gradient_GPa"] - expected) < 4 * sigma), (d["pressure_gradient_GPa"], expected)
+    assert np.all(np.abs(d["ruby_2/pressure_GPa"] - truth["pressure_ruby_2_GPa"]) < 4 * err_2)
+    assert list(d["ruby_2/status"]) == ["ok"] * 5
+    # Two readings: the std (ddof 1) is the range / sqrt 2; the rectangular
+    # uncertainty range / (2 sqrt 3) joins the random part of each point's error.
+    np.testing.assert_allclose(d["pressure_gradient_std_GPa"], d["pressure_gradient_GPa"] / math.sqrt(2), rtol=1e-9)
+    np.testing.assert_allclose(d["pressure_err_gradient_GPa"], d["pressure_gradient_GPa"] / SQRT12, rtol=1e-9)
+    random = np.sqrt(d["pressure_err_fit_GPa"] ** 2 + d["pressure_err_drift_GPa"] ** 2
+                     + d["pressure_err_gradient_GPa"] ** 2)
+    np.testing.assert_allclose(d["pressure_random_err_GPa"], random, rtol=1e-9)
+    # The point's pressure stays that of the ruby by the sample (before and after), not ruby_2's.
+    assert np.all(np.abs(d["pressure_GPa"] - 0.5 * (d["before/pressure_GPa"] + d["after/pressure_GPa"])) < 1e-9)
+    assert list(d["medium_regime"]) == ["hydrostatic"] * 5   # 4:1 methanol-ethanol to 4.8 GPa
+    assert status == ["ok"] * 5
+
+
+@pytest.mark.slow  # the whole data-sample pipeline (session fixture)
+def test_sample_media_regimes_and_their_sources(sample_results):
+    from dacpipe.synth import read_truth
+
+    results, config = sample_results
+    runs = yaml.safe_load(Path(config).read_text())["runs"]
+    root = Path(__file__).resolve().parents[1]
+    for run in ("hgte_thz", "hgte_6nm", "nc_saxs"):
+        d, attrs, status = _store_pressure(results, run)
+        medium = get_medium(runs[run]["pressure"]["medium"])
+        assert attrs["medium"] == medium.key
+        assert attrs["medium_hydrostatic_limit_GPa"] == medium.hydrostatic_GPa
+        np.testing.assert_equal(attrs["medium_quasi_hydrostatic_limit_GPa"], medium.quasi_hydrostatic_GPa)
+        assert attrs["medium_limits_confirmed"] == medium.confirmed
+        assert "Klotz" in attrs["medium_limit_sources"] and "(2009)" in attrs["medium_limit_sources"]
+        # each point's regime is its measured pressure against the limits, and every
+        # point whose true pressures (before and after) are below the limit is hydrostatic
+        assert list(d["medium_regime"]) == list(medium_regime(d["pressure_GPa"], medium))
+        truth = read_truth(root / "data-sample" / run / "truth.tsv")
+        highest = np.fmax(truth["pressure_before_GPa"], truth["pressure_after_GPa"])
+        below = highest < medium.hydrostatic_GPa - 0.05   # 0.05 GPa: >10 sigma of a ruby reading
+        assert below.all(), f"{run}: data-sample is meant to stay below {medium.name}'s limit"
+        assert all(r == "hydrostatic" for r in d["medium_regime"][below])
+        assert not any("past the hydrostatic limit" in s for s in status)
+        # R1 width and splitting per point, against the run's low-pressure ones
+        assert attrs["R1_reference_fwhm_nm"] == pytest.approx(0.41, abs=0.02)  # Voigt of 0.35+0.02P nm, 0.06 nm
+        assert np.all(np.abs(d["R1_R2_splitting_change_cm1"]) < 0.2)           # the synth's splitting is constant

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.units import HC_EV_NM
+from ..pressure.scales import get_scale
 from . import optical, powder, saxs, xrd
 from .detector import write_cbf
-from .ruby import RubyPoint, write_ruby_series
+from .ruby import RubyPoint, ruby_spectrum, write_ruby_series, write_spectrum
 
 TEMPERATURE_K = 298.0
 RUBY_SCALE = "mao1986-hydrostatic"
@@ -161,6 +162,13 @@ HGTE_6NM_PRESSURES_GPA = (0.3, 1.4, 2.6, 3.6, 4.8)
 HGTE_6NM_TRANSITION_GPA = (3.1, 4.3)  # zinc blende -> cinnabar, onset and end
 HGTE_6NM_CRYSTALLITE_NM = {"HgTe-zb": 6.0, "HgTe-cinnabar": 5.0}
 HGTE_6NM_CONFINEMENT_EV = 0.15
+# A second ruby at another place of the chamber reads this much more per GPa
+# of the sample's ruby: a pressure gradient that grows with pressure. The
+# number is a choice, not a published value: large enough (0.015-0.24 GPa
+# over the run) to stand above the ruby fit's error (~0.003 GPa a spectrum) at
+# every point, so a test sees the gradient; a well-loaded liquid medium below its
+# hydrostatic limit may show less.
+HGTE_6NM_GRADIENT_PER_GPA = 0.05
 
 
 def hgte_6nm_series(pressures_GPa) -> powder.Series:
@@ -177,7 +185,8 @@ def hgte_6nm_series(pressures_GPa) -> powder.Series:
 
 def write_hgte_6nm(folder: Path, seed: int) -> None:
     """The ``hgte_6nm`` run: 6 nm HgTe nanocrystals, 5 points to 4.8 GPa
-    through zinc blende -> cinnabar; ruby before and after, one XRD frame
+    through zinc blende -> cinnabar; ruby before and after, a second ruby
+    elsewhere in the chamber (``ruby_2``, :func:`_write_second_ruby`), one XRD frame
     (the 1D model of :mod:`dacpipe.synth.powder` on the detector of
     ``hgte_thz``) and an absorption spectrum per point.
 
@@ -195,6 +204,7 @@ def write_hgte_6nm(folder: Path, seed: int) -> None:
     scale = series.scale() * xrd.REFERENCE_PEAK_COUNTS / powder.PEAK_COUNTS
     fractions = series.fractions()
     light_rng = np.random.default_rng([seed, 4, 0])
+    ruby_2 = _write_second_ruby(folder, ruby, np.random.default_rng([seed, 4, 0, 2]))
     sheet, truth = [], []
     for i, (r, point) in enumerate(zip(ruby, series.points), start=1):
         counts = xrd.frame_from_pattern(lambda tth: powder.expected_pattern(
@@ -210,29 +220,52 @@ def write_hgte_6nm(folder: Path, seed: int) -> None:
         spectrum = f"optical/hgte6_{r.point}_abs.txt"
         (folder / spectrum).write_text("\n".join(["wavelength_nm\tabsorbance"] + [
             f"{a:.3f}\t{b:.5f}" for a, b in zip(HC_EV_NM / energy, absorbance)]) + "\n", encoding="utf-8")
-        sheet.append([r.point, image, r.files["before"], r.files["after"], spectrum, f"{TEMPERATURE_K:g}",
-                      f"step {i}"])
+        sheet.append([r.point, image, r.files["before"], r.files["after"], ruby_2[r.point][0], spectrum,
+                      f"{TEMPERATURE_K:g}", f"step {i}"])
         values = []
         for name in series.sample_phases:
             present = fractions[name][i - 1] > 0
             values += [fractions[name][i - 1], series.volume_fu_A3(name)[i - 1],
                        HGTE_6NM_CRYSTALLITE_NM[name] if present else math.nan]
         truth.append(_ruby_truth(r) + [_fmt(point.pressure_GPa)] + [_fmt(v) for v in values]
-                     + [_fmt(gap), phase])
+                     + [_fmt(gap), phase, _fmt(ruby_2[r.point][1])])
     _write_tsv(folder / "points.tsv",
-               ["point", "xrd", "ruby_before", "ruby_after", "absorption", "temperature_K", "note"], sheet)
+               ["point", "xrd", "ruby_before", "ruby_after", "ruby_2", "absorption", "temperature_K", "note"], sheet)
     columns = [f"{name}/{q}" for name in series.sample_phases for q in ("fraction", "volume_fu_A3", "crystallite_nm")]
     onset, end = HGTE_6NM_TRANSITION_GPA
     _write_tsv(folder / "truth.tsv",
                ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *columns,
-                "band_gap_eV", "optical_phase"],
+                "band_gap_eV", "optical_phase", "pressure_ruby_2_GPa"],
                truth,
                [f"truth of the synthetic run: scale {RUBY_SCALE}, lambda0_nm {RUBY_LAMBDA0_NM}",
                 "pressure_GPa: sample pressure during the XRD exposure = mean of the true pressures before and after",
+                "pressure_ruby_2_GPa: the second ruby (sheet column ruby_2, elsewhere in the chamber), read with the "
+                f"ruby_before spectrum: pressure_before_GPa * (1 + {HGTE_6NM_GRADIENT_PER_GPA}), a pressure gradient",
                 f"XRD: wavelength_A {series.wavelength_A}, geometry xrd.poni, mask xrd.mask; transition "
                 f"HgTe-zb -> HgTe-cinnabar {onset}-{end} GPa (dacpipe.synth.runs.hgte_6nm_series)",
                 f"band_gap_eV: gap of the dominant phase optical_phase, dacpipe.synth.optical's E(P) + "
                 f"{HGTE_6NM_CONFINEMENT_EV} eV of quantum confinement"])
+
+
+def _write_second_ruby(folder: Path, ruby: list[RubyPoint], rng: np.random.Generator) -> dict[str, tuple[str, float]]:
+    """A ruby spectrum per point from a second ruby elsewhere in the chamber,
+    taken with the ``ruby_before`` spectrum, at the pressure before times
+    ``1 + HGTE_6NM_GRADIENT_PER_GPA``: point -> (file, true pressure).
+
+    Drawn from its own stream, so the run's other files are what they were
+    without it; the spectrum is :func:`~dacpipe.synth.ruby.ruby_spectrum` with
+    the R1 width and height laws of :func:`~dacpipe.synth.ruby.write_ruby_series`.
+    """
+    scale = get_scale(RUBY_SCALE, "ruby")
+    out = {}
+    for r in ruby:
+        pressure = round(r.pressure_before_GPa * (1.0 + HGTE_6NM_GRADIENT_PER_GPA), 6)  # as written in truth.tsv
+        r1 = float(scale.position_at(pressure, RUBY_LAMBDA0_NM))
+        x, y = ruby_spectrum(r1, rng, lorentz_fwhm_nm=0.35 + 0.02 * pressure, r1_height=rng.uniform(6000.0, 20000.0))
+        name = f"ruby/hgte6_{r.point}_r2.txt"
+        write_spectrum(folder / name, x, y)
+        out[r.point] = (name, pressure)
+    return out
 
 
 def write_nc_saxs(folder: Path, seed: int) -> None:
