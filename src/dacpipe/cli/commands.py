@@ -200,7 +200,7 @@ def cmd_sheet(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .synth import write_data_sample
+    from ..synth import write_data_sample
 
     root = write_data_sample(args.folder, **({} if args.seed is None else {"seed": args.seed}))
     log.info(f"wrote synthetic runs under {root}")
