@@ -28,7 +28,8 @@ from dacpipe.xrd.instrument import (
     fit_caglioti,
 )
 from dacpipe.xrd.library import get_phase
-from dacpipe.xrd.size_strain import sample_fwhm_q, voigt_parts, williamson_hall
+from dacpipe.core.profiles import voigt_parts
+from dacpipe.xrd.size_strain import sample_fwhm_q, williamson_hall
 
 WAVELENGTH_A = 0.4066
 # A synchrotron setup: 0.032 deg FWHM at 10 deg, 0.036 at 30 deg (deg^2).

@@ -155,13 +155,39 @@ def area_derivative_weights(eta, fwhm, area, d_center, d_fwhm, d_area, d_eta) ->
             fwhm_w * (8.0 * kl), fwhm_w * (2.0 * FOUR_LN2 * kg))
 
 
+# Thompson, Cox & Hastings, J. Appl. Cryst. 20, 79 (1987): H^5 as a polynomial in
+# G and L (eq. 3, coefficients of G^5, G^4 L, ..., L^5) and eta(r), r = L / H (eq. 4,
+# coefficients of r^3, r^2, r).
+TCH_H5 = (1.0, 2.69269, 2.42843, 4.47163, 0.07842, 1.0)
+TCH_ETA = (0.11116, -0.47719, 1.36603)
+
+
 def tch_fwhm_eta(fwhm_lorentz, fwhm_gauss):
     """FWHM and eta of the pseudo-Voigt closest to a Voigt of the given widths.
 
     Thompson, Cox & Hastings, J. Appl. Cryst. 20, 79 (1987), eqs. 3-4.
     """
     hl, hg = np.asarray(fwhm_lorentz, dtype=float), np.asarray(fwhm_gauss, dtype=float)
-    h = (hg**5 + 2.69269 * hg**4 * hl + 2.42843 * hg**3 * hl**2 + 4.47163 * hg**2 * hl**3
-         + 0.07842 * hg * hl**4 + hl**5) ** 0.2
+    h = sum(c * hg ** (5 - k) * hl**k for k, c in enumerate(TCH_H5)) ** 0.2
     r = hl / h
-    return h, 1.36603 * r - 0.47719 * r**2 + 0.11116 * r**3
+    return h, np.polyval([*TCH_ETA, 0.0], r)
+
+
+def voigt_parts(fwhm, eta) -> tuple[np.ndarray, np.ndarray]:
+    """Lorentzian and Gaussian FWHM of the Voigt a pseudo-Voigt (FWHM, eta) stands for.
+
+    The inverse of :func:`tch_fwhm_eta`: r = L / H from eta (eq. 4, monotonic
+    on [0, 1]), then g = G / H from H(G, L) = H (eq. 3, homogeneous of degree
+    1, so g depends on r only).
+    """
+    e = min(max(float(eta), 0.0), 1.0)
+    roots = np.roots([*TCH_ETA, -e])
+    r = float(min((x.real for x in roots if abs(x.imag) < 1e-9 and -1e-9 <= x.real <= 1 + 1e-9),
+                  key=lambda x: abs(x - e)))
+    r = min(max(r, 0.0), 1.0)
+    coeffs = [c * r**k for k, c in enumerate(TCH_H5)]
+    coeffs[-1] -= 1.0
+    g_roots = np.roots(coeffs)
+    g = float(max((x.real for x in g_roots if abs(x.imag) < 1e-9 and -1e-9 <= x.real <= 1 + 1e-9), default=0.0))
+    h = np.asarray(fwhm, dtype=float)
+    return r * h, max(g, 0.0) * h

@@ -47,13 +47,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.profiles import tch_fwhm_eta
+from ..core.profiles import tch_fwhm_eta, voigt_parts
 from .instrument import Caglioti
 
-# TCH's eta(r), r = L / H: 1.36603 r - 0.47719 r^2 + 0.11116 r^3 (eq. 4), highest power first.
-_TCH_ETA = (0.11116, -0.47719, 1.36603)
-# TCH's H^5 in powers of G with r = L / H (eq. 3), highest power first, r's powers applied below.
-_TCH_H5 = (1.0, 2.69269, 2.42843, 4.47163, 0.07842, 1.0)
 # Relative step of the central differences of the error propagation (the function is smooth on this scale).
 _STEP_REL = 1e-5
 # Halvings of the sample's width interval: 2^-60 of it, below float precision.
@@ -90,27 +86,6 @@ class WilliamsonHall:
 
 
 NAN_RESULT = WilliamsonHall(math.nan, math.nan, math.nan, math.nan)
-
-
-def voigt_parts(fwhm, eta) -> tuple[np.ndarray, np.ndarray]:
-    """Lorentzian and Gaussian FWHM of the Voigt a pseudo-Voigt (FWHM, eta) stands for.
-
-    The inverse of :func:`dacpipe.core.profiles.tch_fwhm_eta` (Thompson, Cox &
-    Hastings 1987): r = L / H from eta (their eq. 4, monotonic on [0, 1]),
-    then g = G / H from H(G, L) = H (eq. 3, homogeneous of degree 1, so g
-    depends on r only).
-    """
-    e = min(max(float(eta), 0.0), 1.0)
-    roots = np.roots([*_TCH_ETA, -e])
-    r = float(min((x.real for x in roots if abs(x.imag) < 1e-9 and -1e-9 <= x.real <= 1 + 1e-9),
-                  key=lambda x: abs(x - e)))
-    r = min(max(r, 0.0), 1.0)
-    coeffs = [c * r**p for c, p in zip(_TCH_H5, range(6))]
-    coeffs[-1] -= 1.0
-    g_roots = np.roots(coeffs)
-    g = float(max((x.real for x in g_roots if abs(x.imag) < 1e-9 and -1e-9 <= x.real <= 1 + 1e-9), default=0.0))
-    h = np.asarray(fwhm, dtype=float)
-    return r * h, max(g, 0.0) * h
 
 
 def sample_fwhm_q(fwhm_q_A, q_A, wavelength_A: float, instrument: Caglioti | None,
