@@ -2,11 +2,6 @@
 
 import hashlib
 import math
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -14,14 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-# At the top, not in a test: dacpipe.cli.progress binds sys.stderr when first
-# imported, and a test's capsys stream is closed after it.
 from dacpipe.cli import main
 from dacpipe.core.errors import ConfigError, InputError
 from dacpipe.io.config import validate_config
 from dacpipe.run.campaign import (bracket_uncertainty_GPa, build_campaign, campaign_job_config, campaign_path,
                                   median_with_error, read_campaign, summarize_store, transition_rows, write_campaign)
-from dacpipe.run.campaign_figures import CAMPAIGN_FIGURES
 from dacpipe.synth import read_truth
 
 # --------------------------------------------------------------------------
@@ -295,47 +287,3 @@ def test_sample_campaign_against_truth(sample_results):
 # --------------------------------------------------------------------------
 # The workflow: editing one run reruns that run and the campaign, nothing else
 # --------------------------------------------------------------------------
-
-
-def _snakemake(project, *args):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", *args], cwd=project,
-                          capture_output=True, text=True, timeout=120, env=env)
-
-
-@pytest.mark.slow  # three Snakemake dry runs: ~15 s
-def test_editing_one_run_reruns_that_run_and_the_campaign(tmp_path):
-    """Every output made up to date by `--touch` (no job run), then hgte_6nm's
-    EOS model changed: its EOS, store and figures, and the campaign with its
-    figures, are the jobs to run; no job of another run."""
-    project = tmp_path / "clone"
-    project.mkdir()
-    shutil.copy(ROOT / "Snakefile", project)
-    for folder in ("workflow", "config", "data-sample"):
-        shutil.copytree(ROOT / folder, project / folder)
-    listed = _snakemake(project, "-n", "--quiet", "rules", "--summary")
-    assert listed.returncode == 0, listed.stderr[-2000:]
-    outputs = [line.split("\t")[0] for line in listed.stdout.splitlines()[1:] if line.strip()]
-    assert "results/campaigns/hgte_sizes.h5" in outputs
-    for name in outputs:
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        (project / name).touch()
-    touched = _snakemake(project, "--touch")
-    assert touched.returncode == 0, touched.stderr[-2000:]
-    extra = tmp_path / "vinet.yaml"
-    extra.write_text("runs:\n  hgte_6nm:\n    eos:\n      model: vinet\n")
-    out = _snakemake(project, "-n", "--configfile", "config/config.yaml", str(extra))
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout + out.stderr
-    jobs = {line.split()[0]: line.split()[1] for line in text.split("Job stats:")[1].splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
-    campaign_jobs = {"campaign", *(f"figure_{name}" for name in CAMPAIGN_FIGURES)}
-    assert {name: jobs.get(name) for name in campaign_jobs} == {name: "1" for name in campaign_jobs}
-    assert (jobs["eos"], jobs["store"], jobs["figure_compression"], jobs["all"]) == ("1", "1", "1", "1")
-    # Every job but `all` is one of hgte_6nm's (those that read its EOS, whichever they are) or the campaign's.
-    wildcards = re.findall(r"wildcards: (.*)", text)
-    assert len(wildcards) == int(jobs["total"]) - 1
-    assert sorted(set(wildcards)) == ["campaign=hgte_sizes", "run=hgte_6nm"], wildcards
-    assert wildcards.count("campaign=hgte_sizes") == len(campaign_jobs)
-    for other in ("hgte_thz", "nc_saxs", "cdse_nc"):
-        assert f"run={other}" not in text

@@ -127,6 +127,8 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
+    """One job each: the run's EOS, what reads it and its figures, and its
+    campaign with the campaign's figures; no job of another run."""
     assert snakemake(project).returncode == 0
     extra = tmp_path / "vinet.yaml"
     extra.write_text("runs:\n  hgte_thz:\n    eos:\n      model: vinet\n")
