@@ -118,7 +118,11 @@ def test_a_second_invocation_gets_the_lock_message(tmp_path, reference):
     _wait_for_job("xrd")
     second = _snakemake(project)
     assert second.returncode != 0
-    assert "Directory cannot be locked" in second.stdout + second.stderr
+    # Snakemake refuses either at the lock or, when its DAG check comes first,
+    # at the running job's output marked incomplete (seen on CI): both leave
+    # the first run's files alone, which is what the rest checks.
+    said = second.stdout + second.stderr
+    assert "Directory cannot be locked" in said or "Incomplete files" in said, said[-2000:]
     output, _ = first.communicate(timeout=600)
     assert first.returncode == 0, output[-3000:]
     got = _store_numbers(project / "results" / "big.h5")
