@@ -67,8 +67,9 @@ def _run_campaigns(config: dict, run_ids: list[str], failed: list[str], figures:
         runs = spec["runs"]
         if not set(runs) & set(run_ids) or set(runs) & set(failed):
             continue
-        if not all(store_path(config, run).is_file() for run in runs):
-            log.warning(f"campaign {name}: not written, some of its runs have no store yet ({', '.join(runs)})")
+        missing = [run for run in runs if not store_path(config, run).is_file()]
+        if missing:
+            log.warning(f"campaign {name}: not written, some of its runs have no store yet ({', '.join(missing)})")
             continue
         try:
             out = write_campaign(campaign_path(config, name), campaign_from_config(config, name))
