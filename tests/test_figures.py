@@ -294,11 +294,37 @@ def test_ruby_scale_of_a_gauge_without_a_line_is_one_line(tmp_path):
         draw_figure("ruby_scale", tmp_path / "m.h5", tmp_path / "m.png")
 
 
+def test_hydrostaticity_draws_what_the_run_measured_with_the_medium_limits(tmp_path):
+    h5, entry, _ = _ruby_store(tmp_path / "h.h5")
+    group = entry["pressure"]
+    group["R1_width_ratio"] = np.array([1.0, 1.2, 1.7])
+    group["R1_R2_splitting_change_cm1"] = np.array([0.0, 0.1, np.nan])
+    group.attrs.update({"medium": "Ne", "medium_hydrostatic_limit_GPa": 4.0,
+                        "medium_quasi_hydrostatic_limit_GPa": np.nan})
+    plt = pyplot()
+    fig = FIGURES["hydrostaticity"](entry, plt)
+    _assert_drawn_as_stored(fig, entry)
+    # two panels: no gradient measured (no gauge at a second place)
+    assert len(fig.axes) == 2
+    assert {line.get_gid() for ax in fig.axes for line in ax.get_lines()} >= {"medium:hydrostatic limit"}
+    assert [l.get_ydata()[0] for l in fig.axes[0].get_lines() if l.get_label().startswith("broadening")] == [1.5]
+    assert "Ne" in fig.axes[0].get_title()
+    plt.close(fig)
+    group["pressure_gradient_GPa"] = np.array([0.01, 0.05, 0.2])
+    group.attrs["medium_hydrostatic_limit_GPa"] = 15.0   # beyond the run's pressures: not drawn
+    fig = FIGURES["hydrostaticity"](entry, plt)
+    assert len(fig.axes) == 3
+    _assert_drawn_as_stored(fig, entry)
+    assert not [l for ax in fig.axes for l in ax.get_lines() if (l.get_gid() or "").startswith("medium:")]
+    plt.close(fig)
+    h5.close()
+
+
 def test_figures_for_lists_the_new_figures_only_where_the_run_has_their_data():
     def names(**run):
         return set(figures_for({"pressure": {"gauge": "ruby"}, **run}))
 
-    assert {"ruby_scale"} <= names() and not {"lattice", "saxs_stack", "spectra_stack"} & names()
+    assert {"ruby_scale", "hydrostaticity"} <= names() and not {"lattice", "saxs_stack", "spectra_stack"} & names()
     assert "ruby_scale" in names(pressure={"gauge": "sm-srb4o7"})
     assert "ruby_scale" in names(pressure={"gauge": "diamond-raman"})
     assert "ruby_scale" not in names(pressure={"gauge": "xrd-marker"}) | names(pressure={"gauge": "sheet"})

@@ -68,5 +68,5 @@ def test_dacpipe_run_writes_store_parts_and_figures_with_one_mode(tmp_path, mask
     results = tmp_path / "results"
     written = [results / "r.h5", results / "r" / "parts" / "pressure.h5",
                *sorted((results / "r" / "figures").glob("*.p*"))]
-    assert len(written) == 6   # the ruby gallery and the scale figure, as PNG and PDF
+    assert len(written) == 8   # the ruby gallery, scale and hydrostaticity figures, as PNG and PDF
     assert {path.name: mode(path) for path in written} == {path.name: expected for path in written}

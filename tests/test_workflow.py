@@ -36,7 +36,7 @@ def snakemake(project, *args):
 HGTE_FIGURES = {"figure_waterfall": "1", "figure_fractions": "1", "figure_compression": "1", "figure_f_f": "1",
                 "figure_eos_ellipse": "1", "figure_lattice": "1", "figure_band_gap": "1", "figure_spectra_stack": "1"}
 # Those of a ruby gauge's spectra.
-RUBY_FIGURES = {"figure_ruby_gallery": "1", "figure_ruby_scale": "1"}
+RUBY_FIGURES = {"figure_ruby_gallery": "1", "figure_ruby_scale": "1", "figure_hydrostaticity": "1"}
 # The campaign hgte_sizes (hgte_thz and hgte_6nm): rerun with either run.
 CAMPAIGN_JOBS = {"campaign": "1", "figure_campaign_compression": "1", "figure_campaign_transitions": "1",
                  "figure_campaign_dEg_dP": "1", "figure_campaign_band_gap": "1"}
@@ -63,7 +63,7 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     assert counts == {"all": "1", "pressure": "4", "integrate": "4", "index": "3", "join_phases": "3", "eos": "3", "superlattice": "1",
                       "optical": "2", "store": "4", **structural, **{name: "2" for name in optical},
                       **{name: "3" for name in RUBY_FIGURES}, "figure_saxs_distance": "1", "figure_saxs_stack": "1",
-                      "merge": "8", **CAMPAIGN_JOBS, "total": "68"}
+                      "merge": "8", **CAMPAIGN_JOBS, "total": "71"}
 
 
 def test_full_run_then_noop_rerun(project):
@@ -88,7 +88,7 @@ def test_report_holds_every_figure_with_its_caption(project):
     assert out.returncode == 0, out.stderr[-2000:]
     html = (project / "report.html").read_text(errors="replace")
     for name in ("waterfall", "fractions", "compression", "f_f", "band_gap", "ruby_gallery", "saxs_distance",
-                 "lattice", "spectra_stack", "saxs_stack", "ruby_scale", "campaign_compression", "campaign_transitions", "campaign_dEg_dP", "campaign_band_gap"):
+                 "lattice", "spectra_stack", "saxs_stack", "ruby_scale", "hydrostaticity", "campaign_compression", "campaign_transitions", "campaign_dEg_dP", "campaign_band_gap"):
         assert f"{name}.png" in html, name
     assert "Normalised stress F against Eulerian strain f" in html
 
@@ -123,7 +123,7 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     # from the indexing) read what follows from the XRD part.
     assert jobs == {"all": "1", "integrate": "1", "merge": "1", "index": "1", "join_phases": "1", "eos": "1",
                     "optical": "1", "store": "1", **HGTE_FIGURES, **RUBY_FIGURES, **CAMPAIGN_JOBS,
-                    "total": "23"}
+                    "total": "24"}
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
@@ -137,7 +137,7 @@ def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
     jobs = job_counts(out)
     # The optical stage reads each phase's EOS (deformation potentials).
     assert jobs == {"all": "1", "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, **RUBY_FIGURES,
-                    **CAMPAIGN_JOBS, "total": "19"}
+                    **CAMPAIGN_JOBS, "total": "20"}
 
 
 def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):

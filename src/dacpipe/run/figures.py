@@ -575,6 +575,53 @@ def ruby_scale(entry, plt, style: FigureStyle | None = None):
     return fig
 
 
+def hydrostaticity(entry, plt, style: FigureStyle | None = None):
+    """Signs of a non-hydrostatic stress against pressure, each where the run
+    measured it: the R1 width over the run's low-pressure width with the
+    flag's threshold, the change of the R1-R2 splitting, and the pressure
+    gradient over the chamber from gauges at several places; the medium's
+    hydrostatic and quasi-hydrostatic limits as vertical lines where they
+    fall in the run's range (Klotz et al., J. Phys. D 42, 075413 (2009);
+    Syassen, High Press. Res. 28, 75 (2008); :mod:`dacpipe.pressure.hydrostatic`)."""
+    from ..pressure.hydrostatic import BROADENING_FACTOR
+
+    style = style or STYLES["screen"]
+    attrs = entry["pressure"].attrs
+    candidates = [("pressure/R1_width_ratio", None, "R1 width / low-P width"),
+                  ("pressure/R1_R2_splitting_change_cm1", None, "R1−R2 splitting\nchange (cm⁻¹)"),
+                  # the gradient is the gauges' range: its own error is their fits', not drawn
+                  ("pressure/pressure_gradient_GPa", None, "gradient (GPa)")]
+    panels = [c for c in candidates if c[0] in entry and np.isfinite(entry[c[0]][()]).any()]
+    fig, axes = _new(plt, style, 6, 1.2 + 1.6 * max(len(panels), 1), nrows=max(len(panels), 1), sharex=True)
+    axes = np.atleast_1d(axes)
+    pressure = entry["points/pressure_GPa"][()]
+    top = float(np.nanmax(pressure)) if np.isfinite(pressure).any() else 1.0
+    medium = attrs.get("medium")
+    limits = [(float(attrs.get(key, np.nan)), label, ls) for key, label, ls in
+              (("medium_hydrostatic_limit_GPa", "hydrostatic limit", "--"),
+               ("medium_quasi_hydrostatic_limit_GPa", "quasi-hydrostatic limit", ":"))]
+    for ax, (y, y_err, label) in zip(axes, panels):
+        _errorbar(ax, entry, "points/pressure_GPa", y, "points/pressure_err_GPa", y_err, marker="o", mfc="none",
+                  color="tab:blue")
+        ax.set_ylabel(label)
+        for limit, name, ls in limits:
+            if np.isfinite(limit) and 0.0 < limit <= 1.1 * top:
+                ax.axvline(limit, color="tab:red", linestyle=ls, linewidth=0.8, label=name, gid=f"medium:{name}")
+    if panels and panels[0][0] == "pressure/R1_width_ratio":
+        axes[0].axhline(BROADENING_FACTOR, color="black", linewidth=0.8, linestyle="--",
+                        label=f"broadening flag ({BROADENING_FACTOR:g}x)")
+    if not panels:
+        axes[0].text(0.5, 0.5, "no line width, splitting or gradient measured", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    stated = ", ".join(f"{name} {limit:g} GPa" for limit, name, _ in limits if np.isfinite(limit))
+    axes[0].set_title(f"medium: {medium} ({stated})" if medium else "medium not named (pressure.medium)",
+                      fontsize=style.small_pt + 1)
+    if any(ax.get_legend_handles_labels()[0] for ax in axes[:1]):
+        axes[0].legend(fontsize=style.small_pt, loc="upper left")
+    axes[-1].set_xlabel("pressure (GPa)")
+    return fig
+
+
 def lattice_strain(entry, plt, style=None):
     """Singh's lattice strain of the cubic phases of a radial-geometry run: each
     line's d/d_P - 1 against 1 - 3 cos^2 psi at the point where t/G stands out
@@ -644,6 +691,7 @@ FIGURES: dict[str, Callable] = {
     "lattice": lattice,
     "saxs_stack": saxs_stack,
     "ruby_scale": ruby_scale,
+    "hydrostaticity": hydrostaticity,
 }
 
 
@@ -653,7 +701,7 @@ def figures_for(run: dict) -> list[str]:
     if run["pressure"]["gauge"] in ("ruby", "sm-srb4o7"):
         names.append("ruby_gallery")
     if run["pressure"]["gauge"] in ("ruby", "sm-srb4o7", "diamond-raman"):  # a line position against pressure
-        names.append("ruby_scale")
+        names += ["ruby_scale", "hydrostaticity"]
     if "xrd" in run:
         names.append("waterfall")
         if run.get("phases"):
@@ -685,6 +733,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "lattice": ("phases", "points/pressure_GPa", "points/pressure_err_GPa"),
     "saxs_stack": ("saxs/q", "saxs/I", "points/pressure_GPa"),
     "ruby_scale": ("pressure", "points/pressure_GPa", "points/pressure_err_GPa", "points/temperature_K"),
+    "hydrostaticity": ("pressure", "points/pressure_GPa", "points/pressure_err_GPa"),
 }
 
 
