@@ -220,6 +220,18 @@ def test_lattice_draws_a_c_and_c_over_a_with_their_errors(tmp_path):
     fig = FIGURES["lattice"](entry, plt)
     assert len(fig.axes) == 1
     plt.close(fig)
+    # with Williamson-Hall sizes and microstrain: two panels more, Scherrer beside WH
+    for name, values in {"crystallite_nm": [8.4, 8.3, np.nan], "crystallite_err_nm": [0.1, 0.1, np.nan],
+                         "crystallite_wh_nm": [9.0, 8.9, np.nan], "crystallite_wh_err_nm": [0.2, 0.2, np.nan],
+                         "microstrain": [1e-4, 2e-4, np.nan], "microstrain_err": [5e-5, 5e-5, np.nan]}.items():
+        entry[f"phases/cub/{name}"] = np.array(values)
+    fig = FIGURES["lattice"](entry, plt)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["a (Å)", "crystallite (nm)", "microstrain"]
+    _assert_drawn_as_stored(fig, entry)
+    assert {l.get_gid().split("|")[0] for l in _tagged(fig)} >= {"phases/cub/crystallite_nm",
+                                                                 "phases/cub/crystallite_wh_nm",
+                                                                 "phases/cub/microstrain"}
+    plt.close(fig)
     h5.close()
 
 

@@ -436,7 +436,10 @@ def spectra_stack(entry, plt, style: FigureStyle | None = None):
 
 def lattice(entry, plt, style: FigureStyle | None = None):
     """Lattice parameters a (and b) of every phase against pressure, and c and
-    c/a of the phases that have a c axis, with pressure and lattice error bars.
+    c/a of the phases that have a c axis, with pressure and lattice error bars;
+    below, where the store has them, each phase's crystallite size (Scherrer
+    at its strongest line, open, and Williamson-Hall, filled) and microstrain
+    (:mod:`dacpipe.xrd.size_strain`).
 
     The error of c/a is ``(c/a) sqrt((s_c/c)^2 + (s_a/a)^2)``: a and c taken
     as independent (the refinement's a-c covariance is not in the store), so
@@ -445,7 +448,9 @@ def lattice(entry, plt, style: FigureStyle | None = None):
     style = style or STYLES["screen"]
     phases = [n for n in _phases(entry) if np.isfinite(entry[f"phases/{n}/a_A"][()]).any()]
     with_c = [n for n in phases if f"phases/{n}/c_A" in entry and np.isfinite(entry[f"phases/{n}/c_A"][()]).any()]
-    panels = ["a"] + (["c", "c/a"] if with_c else [])
+    sized = [n for n in phases if f"phases/{n}/crystallite_wh_nm" in entry
+             and np.isfinite(entry[f"phases/{n}/crystallite_wh_nm"][()]).any()]
+    panels = ["a"] + (["c", "c/a"] if with_c else []) + (["size", "strain"] if sized else [])
     fig, axes = _new(plt, style, 6, 1.2 + 2.4 * len(panels), nrows=len(panels), sharex=True, squeeze=False)
     axes = dict(zip(panels, axes[:, 0]))
     order = _phases(entry)
@@ -457,6 +462,14 @@ def lattice(entry, plt, style: FigureStyle | None = None):
         if f"{g}/b_A" in entry:
             _errorbar(axes["a"], entry, p, f"{g}/b_A", p_err, f"{g}/b_err_A", marker="s", mfc="none",
                       color=_colour(k), label=f"{name} b")
+        if name in sized:
+            if f"{g}/crystallite_nm" in entry:
+                _errorbar(axes["size"], entry, p, f"{g}/crystallite_nm", p_err, f"{g}/crystallite_err_nm",
+                          marker="o", mfc="none", color=_colour(k), label=f"{name} Scherrer")
+            _errorbar(axes["size"], entry, p, f"{g}/crystallite_wh_nm", p_err, f"{g}/crystallite_wh_err_nm",
+                      marker="o", color=_colour(k), label=f"{name} Williamson-Hall")
+            _errorbar(axes["strain"], entry, p, f"{g}/microstrain", p_err, f"{g}/microstrain_err",
+                      marker="o", color=_colour(k), label=name)
         if name not in with_c:
             continue
         _errorbar(axes["c"], entry, p, f"{g}/c_A", p_err, f"{g}/c_err_A", marker="o", color=_colour(k), label=name)
@@ -471,6 +484,10 @@ def lattice(entry, plt, style: FigureStyle | None = None):
     if with_c:
         axes["c"].set_ylabel("c (Å)")
         axes["c/a"].set_ylabel("c / a")
+    if sized:
+        axes["size"].set_ylabel("crystallite (nm)")
+        axes["strain"].set_ylabel("microstrain")
+        axes["strain"].axhline(0.0, color="black", linewidth=0.6)
     for ax in axes.values():
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=style.small_pt)
