@@ -167,6 +167,32 @@ def _assert_drawn_as_stored(fig, entry):
         np.testing.assert_array_equal(np.asarray(artist.get_xdata(), float), _resolve(entry, x_spec), err_msg=x_spec)
 
 
+def test_band_gap_draws_the_gaps_the_urbach_energies_and_the_deformation_potential(tmp_path):
+    h5, entry = _new_store(tmp_path / "g.h5")
+    pressure = entry["points/pressure_GPa"][()]
+    entry["optical/band_gap/pressure_GPa"] = pressure
+    entry["optical/band_gap/band_gap_eV"] = 0.9 + 0.03 * pressure
+    entry["optical/band_gap/band_gap_err_eV"] = np.full(3, 0.002)
+    fit = entry.create_group("optical/band_gap/fit/zb")
+    for name, value in {"pressure_min_GPa": 0.0, "pressure_max_GPa": 3.0, "E0_eV": 0.9,
+                        "alpha_eV_per_GPa": 0.03, "beta_eV_per_GPa2": 0.0}.items():
+        fit[name] = value
+    entry["optical/band_gap/deformation/zb/dEg_dlnV_eV"] = -1.26
+    entry["optical/urbach/pressure_GPa"] = pressure
+    entry["optical/urbach/urbach_energy_eV"] = np.array([0.020, 0.021, np.nan])
+    entry["optical/urbach/urbach_energy_err_eV"] = np.full(3, 0.001)
+    plt = pyplot()
+    fig = FIGURES["band_gap"](entry, plt)
+    assert [ax.get_ylabel() for ax in fig.axes] == ["energy (eV)", "Urbach (meV)"]
+    _assert_drawn_as_stored(fig, entry)
+    labels = [l.get_label() for l in fig.axes[0].get_lines()]
+    assert "zb: +30 meV/GPa, dEg/dlnV -1.26 eV" in labels
+    plt.close(fig)
+    del entry["optical/urbach"]   # no Urbach energy: one panel
+    assert len(FIGURES["band_gap"](entry, plt).axes) == 1
+    h5.close()
+
+
 def test_spectra_stack_draws_each_stored_spectrum_on_its_own_axis(tmp_path):
     """Three points; the second has no absorption spectrum (a NaN row), the
     spectra have different lengths (NaN-padded). Each drawn line is its row,

@@ -318,9 +318,22 @@ def eos_ellipse(entry, plt, style: FigureStyle | None = None):
 
 def band_gap(entry, plt, style: FigureStyle | None = None):
     """Band gap (Tauc), first exciton (where found) and PL energy against
-    pressure, per phase, with the E(P) fits (the exciton's dashed)."""
+    pressure, per phase, with the E(P) fits (the exciton's dashed) and each
+    phase's dE/dP and deformation potential dEg/dlnV at its mean pressure in
+    the legend; below, where fitted, the Urbach energy."""
     style = style or STYLES["screen"]
-    fig, ax = _new(plt, style, 6, 4)
+    urbach = "optical/urbach/urbach_energy_eV"
+    if urbach in entry and np.isfinite(entry[urbach][()]).any():
+        fig, (ax, below) = _new(plt, style, 6, 5.5, nrows=2, sharex=True, height_ratios=[3, 1.3])
+        container = below.errorbar(entry["optical/urbach/pressure_GPa"][()], 1000.0 * entry[urbach][()],
+                                   yerr=1000.0 * entry["optical/urbach/urbach_energy_err_eV"][()],
+                                   linestyle="none", marker="D", mfc="none", capsize=2, color="tab:green")
+        container.lines[0].set_gid(f"{urbach}×1000|optical/urbach/pressure_GPa")
+        below.set_ylabel("Urbach (meV)")
+        below.set_xlabel("pressure (GPa)")
+    else:
+        fig, ax = _new(plt, style, 6, 4)
+        ax.set_xlabel("pressure (GPa)")
     for kind, marker in (("band_gap", "o"), ("exciton", "^"), ("pl_peak", "s")):
         base = f"optical/{kind}"
         if base not in entry:
@@ -340,11 +353,14 @@ def band_gap(entry, plt, style: FigureStyle | None = None):
             beta = float(fit["beta_eV_per_GPa2"][()]) if "beta_eV_per_GPa2" in fit else 0.0
             beta = beta if math.isfinite(beta) else 0.0
             curve = float(fit["E0_eV"][()]) + float(fit["alpha_eV_per_GPa"][()]) * grid + beta * grid**2
+            label = (f"{phase}{' exciton' if kind == 'exciton' else ''}: "
+                     f"{1000 * float(fit['alpha_eV_per_GPa'][()]):+.0f} meV/GPa")
+            potential = f"{base}/deformation/{phase}/dEg_dlnV_eV"
+            if potential in entry and math.isfinite(float(entry[potential][()])):
+                label += f", dEg/dlnV {float(entry[potential][()]):+.2f} eV"
             (line,) = ax.plot(grid, curve, color=_colour(k), linestyle="--" if kind == "exciton" else "-",
-                              label=f"{phase}{' exciton' if kind == 'exciton' else ''}: "
-                                    f"{1000 * float(fit['alpha_eV_per_GPa'][()]):+.0f} meV/GPa")
+                              label=label)
             line.set_gid(f"{base}/fit/{phase}")
-    ax.set_xlabel("pressure (GPa)")
     ax.set_ylabel("energy (eV)")
     ax.legend(fontsize=style.small_pt)
     return fig
