@@ -190,9 +190,13 @@ def write_hgte_6nm(folder: Path, seed: int) -> None:
     (the 1D model of :mod:`dacpipe.synth.powder` on the detector of
     ``hgte_thz``) and an absorption spectrum per point.
 
-    The absorbance is the edge of :mod:`dacpipe.synth.optical` (same baseline
-    and noise) at the gap of the point's dominant phase plus
-    :data:`HGTE_6NM_CONFINEMENT_EV`.
+    The absorbance is that of a quantum-dot film
+    (:func:`~dacpipe.synth.optical.qd_edge_absorbance`, same DAC baseline and
+    noise as the edges of :mod:`dacpipe.synth.optical`): the Tauc edge of the
+    continuum at the gap of the point's dominant phase plus
+    :data:`HGTE_6NM_CONFINEMENT_EV`, and below it a resolved first-exciton band
+    :data:`~dacpipe.synth.optical.QD_CONTINUUM_ABOVE_EXCITON_EV` lower (truth
+    ``exciton_eV``).
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "xrd").mkdir(exist_ok=True)
@@ -213,9 +217,12 @@ def write_hgte_6nm(folder: Path, seed: int) -> None:
         write_cbf(folder / image, counts)
         phase = max(series.sample_phases, key=lambda name: fractions[name][i - 1])
         gap = optical.true_gap_eV(phase, point.pressure_GPa) + HGTE_6NM_CONFINEMENT_EV
+        exciton = gap - optical.QD_CONTINUUM_ABOVE_EXCITON_EV
         energy = np.linspace(*optical.ABS_ENERGY_RANGE_EV, optical.ABS_POINTS)[::-1]  # wavelength increasing
-        absorbance = (optical.edge_absorbance(energy, gap, light_rng.uniform(0.8, 1.2))
-                      + optical.dac_baseline(energy, light_rng.uniform(0.10, 0.30), light_rng.uniform(0.03, 0.10))
+        amplitude = light_rng.uniform(0.8, 1.2)
+        baseline = optical.dac_baseline(energy, light_rng.uniform(0.10, 0.30), light_rng.uniform(0.03, 0.10))
+        height = optical.QD_EXCITON_HEIGHT * light_rng.uniform(0.8, 1.2)
+        absorbance = (optical.qd_edge_absorbance(energy, gap, exciton, height, amplitude) + baseline
                       + light_rng.normal(0.0, optical.ABSORBANCE_NOISE, energy.size))
         spectrum = f"optical/hgte6_{r.point}_abs.txt"
         (folder / spectrum).write_text("\n".join(["wavelength_nm\tabsorbance"] + [
@@ -228,14 +235,14 @@ def write_hgte_6nm(folder: Path, seed: int) -> None:
             values += [fractions[name][i - 1], series.volume_fu_A3(name)[i - 1],
                        HGTE_6NM_CRYSTALLITE_NM[name] if present else math.nan]
         truth.append(_ruby_truth(r) + [_fmt(point.pressure_GPa)] + [_fmt(v) for v in values]
-                     + [_fmt(gap), phase, _fmt(ruby_2[r.point][1])])
+                     + [_fmt(gap), phase, _fmt(ruby_2[r.point][1]), _fmt(exciton)])
     _write_tsv(folder / "points.tsv",
                ["point", "xrd", "ruby_before", "ruby_after", "ruby_2", "absorption", "temperature_K", "note"], sheet)
     columns = [f"{name}/{q}" for name in series.sample_phases for q in ("fraction", "volume_fu_A3", "crystallite_nm")]
     onset, end = HGTE_6NM_TRANSITION_GPA
     _write_tsv(folder / "truth.tsv",
                ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", *columns,
-                "band_gap_eV", "optical_phase", "pressure_ruby_2_GPa"],
+                "band_gap_eV", "optical_phase", "pressure_ruby_2_GPa", "exciton_eV"],
                truth,
                [f"truth of the synthetic run: scale {RUBY_SCALE}, lambda0_nm {RUBY_LAMBDA0_NM}",
                 "pressure_GPa: sample pressure during the XRD exposure = mean of the true pressures before and after",
@@ -244,7 +251,10 @@ def write_hgte_6nm(folder: Path, seed: int) -> None:
                 f"XRD: wavelength_A {series.wavelength_A}, geometry xrd.poni, mask xrd.mask; transition "
                 f"HgTe-zb -> HgTe-cinnabar {onset}-{end} GPa (dacpipe.synth.runs.hgte_6nm_series)",
                 f"band_gap_eV: gap of the dominant phase optical_phase, dacpipe.synth.optical's E(P) + "
-                f"{HGTE_6NM_CONFINEMENT_EV} eV of quantum confinement"])
+                f"{HGTE_6NM_CONFINEMENT_EV} eV of quantum confinement: the Tauc gap of the dots' continuum",
+                f"exciton_eV: centre of the dots' first-exciton band (Gaussian, FWHM {optical.QD_EXCITON_FWHM_EV} eV), "
+                f"band_gap_eV - {optical.QD_CONTINUUM_ABOVE_EXCITON_EV} eV (dacpipe.synth.optical.qd_edge_absorbance); "
+                "empty: no exciton"])
 
 
 def _write_second_ruby(folder: Path, ruby: list[RubyPoint], rng: np.random.Generator) -> dict[str, tuple[str, float]]:
