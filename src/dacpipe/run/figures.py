@@ -340,8 +340,8 @@ def band_gap(entry, plt, style: FigureStyle | None = None):
             continue
         value = "band_gap_eV" if kind == "band_gap" else "energy_eV"
         error = "band_gap_err_eV" if kind == "band_gap" else "energy_err_eV"
-        if kind == "exciton" and not np.isfinite(entry[f"{base}/{value}"][()]).any():
-            continue  # no resolved exciton at any point (their reasons are in the points' status)
+        if kind != "band_gap" and not np.isfinite(entry[f"{base}/{value}"][()]).any():
+            continue  # no resolved exciton, no PL at any point (their reasons are in the points' status)
         _errorbar(ax, entry, f"{base}/pressure_GPa", f"{base}/{value}", None, f"{base}/{error}", marker=marker,
                   color={"band_gap": "black", "exciton": "tab:blue"}.get(kind, "grey"), mfc="none",
                   label={"band_gap": "band gap (Tauc)", "exciton": "first exciton"}.get(kind, kind.replace("_", " ")))
