@@ -38,11 +38,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import math  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -52,26 +49,13 @@ from dacpipe.eos.models import EosParams, volume_A3  # noqa: E402
 from dacpipe.optical import pl as pl_after  # noqa: E402
 from dacpipe.optical import pressure_fit as pfit_after  # noqa: E402
 from dacpipe.synth import optical as synth  # noqa: E402
+from revisions import module_at  # noqa: E402  (beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT.parent / "shared" / "real-data"
 # The last commit whose fit_eos, fit_pl_peak and fit_energy_vs_pressure were
 # written on scipy's least_squares / curve_fit / normal equations.
 BEFORE = "33f9130"
-
-
-def module_at(rev: str, relpath: str, package: str):
-    """The module at ``relpath`` as it was at commit ``rev``, imported inside ``package``
-    (so its relative imports resolve against the current package)."""
-    source = subprocess.run(["git", "show", f"{rev}:{relpath}"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout
-    name = f"{package}._before_{Path(relpath).stem}"
-    module = types.ModuleType(name)
-    module.__package__ = package
-    module.__file__ = f"{rev}:{relpath}"
-    sys.modules[name] = module  # dataclasses look their module up
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
 
 
 def median_time(fn, repeat: int) -> float:

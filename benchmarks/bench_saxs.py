@@ -40,7 +40,6 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import h5py  # noqa: E402
@@ -48,23 +47,10 @@ import numpy as np  # noqa: E402
 
 from dacpipe.saxs import superlattice as after  # noqa: E402
 from dacpipe.synth.superlattice_series import series  # noqa: E402
+from revisions import module_at  # noqa: E402  (beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "nc_saxs"
-
-
-def module_at(rev: str, relpath: str, package: str):
-    """The module at ``relpath`` as it was at commit ``rev``, imported inside ``package``
-    (so its relative imports resolve against the current package)."""
-    source = subprocess.run(["git", "show", f"{rev}:{relpath}"], cwd=ROOT, capture_output=True, text=True,
-                            check=True).stdout
-    name = f"{package}._before_{Path(relpath).stem}"
-    module = types.ModuleType(name)
-    module.__package__ = package
-    module.__file__ = f"{rev}:{relpath}"
-    sys.modules[name] = module  # dataclasses look their module up
-    exec(compile(source, module.__file__, "exec"), module.__dict__)
-    return module
 
 
 def sample_patterns(store: Path | None) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray, float, dict]]:
