@@ -219,7 +219,8 @@ def test_sample_hgte_6nm_gradient_from_its_second_ruby(sample_results):
     # The point's pressure stays that of the ruby by the sample (before and after), not ruby_2's.
     assert np.all(np.abs(d["pressure_GPa"] - 0.5 * (d["before/pressure_GPa"] + d["after/pressure_GPa"])) < 1e-9)
     assert list(d["medium_regime"]) == ["hydrostatic"] * 5   # 4:1 methanol-ethanol to 4.8 GPa
-    assert status == ["ok"] * 5
+    # the pressure stage has nothing to say of these points (the optical stage may: QD spectra have no Urbach tail)
+    assert not [part for s in status for part in s.split("; ") if part.startswith("pressure:")], status
 
 
 @pytest.mark.slow  # the whole data-sample pipeline (session fixture)
