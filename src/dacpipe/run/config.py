@@ -12,9 +12,7 @@ import difflib
 from pathlib import Path
 
 from ..core.errors import ConfigError
-from ..pressure.gauges import GAUGES
 from ..pressure.scales import get_scale
-from ..xrd.library import library_names
 
 
 def run_config(config: dict, run_id: str) -> dict:
@@ -29,6 +27,10 @@ def run_config(config: dict, run_id: str) -> dict:
     if gauge == "xrd-marker":
         _check_marker(run, run_id)
     elif gauge != "sheet":
+        # Here, not at the top: the gauges bring the fitting code (scipy.signal,
+        # .stats, .ndimage: 0.75 s), which a figure or store job never needs.
+        from ..pressure.gauges import GAUGES
+
         pressure.setdefault("scale", GAUGES[gauge].default_scale)
         try:
             get_scale(pressure["scale"], gauge)
@@ -51,6 +53,8 @@ def _check_marker(run: dict, run_id: str) -> None:
         raise ConfigError(f"{key}.marker is required with gauge xrd-marker; e.g. Au, Pt, NaCl-B1, Ne")
     if Path(marker).suffix.lower() in (".jcpds", ".cif"):
         return
+    from ..xrd.library import library_names  # the library brings the EOS code (scipy.optimize)
+
     names = library_names()
     if marker not in names:
         close = difflib.get_close_matches(marker, names, n=1)
