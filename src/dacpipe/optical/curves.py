@@ -1,4 +1,4 @@
-"""Checks and resampling shared by the optical fits (Tauc edges, PL bands)."""
+"""Checks and resampling shared by the optical fits (Tauc edges, PL bands, E(P) and E(T))."""
 
 from __future__ import annotations
 
@@ -49,3 +49,27 @@ def parabola_vertex(x, y, i: int) -> float:
         return float(x[i])
     shift = 0.5 * (y[i - 1] - y[i + 1]) / denom
     return float(x[i] + np.clip(shift, -1.0, 1.0) * (x[1] - x[0]))
+
+
+def energy_series(x, energy_eV, energy_err_eV, *, against: str, unit: str, minimum: int, fit: str = "a fit",
+                  positive: bool = False):
+    """The points of an energy-against-x series a fit can use: (x, E, sigma_E, keep),
+    float arrays of the finite points (x > 0 too with ``positive``) and the mask
+    that chose them; sigma_E is NaN where no error was given.
+
+    Raises
+    ------
+    InputError
+        Fewer than ``minimum`` usable points (``against``: what x is, ``fit``: the fit
+        that needs them), or all at one x (in ``unit``).
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    e = np.asarray(energy_eV, dtype=float).ravel()
+    s = np.full(x.shape, np.nan) if energy_err_eV is None else np.asarray(energy_err_eV, dtype=float).ravel()
+    keep = np.isfinite(x) & np.isfinite(e) & ((x > 0) if positive else True)
+    x, e, s = x[keep], e[keep], s[keep]
+    if x.size < minimum:
+        raise InputError(f"{x.size} point(s) with an energy and a {against}; {fit} needs at least {minimum}")
+    if np.ptp(x) <= 0:
+        raise InputError(f"all {x.size} points are at {x[0]:g} {unit}")
+    return x, e, s, keep

@@ -10,8 +10,8 @@ import numpy as np
 
 from scipy.stats import f as f_distribution
 
-from ..core.errors import InputError
 from ..core.lsq import SystematicErrors, covariance_scale, propagate_common_shifts
+from .curves import energy_series
 
 MODELS = ("auto", "quadratic", "linear")
 
@@ -133,17 +133,10 @@ def fit_energy_vs_pressure(pressure_GPa, energy_eV, energy_err_eV=None, *, model
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    p = np.asarray(pressure_GPa, dtype=float).ravel()
-    E = np.asarray(energy_eV, dtype=float).ravel()
-    s = np.full(p.shape, np.nan) if energy_err_eV is None else np.asarray(energy_err_eV, dtype=float).ravel()
-    sp = np.zeros(p.shape) if pressure_err_GPa is None else np.asarray(pressure_err_GPa, dtype=float).ravel()
-    keep = np.isfinite(p) & np.isfinite(E)
-    p, E, s, sp = p[keep], E[keep], s[keep], np.where(np.isfinite(sp[keep]), sp[keep], 0.0)
+    p, E, s, keep = energy_series(pressure_GPa, energy_eV, energy_err_eV, against="pressure", unit="GPa", minimum=2)
+    sp = np.zeros(keep.shape) if pressure_err_GPa is None else np.asarray(pressure_err_GPa, dtype=float).ravel()
+    sp = np.where(np.isfinite(sp[keep]), sp[keep], 0.0)
     n = p.size
-    if n < 2:
-        raise InputError(f"{n} point(s) with an energy and a pressure; a fit needs at least 2")
-    if np.ptp(p) <= 0:
-        raise InputError(f"all {n} points are at {p[0]:g} GPa")
     weighted = bool(np.all(np.isfinite(s) & (s > 0)))
     F_value, F_crit = math.nan, math.nan
     if n < 4 or model == "linear":

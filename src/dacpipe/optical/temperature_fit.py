@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import lmfit
 import numpy as np
 
-from ..core.errors import InputError
 from ..core.lsq import covariance_scale
+from .curves import energy_series
 
 
 def varshni_eV(temperature_K, E0_eV, alpha_eV_per_K, beta_K):
@@ -98,15 +98,8 @@ def fit_energy_vs_temperature(temperature_K, energy_eV, energy_err_eV=None, *, m
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {tuple(MODELS)}, got {model!r}")
-    t = np.asarray(temperature_K, dtype=float).ravel()
-    E = np.asarray(energy_eV, dtype=float).ravel()
-    s = np.full(t.shape, np.nan) if energy_err_eV is None else np.asarray(energy_err_eV, dtype=float).ravel()
-    keep = np.isfinite(t) & np.isfinite(E) & (t > 0)
-    t, E, s = t[keep], E[keep], s[keep]
-    if t.size < 4:
-        raise InputError(f"{t.size} point(s) with an energy and a temperature; an E(T) fit needs at least 4")
-    if np.ptp(t) <= 0:
-        raise InputError(f"all {t.size} points are at {t[0]:g} K")
+    t, E, s, _ = energy_series(temperature_K, energy_eV, energy_err_eV, against="temperature", unit="K",
+                               minimum=4, fit="an E(T) fit", positive=True)
     weighted = bool(np.all(np.isfinite(s) & (s > 0)))
     func, names = MODELS[model]
     slope = np.polyfit(t, E, 1)[0]
