@@ -655,14 +655,14 @@ def hydrostaticity(entry, plt, style: FigureStyle | None = None):
     return fig
 
 
-def lattice_strain(entry, plt, style=None):
+def lattice_strain(entry, plt, style: FigureStyle | None = None):
     """Singh's lattice strain of the cubic phases of a radial-geometry run: each
     line's d/d_P - 1 against 1 - 3 cos^2 psi at the point where t/G stands out
     most (slope Q), and t/G = 6 <Q> against pressure (Singh et al., J. Appl.
     Phys. 83, 7567 (1998); :mod:`dacpipe.xrd.strain`)."""
-    size = style.size(10.0, 4.0) if style is not None else (10.0, 4.0)
-    small = style.small_pt if style is not None else 7
-    fig, (left, right) = plt.subplots(1, 2, figsize=size, layout="constrained")
+    style = style or STYLES["screen"]
+    small = style.small_pt
+    fig, (left, right) = _new(plt, style, 10.0, 4.0, ncols=2)
     strained = [name for name in _phases(entry) if f"phases/{name}/t_over_G" in entry]
     shown = None
     for k, name in enumerate(strained):
