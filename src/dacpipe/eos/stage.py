@@ -26,13 +26,20 @@ def run(ctx: StageContext) -> StageResult:
     with the systematic terms carried separately, and each phase's volumes
     (``upstream["phases"]``)."""
     pressure, phases = ctx.upstream["pressure"], ctx.upstream["phases"]
-    volumes = {name: (phases[f"{name}/volume_fu_A3"], phases[f"{name}/volume_fu_err_A3"])
-               for name in (str(n) for n in phases.attrs["phases"])}
+    names = [str(n) for n in phases.attrs["phases"]]
+    # In radial geometry a cubic phase's hydrostatic volume (Singh's d_P) where the phase stage gave
+    # one: the cell of the azimuthal average is compressed by the differential stress too.
+    hydrostatic = [name for name in names if f"{name}/volume_P_fu_A3" in phases.datasets]
+    volumes = {name: (phases[f"{name}/volume_P_fu_A3"], phases[f"{name}/volume_P_fu_err_A3"]) if name in hydrostatic
+               else (phases[f"{name}/volume_fu_A3"], phases[f"{name}/volume_fu_err_A3"]) for name in names}
     random_err, systematic = random_and_systematic(pressure)
-    return fit_phase_volumes(ctx.sheet.point_ids, pressure["pressure_GPa"], random_err, volumes,
-                             ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"),
-                             systematic_GPa=systematic, phase_edges=phase_edges(phases),
-                             transitions=transitions_of(phases))
+    result = fit_phase_volumes(ctx.sheet.point_ids, pressure["pressure_GPa"], random_err, volumes,
+                               ctx.run["eos"], warn=lambda message: ctx.warn(f"{ctx.run_id}: {message}"),
+                               systematic_GPa=systematic, phase_edges=phase_edges(phases),
+                               transitions=transitions_of(phases))
+    if hydrostatic:
+        result.attrs["hydrostatic_volumes"] = hydrostatic
+    return result
 
 
 def phase_edges(phases) -> dict[str, dict[str, tuple]]:

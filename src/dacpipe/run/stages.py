@@ -116,8 +116,9 @@ _CAKE = ("cake/I", "cake/chi_deg", "cake/radial")
 def optional_reads(stage: str, upstream: str, phase_names: list[str], run: dict | None = None) -> tuple[str, ...]:
     """The datasets ``stage`` reads of ``upstream``'s part where they are there:
     the EOS stage takes each phase's cell edges (axial moduli of the phases
-    with more than one) and the series' transitions (the volume change at
-    each), which lie beside the phases group in its part; the phase stage
+    with more than one), the hydrostatic volumes of a radial-geometry run
+    and the series' transitions (the volume change at each), which lie
+    beside the phases group in its part; the phase stage
     the cake (N x n_azimuthal x npt numbers: only for a radial-geometry run)."""
     if (stage, upstream) == ("phases", "xrd"):
         return _CAKE if ((run or {}).get("xrd") or {}).get("geometry", "axial") == "radial" else ()
@@ -127,7 +128,9 @@ def optional_reads(stage: str, upstream: str, phase_names: list[str], run: dict 
         return ()
     edges = tuple(f"{phase}/{edge}{tail}" for phase in phase_names for edge in ("a", "b", "c")
                   for tail in ("_A", "_err_A"))
-    return edges + tuple(f"transitions/{column}" for column in TRANSITION_COLUMNS)
+    # a cubic phase's hydrostatic volume in radial geometry (dacpipe.xrd.strain.hydrostatic_cell)
+    hydrostatic = tuple(f"{phase}/{key}" for phase in phase_names for key in ("volume_P_fu_A3", "volume_P_fu_err_A3"))
+    return edges + hydrostatic + tuple(f"transitions/{column}" for column in TRANSITION_COLUMNS)
 
 
 def config_sections(stage: str, run: dict) -> tuple[str, ...]:

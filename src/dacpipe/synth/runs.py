@@ -16,7 +16,7 @@ import numpy as np
 from ..core.units import HC_EV_NM
 from ..pressure.scales import get_scale
 from . import optical, powder, saxs, xrd
-from .detector import write_cbf
+from .detector import DetectorGeometry, write_cbf
 from .ruby import RubyPoint, ruby_spectrum, write_ruby_series, write_spectrum
 
 TEMPERATURE_K = 298.0
@@ -304,3 +304,67 @@ def write_nc_saxs(folder: Path, seed: int) -> None:
                 "pressure_GPa: sample pressure during the SAXS exposure (= before: the cell does not creep)",
                 f"SAXS: wavelength_A {g.wavelength_A}, geometry saxs.poni, mask saxs.mask, dark saxs_dark.edf, "
                 "flat saxs_flat.edf; fcc superlattice of nanocrystals, see data-sample/README.md"])
+
+
+# The radial-geometry run: gold nanocrystals squeezed without a medium and
+# seen through the gasket, so the lines' d change with azimuth (Singh's
+# lattice strain). Its detector sits closer than hgte_thz's at a higher
+# energy, so that the rings of Au 111, 200, 220, 311 and 222 are whole (every
+# azimuth is needed to separate Q from d_P). t/G grows with pressure as it
+# does in gold without a medium (~0.007 at 3 GPa to ~0.02 at 19 GPa; Duffy et
+# al., Phys. Rev. B 60, 15063 (1999) measured t ~ 0.3-0.6 GPa on gold to
+# 37 GPa with G ~ 30-60 GPa): a stated choice, not a fitted law.
+AU_RADIAL_GEOMETRY = DetectorGeometry(shape=(360, 360), pixel_m=100e-6, distance_m=0.0600, poni1_m=0.01812,
+                                      poni2_m=0.01794, rot1_rad=0.0041, rot2_rad=-0.0032, rot3_rad=0.0,
+                                      wavelength_A=0.3100)
+AU_RADIAL_PRESSURES_GPA = (3.0, 7.0, 11.0, 15.0, 19.0)
+AU_RADIAL_PRESSURE_ERR_GPA = 0.2       # as typed in the sheet
+AU_RADIAL_CRYSTALLITE_NM = 10.0
+AU_RADIAL_LOAD_AXIS_CHI_DEG = 90.0     # pyFAI's chi of the load axis on the detector (vertical)
+AU_RADIAL_PEAK_COUNTS = 800.0          # Au 111 at its top in the unstrained azimuthal average
+
+
+def au_radial_t_over_g(pressure_GPa: float) -> float:
+    """The truth's t/G = 6 Q at ``pressure_GPa`` (see :data:`AU_RADIAL_GEOMETRY`'s comment)."""
+    return 0.004 + 0.0009 * pressure_GPa
+
+
+def write_au_radial(folder: Path, seed: int) -> None:
+    """The ``au_radial`` run: 10 nm gold, no pressure medium, radial geometry, 5 points to 19 GPa with
+    the pressures typed in the sheet (``gauge: sheet``: the truth plus a normal error of
+    :data:`AU_RADIAL_PRESSURE_ERR_GPA`, typed with it); one frame per point whose every line follows
+    d_P [1 + (1 - 3 cos^2 psi) Q] (:func:`dacpipe.synth.strain.strained_frame`), truth t/G = 6 Q."""
+    from .strain import strained_frame
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "xrd").mkdir(exist_ok=True)
+    geometry = AU_RADIAL_GEOMETRY
+    xrd.write_xrd_geometry(folder, geometry)
+    shadow = xrd.beamstop_shadow(geometry)
+    sheet, truth = [], []
+    # The typed pressures are readings (of a gauge outside the run) with their error: true + N(0, error).
+    typed = np.array(AU_RADIAL_PRESSURES_GPA) + np.random.default_rng([seed, 5]).normal(
+        0.0, AU_RADIAL_PRESSURE_ERR_GPA, len(AU_RADIAL_PRESSURES_GPA))
+    for i, pressure in enumerate(AU_RADIAL_PRESSURES_GPA, start=1):
+        name = f"p{i:03d}"
+        point = powder.PointTruth(pressure, {"Au": 1.0}, {"Au": AU_RADIAL_CRYSTALLITE_NM})
+        t_over_g = au_radial_t_over_g(pressure)
+        counts = strained_frame("Au", point, geometry, t_over_g / 6.0, _frame_rng(seed, 5, i),
+                                load_axis_chi_deg=AU_RADIAL_LOAD_AXIS_CHI_DEG, peak_counts=AU_RADIAL_PEAK_COUNTS,
+                                polarization_factor=xrd.POLARIZATION_FACTOR)
+        counts[shadow] = np.random.default_rng([seed, 5, i, 1]).poisson(
+            xrd.BEAMSTOP_TRANSMISSION * np.maximum(counts[shadow], 0))
+        image = f"xrd/au_{name}.cbf"
+        write_cbf(folder / image, counts)
+        sheet.append([name, image, _fmt(typed[i - 1], 2), _fmt(AU_RADIAL_PRESSURE_ERR_GPA, 2), f"{TEMPERATURE_K:g}",
+                      f"step {i}"])
+        a_A = point.cell("Au")[0]
+        truth.append([name, _fmt(pressure), _fmt(a_A), _fmt(a_A ** 3 / 4.0), _fmt(t_over_g / 6.0), _fmt(t_over_g)])
+    _write_tsv(folder / "points.tsv", ["point", "xrd", "pressure_GPa", "pressure_err_GPa", "temperature_K", "note"],
+               sheet)
+    _write_tsv(folder / "truth.tsv", ["point", "pressure_GPa", "Au/a_A", "Au/volume_fu_A3", "Q", "t_over_G"], truth,
+               ["truth of the synthetic run (dacpipe.synth.runs.write_au_radial): 10 nm gold, no medium, radial "
+                "geometry, pressures typed in the sheet = pressure_GPa + N(0, pressure_err_GPa); every line d = d_P [1 + (1 - 3 cos^2 psi) Q], cos psi = cos theta cos(chi - "
+                f"{AU_RADIAL_LOAD_AXIS_CHI_DEG:g} deg) (Singh et al., J. Appl. Phys. 83, 7567 (1998)), t/G = 6 Q",
+                f"XRD: wavelength_A {geometry.wavelength_A}, geometry xrd.poni, mask xrd.mask (beamstop); "
+                "Au/a_A the hydrostatic cell d_P sqrt(h^2+k^2+l^2) (library EOS of Au at pressure_GPa)"])
