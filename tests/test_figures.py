@@ -24,14 +24,17 @@ def stores(sample_results):
 
 
 def _resolve(entry, spec: str) -> np.ndarray:
-    """The store data a gid names: ``path``, ``path[i]``, ``...×factor``, ``...+offset``, ``a÷b``."""
+    """The store data a gid names: ``path``, ``path[i]``, ``path[i,k]``, ``...×factor``, ``...+offset``,
+    ``a÷b`` and ``a÷b+offset`` (the offset added to the quotient)."""
     if "÷" in spec:
         top, bottom = spec.split("÷")
-        return _resolve(entry, top) / _resolve(entry, bottom)
-    path, index, factor, offset = re.fullmatch(r"([^\[+×]+)(?:\[(\d+)\])?(?:×((?:[^+e]|e\+?)+))?(?:\+(.+))?", spec).groups()
+        bottom, _, offset = bottom.partition("+")
+        return _resolve(entry, top) / _resolve(entry, bottom) + (float(offset) if offset else 0.0)
+    path, index, factor, offset = re.fullmatch(r"([^\[+×]+)(?:\[(\d+(?:,\d+)*)\])?(?:×((?:[^+e]|e\+?)+))?(?:\+(.+))?",
+                                               spec).groups()
     data = np.asarray(entry[path][()], dtype=float)
     if index is not None:
-        data = data[int(index)]
+        data = data[tuple(int(i) for i in index.split(","))]
     if factor is not None:
         data = data * float(factor)
     return data + (float(offset) if offset else 0.0)
@@ -43,6 +46,7 @@ def test_every_figure_of_every_run_is_written(stores):
     assert {"fractions", "band_gap", "spectra_stack", "lattice", "ruby_scale"} <= set(expected["hgte_thz"])
     assert {"ruby_gallery", "saxs_distance", "saxs_stack", "ruby_scale"} <= set(expected["nc_saxs"])
     assert "lattice" in expected["cdse_nc"] and "ruby_scale" not in expected["cdse_nc"]  # gold gauge: no line
+    assert "lattice_strain" in expected["au_radial"]   # the radial-geometry run: Singh's t/G
     for run_id, names in expected.items():
         for name in names:
             for ext in ("png", "pdf"):
@@ -85,6 +89,22 @@ def test_figure_command_writes_png_and_pdf(stores, tmp_path):
     results, _ = stores
     written = draw_figure("fractions", results / "hgte_thz.h5", tmp_path / "f.png")
     assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 5000 for p in written)
+
+
+def test_one_command_draws_several_figures(stores, tmp_path, capsys):
+    """The workflow's one figures job per run: `dacpipe figure A B --out-dir D` writes D/A.png, D/A.pdf, ...;
+    several figures with one --out are refused in one line."""
+    from dacpipe.cli import main
+
+    results, _ = stores
+    store = str(results / "hgte_thz.h5")
+    assert main(["figure", "fractions", "lattice", "--store", store, "--out-dir", str(tmp_path / "d")]) == 0
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["fractions.pdf", "fractions.png", "lattice.pdf",
+                                                                   "lattice.png"]
+    capsys.readouterr()
+    assert main(["figure", "fractions", "lattice", "--store", store, "--out", str(tmp_path / "f.png")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out-dir" in err[0] and not (tmp_path / "f.png").exists()
 
 
 def test_a_thousand_points_make_a_readable_figure():

@@ -32,14 +32,10 @@ def snakemake(project, *args):
                           capture_output=True, text=True, timeout=300, env=env)
 
 
-# The figures of hgte_thz's store besides its gauge figures, one job each.
-HGTE_FIGURES = {"figure_waterfall": "1", "figure_fractions": "1", "figure_compression": "1", "figure_f_f": "1",
-                "figure_eos_ellipse": "1", "figure_lattice": "1", "figure_band_gap": "1", "figure_spectra_stack": "1"}
-# Those of a ruby gauge's spectra.
-RUBY_FIGURES = {"figure_ruby_gallery": "1", "figure_ruby_scale": "1", "figure_hydrostaticity": "1"}
-# The campaign hgte_sizes (hgte_thz and hgte_6nm): rerun with either run.
-CAMPAIGN_JOBS = {"campaign": "1", "figure_campaign_compression": "1", "figure_campaign_transitions": "1",
-                 "figure_campaign_dEg_dP": "1", "figure_campaign_band_gap": "1"}
+# hgte_thz's figures: one job draws them all. The campaign hgte_sizes (hgte_thz and hgte_6nm): rerun
+# with either run, its file and its figures (one job).
+HGTE_FIGURES = {"figures_hgte_thz": "1"}
+CAMPAIGN_JOBS = {"campaign": "1", "campaign_figures": "1"}
 
 
 def job_counts(out) -> dict[str, str]:
@@ -52,24 +48,23 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     out = snakemake(project, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr
     counts = job_counts(out)
-    # Four runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
+    # Five runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
     # nc_saxs (ruby + SAXS + superlattice), cdse_nc (gold marker pressure +
-    # XRD + indexing + EOS, no ruby, no optics) and hgte_6nm (as hgte_thz,
-    # five points), and the campaign hgte_sizes. One job per run and stage,
-    # never one per spectrum or frame; one per figure. The identification's
-    # chunks (one each here) are joined with the transitions.
-    optical = ("figure_band_gap", "figure_spectra_stack")
-    structural = {name: "3" for name in HGTE_FIGURES if name not in optical}
-    assert counts == {"all": "1", "pressure": "4", "integrate": "4", "index": "3", "join_phases": "3", "eos": "3", "superlattice": "1",
-                      "optical": "2", "store": "4", **structural, **{name: "2" for name in optical},
-                      **{name: "3" for name in RUBY_FIGURES}, "figure_saxs_distance": "1", "figure_saxs_stack": "1",
-                      "merge": "8", **CAMPAIGN_JOBS, "total": "71"}
+    # XRD + indexing + EOS, no ruby, no optics), hgte_6nm (as hgte_thz,
+    # five points) and au_radial (pressures typed in the sheet, XRD with its
+    # cake + indexing + EOS), and the campaign hgte_sizes. One job per run and
+    # stage, never one per spectrum or frame; one for a run's figures. The
+    # identification's chunks (one each here) are joined with the transitions.
+    runs = ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial")
+    assert counts == {"all": "1", "pressure": "5", "integrate": "5", "index": "4", "join_phases": "4", "eos": "4",
+                      "superlattice": "1", "optical": "2", "store": "5", "merge": "10",
+                      **{f"figures_{run}": "1" for run in runs}, **CAMPAIGN_JOBS, "total": "48"}
 
 
 def test_full_run_then_noop_rerun(project):
     out = snakemake(project)
     assert out.returncode == 0, out.stderr[-3000:]
-    for run in ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm"):
+    for run in ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial"):
         points = read_points(project / "results" / f"{run}.h5", run)
         assert np.all(np.isfinite(points["pressure_GPa"]))
         # Only the metallic rock-salt points have something to say: no band gap.
@@ -88,7 +83,8 @@ def test_report_holds_every_figure_with_its_caption(project):
     assert out.returncode == 0, out.stderr[-2000:]
     html = (project / "report.html").read_text(errors="replace")
     for name in ("waterfall", "fractions", "compression", "f_f", "band_gap", "ruby_gallery", "saxs_distance",
-                 "lattice", "spectra_stack", "saxs_stack", "ruby_scale", "hydrostaticity", "campaign_compression", "campaign_transitions", "campaign_dEg_dP", "campaign_band_gap"):
+                 "lattice", "spectra_stack", "saxs_stack", "ruby_scale", "hydrostaticity", "lattice_strain",
+                 "campaign_compression", "campaign_transitions", "campaign_dEg_dP", "campaign_band_gap"):
         assert f"{name}.png" in html, name
     assert "Normalised stress F against Eulerian strain f" in html
 
@@ -122,8 +118,7 @@ def test_editing_one_stage_reruns_only_that_stage(project, tmp_path):
     # Indexing, EOS and the optical stage (which takes each point's phase
     # from the indexing) read what follows from the XRD part.
     assert jobs == {"all": "1", "integrate": "1", "merge": "1", "index": "1", "join_phases": "1", "eos": "1",
-                    "optical": "1", "store": "1", **HGTE_FIGURES, **RUBY_FIGURES, **CAMPAIGN_JOBS,
-                    "total": "24"}
+                    "optical": "1", "store": "1", **HGTE_FIGURES, **CAMPAIGN_JOBS, "total": "11"}
 
 
 def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
@@ -136,8 +131,8 @@ def test_changing_only_the_eos_model_reruns_only_eos(project, tmp_path):
     assert out.returncode == 0, out.stderr
     jobs = job_counts(out)
     # The optical stage reads each phase's EOS (deformation potentials).
-    assert jobs == {"all": "1", "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, **RUBY_FIGURES,
-                    **CAMPAIGN_JOBS, "total": "20"}
+    assert jobs == {"all": "1", "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, **CAMPAIGN_JOBS,
+                    "total": "7"}
 
 
 def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
@@ -148,10 +143,10 @@ def test_xrd_marker_gauge_reads_pressure_after_integration(project, tmp_path):
     extra.write_text("runs:\n  hgte_thz:\n    pressure:\n      gauge: xrd-marker\n      marker: Au\n")
     out = snakemake(project, "-n", "--quiet", "rules", "--configfile", "config/config.yaml", str(extra))
     assert out.returncode == 0, out.stderr
-    # No ruby gallery: the run has no ruby spectra to show any more.
+    # Its figures job: it has other outputs (no ruby gallery: no ruby spectra to show any more).
     assert job_counts(out) == {"all": "1", "pressure": "1", "merge": "1", "index": "1", "join_phases": "1",
                                "eos": "1", "optical": "1", "store": "1", **HGTE_FIGURES, **CAMPAIGN_JOBS,
-                               "total": "21"}
+                               "total": "11"}
 
 
 @pytest.mark.parametrize("extra", [
@@ -194,4 +189,4 @@ def test_ten_thousand_frames_are_a_few_dozen_jobs(tmp_path):
     out = snakemake(tmp_path, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr[-2000:]
     assert job_counts(out) == {"all": "1", "pressure": "20", "integrate": "20", "merge": "2", "store": "1",
-                               "figure_waterfall": "1", "total": "45"}
+                               "figures_big": "1", "total": "45"}

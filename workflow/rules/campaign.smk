@@ -1,6 +1,6 @@
 # Campaigns: the runs of one study side by side (config `campaigns:`). One job
 # per campaign after its runs' stores writes results/campaigns/<name>.h5, and
-# one job per figure draws from it and the stores it names. A job's
+# one job draws its figures from it and the stores it names. A job's
 # parameters are the campaign's own settings and its runs' sheets only
 # (dacpipe.run.campaign.campaign_job_config): editing one run reruns that run
 # and its campaigns, nothing else.
@@ -36,23 +36,20 @@ rule campaign:
         " --config-json {params.cfg:q}"
 
 
-for _figure in CAMPAIGN_FIGURES:
-
-    rule:
-        name:
-            f"figure_{_figure}"
-        input:
-            campaign=f"{RESULTS}/campaigns/{{campaign}}.h5",
-            stores=CAMPAIGN_STORES,
-        output:
-            png=report(f"{RESULTS}/campaigns/{{campaign}}/figures/{_figure}.png", caption=f"../report/{_figure}.rst",
-                       category="campaign {campaign}"),
-            pdf=f"{RESULTS}/campaigns/{{campaign}}/figures/{_figure}.pdf",
-        params:
-            name=_figure,
-            width="" if config["figures"]["width"] == "screen" else f"--width {config['figures']['width']}",
-        log:
-            f"{RESULTS}/campaigns/logs/{{campaign}}/figure_{_figure}.log",
-        shell:
-            "dacpipe --log {log:q} campaign {wildcards.campaign:q} --figure {params.name:q}"
-            " --campaign-file {input.campaign:q} --out {output.png:q} {params.width}"
+rule campaign_figures:
+    input:
+        campaign=f"{RESULTS}/campaigns/{{campaign}}.h5",
+        stores=CAMPAIGN_STORES,
+    output:
+        [report(f"{RESULTS}/campaigns/{{campaign}}/figures/{name}.png", caption=f"../report/{name}.rst",
+                category="campaign {campaign}") for name in CAMPAIGN_FIGURES],
+        [f"{RESULTS}/campaigns/{{campaign}}/figures/{name}.pdf" for name in CAMPAIGN_FIGURES],
+    params:
+        names=list(CAMPAIGN_FIGURES),
+        folder=lambda w, output: os.path.dirname(output[0]),
+        width=FIGURE_WIDTH,
+    log:
+        f"{RESULTS}/campaigns/logs/{{campaign}}/figures.log",
+    shell:
+        "dacpipe --log {log:q} campaign {wildcards.campaign:q} --figure {params.names:q}"
+        " --campaign-file {input.campaign:q} --out-dir {params.folder:q} {params.width}"

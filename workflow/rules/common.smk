@@ -11,6 +11,7 @@ from dacpipe.io.config import validate_config
 from dacpipe.io.refs import file_part
 from dacpipe.io.sheet import read_sheet
 from dacpipe.run.config import run_config
+from dacpipe.run.figures import figures_for
 from dacpipe.run.stages import chunks, config_sections, needs, stages_for
 
 # dacpipe's own check first: its messages name the key, the value and what
@@ -35,6 +36,17 @@ def _run(run_id):
         return run_config(config, run_id)
     except DacpipeError as err:
         raise WorkflowError(str(err))
+
+
+def run_rule_name(prefix, run_id):
+    """A run's own rule name (its figures), from the run id with every
+    character but letters, digits and _ made _."""
+    return f"{prefix}_{re.sub('[^0-9A-Za-z_]', '_', run_id)}"
+
+
+def figure_files(run_id):
+    """The figures (PNG and PDF) a run's config gives data for."""
+    return [f"{RESULTS}/{run_id}/figures/{name}.{ext}" for name in figures_for(_run(run_id)) for ext in ("png", "pdf")]
 
 
 def run_json(wildcards):
