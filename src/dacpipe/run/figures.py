@@ -366,6 +366,64 @@ def band_gap(entry, plt, style: FigureStyle | None = None):
     return fig
 
 
+# Legend names and units of the E(T) parameters (dacpipe.optical.temperature_fit.MODELS), shown x factor.
+_TEMPERATURE_PARAMETERS = {
+    "varshni": ("Varshni", (("E0_eV", "E0", 1.0, "eV", 4), ("alpha_eV_per_K", "α", 1000.0, "meV/K", 3),
+                            ("beta_K", "β", 1.0, "K", 0))),
+    "bose_einstein": ("Bose-Einstein", (("E0_eV", "E0", 1.0, "eV", 4), ("aB_eV", "a_B", 1000.0, "meV", 1),
+                                        ("theta_K", "Θ", 1.0, "K", 0))),
+}
+
+
+def band_gap_temperature(entry, plt, style: FigureStyle | None = None):
+    """Band gap (Tauc), first exciton (where found) and PL peak energy against
+    the points' temperature, with each phase's Varshni (solid) and
+    Bose-Einstein (dashed) E(T) fits and their parameters (value ± standard
+    error) in the legend; below, each point's pressure, to show how near one
+    pressure the series stayed."""
+    from ..optical.temperature_fit import MODELS
+
+    style = style or STYLES["screen"]
+    fig, (ax, below) = _new(plt, style, 6.5, 7.0, nrows=2, sharex=True, height_ratios=[3, 1.1])
+    temperature = "points/temperature_K"
+    for kind, marker, colour, label in (("band_gap", "o", "black", "band gap (Tauc)"),
+                                        ("exciton", "^", "tab:blue", "first exciton"),
+                                        ("pl_peak", "s", "grey", "PL peak")):
+        base = f"optical/{kind}"
+        value, error = ("band_gap_eV", "band_gap_err_eV") if kind == "band_gap" else ("energy_eV", "energy_err_eV")
+        if f"{base}/{value}" not in entry or not np.isfinite(entry[f"{base}/{value}"][()]).any():
+            continue  # not measured, or nothing found (the reasons are in the points' status)
+        _errorbar(ax, entry, temperature, f"{base}/{value}", None, f"{base}/{error}", marker=marker, color=colour,
+                  mfc="none", label=label)
+        fits = entry.get(f"{base}/temperature_fit")
+        for k, phase in enumerate(fits or ()):
+            for model, linestyle in (("varshni", "-"), ("bose_einstein", "--")):
+                if model not in fits[phase]:
+                    continue
+                fit = fits[phase][model]
+                func, names = MODELS[model]
+                grid = np.linspace(float(fit["temperature_min_K"][()]), float(fit["temperature_max_K"][()]), 100)
+                curve = func(grid, *(float(fit[name][()]) for name in names))
+                title, shown = _TEMPERATURE_PARAMETERS[model]
+                terms = ", ".join(f"{symbol} {float(fit[name][()]) * factor:.{digits}f}"
+                                  f"±{float(fit[f'{name}_err'][()]) * factor:.{digits}f}"
+                                  + (f" {unit}" if unit else "") for name, symbol, factor, unit, digits in shown)
+                where = "" if phase == "all" else f" {phase}"
+                (line,) = ax.plot(grid, curve, color=colour if k == 0 else _colour(k), linestyle=linestyle,
+                                  linewidth=1.0, label=f"{label.split(' (')[0]}{where}, {title}:\n{terms}")
+                line.set_gid(f"{base}/temperature_fit/{phase}/{model}")
+    ax.set_ylabel("energy (eV)")
+    # Below the panels: the fits' parameters make long entries, which inside the axes would hide the data.
+    narrow = style.width_in is not None and style.width_in < 4.0
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1 if narrow else 2,
+               fontsize=style.tiny_pt)
+    _errorbar(below, entry, temperature, "points/pressure_GPa", None, "points/pressure_err_GPa", marker="D",
+              color="tab:red", mfc="none")
+    below.set_ylabel("P (GPa)")
+    below.set_xlabel("temperature (K)")
+    return fig
+
+
 def ruby_gallery(entry, plt, style: FigureStyle | None = None):
     """Each gauge spectrum's fitted window with its model, one panel per point
     (up to :data:`MAX_PANELS` points spread over the run)."""
@@ -717,6 +775,7 @@ FIGURES: dict[str, Callable] = {
     "f_f": f_f,
     "eos_ellipse": eos_ellipse,
     "band_gap": band_gap,
+    "band_gap_temperature": band_gap_temperature,
     "ruby_gallery": ruby_gallery,
     "saxs_distance": saxs_distance,
     "lattice_strain": lattice_strain,
@@ -746,6 +805,8 @@ def figures_for(run: dict) -> list[str]:
         names += ["saxs_distance", "saxs_stack"]
     if "optical" in run:
         names += ["band_gap", "spectra_stack"]
+        if (run["optical"] or {}).get("series") == "temperature":
+            names.append("band_gap_temperature")   # E(T) fits of a temperature series
     return names
 
 
@@ -759,6 +820,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "f_f": ("eos",),
     "eos_ellipse": ("eos",),
     "band_gap": ("optical",),
+    "band_gap_temperature": ("optical", "points/temperature_K", "points/pressure_GPa", "points/pressure_err_GPa"),
     "ruby_gallery": ("pressure", "points/point", "points/pressure_GPa"),
     "saxs_distance": ("superlattice/d_A", "superlattice/d_err_A", "points/pressure_GPa"),
     "lattice_strain": ("phases", "points/pressure_GPa", "points/pressure_err_GPa"),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import write_au_radial, write_cdse_nc, write_hgte_6nm, write_hgte_thz, write_nc_saxs
+from .runs import write_au_radial, write_cdse_nc, write_cspbi3_t, write_hgte_6nm, write_hgte_thz, write_nc_saxs
 
 SEED = 20261123
 
@@ -33,6 +33,7 @@ def write_data_sample(root: str | Path, seed: int = SEED) -> Path:
     write_cdse_nc(root / "cdse_nc", seed)
     write_hgte_6nm(root / "hgte_6nm", seed)
     write_au_radial(root / "au_radial", seed)
+    write_cspbi3_t(root / "cspbi3_t", seed)
     return root
 
 

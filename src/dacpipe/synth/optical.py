@@ -271,3 +271,157 @@ def qd_edge_absorbance(energy_eV, gap_eV: float, exciton_eV: float, height: floa
     """
     e = np.asarray(energy_eV, dtype=float)
     return edge_absorbance(e, gap_eV, amplitude) + height * pseudo_voigt_height(e, exciton_eV, fwhm_eV, 0.0)
+
+
+# --------------------------------------------------------------------------
+# CsPbI3 nanocrystals in a cryostat: E(T), raw intensities with a dark (cspbi3_t)
+# --------------------------------------------------------------------------
+#
+# The band gap of lead-halide perovskites OPENS on heating (dEg/dT > 0, the
+# opposite of most semiconductors: the antibonding Pb 6s - I 5p valence-band
+# top moves down as the lattice expands, and electron-phonon coupling adds to
+# it). The truth is the Bose-Einstein form of Vina, Logothetidis & Cardona,
+# Phys. Rev. B 30, 1979 (1984), eq. 4, written with E0 the gap at 0 K,
+# Eg(T) = E0 - 2 a_B / (exp(theta / T) - 1), with a negative a_B. The numbers
+# are a choice, of the order reported for CsPbI3 nanocrystals: a gap of about
+# 1.77 eV at room temperature (PL near 700 nm), a slope of +0.30 meV/K at
+# 300 K (the order the issue asks for), an effective phonon of theta = 200 K
+# (17 meV, the energy of the lead-halide lattice's LO phonons); the gap at
+# 80 K is 1.706 eV, 60 meV below room temperature.
+CSPBI3_GAP_TRUTH = {"E0_eV": 1.700, "aB_eV": -0.031, "theta_K": 200.0}
+CSPBI3_GAP_MODEL = "bose_einstein"
+# PL: Stokes-shifted by 20 meV (a choice, of the order of the small Stokes
+# shifts of ~10 nm CsPbI3 nanocrystals); FWHM from an inhomogeneous part and
+# LO-phonon broadening, Gamma(T) = Gamma_0 + Gamma_LO / (exp(E_LO / kT) - 1)
+# (Rudin, Reinecke & Segall, Phys. Rev. B 42, 11218 (1990)), with Gamma_0 =
+# 40 meV, Gamma_LO = 60 meV, E_LO = 20 meV (choices: 44 meV at 80 K, 91 meV
+# at 300 K).
+CSPBI3_STOKES_SHIFT_EV = 0.020
+CSPBI3_PL_WIDTH = {"gamma0_eV": 0.040, "gamma_lo_eV": 0.060, "e_lo_eV": 0.020}
+BOLTZMANN_EV_PER_K = 8.617333262e-5
+# The grating spectrometer of the absorption: 720 pixels over 540-900 nm
+# (2.30-1.38 eV), so that 0.3 eV below the 80 K gap (the Urbach and baseline
+# ranges of the Tauc construction) and 0.45 eV above the 300 K gap are seen.
+CSPBI3_ABS_WAVELENGTH_NM = (540.0, 900.0)
+CSPBI3_ABS_PIXELS = 720
+CSPBI3_PL_WAVELENGTH_NM = (640.0, 780.0)
+CSPBI3_PL_PIXELS = 350
+# Counts of the lamp (I0) at its top, and the CCD's dark level (bias plus
+# dark current, no light) with its read noise. Without subtracting the dark,
+# -log10(I / I0) reads the edge's top (1200-2300 counts through) 0.09-0.17 absorbance low.
+CSPBI3_LAMP_PEAK_COUNTS = 50000.0
+CSPBI3_DARK_COUNTS = 600.0
+CSPBI3_READ_NOISE_COUNTS = 5.0
+
+
+def cspbi3_gap_eV(temperature_K):
+    """The truth's Eg(T) (Bose-Einstein form with :data:`CSPBI3_GAP_TRUTH`, eV)."""
+    t = np.asarray(temperature_K, dtype=float)
+    p = CSPBI3_GAP_TRUTH
+    return p["E0_eV"] - 2.0 * p["aB_eV"] / np.expm1(p["theta_K"] / t)
+
+
+def cspbi3_pl_fwhm_eV(temperature_K: float) -> float:
+    """FWHM of the emission band at ``temperature_K`` (:data:`CSPBI3_PL_WIDTH`)."""
+    w = CSPBI3_PL_WIDTH
+    return w["gamma0_eV"] + w["gamma_lo_eV"] / math.expm1(w["e_lo_eV"] / (BOLTZMANN_EV_PER_K * temperature_K))
+
+
+def lamp_counts(wavelength_nm):
+    """Expected counts of the white-light reference (I0) per pixel: a 3000 K
+    halogen lamp (Planck's law) times a grating-and-CCD efficiency falling off
+    on both sides of 600 nm, :data:`CSPBI3_LAMP_PEAK_COUNTS` at its top (the
+    efficiency's peak on the blue side keeps the light through the film's
+    strong absorption above the gap at thousands of counts)."""
+    lam = np.asarray(wavelength_nm, dtype=float)
+    planck = 1.0 / (lam**5 * np.expm1(1.4388e7 / (lam * 3000.0)))  # c2 = hc/k = 1.4388e7 nm K
+    shape = planck * np.exp(-(((lam - 600.0) / 300.0) ** 2))
+    return CSPBI3_LAMP_PEAK_COUNTS * shape / shape.max()
+
+
+def dark_counts(wavelength_nm):
+    """Expected counts of the CCD without light: :data:`CSPBI3_DARK_COUNTS`
+    of bias with a gentle slope of dark current across the chip (+-20 counts)."""
+    lam = np.asarray(wavelength_nm, dtype=float)
+    return CSPBI3_DARK_COUNTS + 20.0 * (lam - 720.0) / 180.0
+
+
+def _ccd(expected, rng: np.random.Generator, wavelength_nm):
+    """A CCD reading: Poisson photo-electrons of ``expected`` light, plus the dark level and read noise."""
+    light = rng.poisson(np.clip(expected, 0.0, None)).astype(float)
+    return light + dark_counts(wavelength_nm) + rng.normal(0.0, CSPBI3_READ_NOISE_COUNTS, np.size(wavelength_nm))
+
+
+def emission_counts_per_nm(wavelength_nm, centre_eV: float, fwhm_eV: float, peak_per_nm: float,
+                           dark: float, rng: np.random.Generator):
+    """A Gaussian emission band in energy (centre, FWHM), written per nm with the
+    Jacobian ``hc / lambda^2`` (as :func:`pl_spectrum`), over a dark level, Poisson
+    noise; ``peak_per_nm`` is the band's height per nm at ``hc / centre``."""
+    lam = np.asarray(wavelength_nm, dtype=float)
+    energy = HC_EV_NM / lam
+    sigma = fwhm_eV / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    jacobian = HC_EV_NM / lam**2
+    at_centre = HC_EV_NM / (HC_EV_NM / centre_eV) ** 2
+    per_nm = dark + peak_per_nm * np.exp(-0.5 * ((energy - centre_eV) / sigma) ** 2) * jacobian / at_centre
+    return rng.poisson(per_nm).astype(float)
+
+
+def _write_counts(path: Path, x, y) -> None:
+    lines = ["wavelength_nm\tcounts"] + [f"{a:.2f}\t{b:.0f}" for a, b in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_cspbi3_optical(folder: Path, points: list[str], temperatures_K: list[float], rng: np.random.Generator,
+                         prefix: str = "cspbi3") -> tuple[dict, dict, dict[str, str]]:
+    """The optical files of the CsPbI3 temperature series under ``folder/optical``.
+
+    Absorption is measured as raw intensity on a CCD: one reference
+    ``optical/<prefix>_I0.txt`` (the lamp through the cell beside the film),
+    one dark ``optical/<prefix>_dark.txt`` (the shutter closed) for the run,
+    and per point the light through the film, ``..._<point>_I.txt``:
+    ``Poisson(I0 f 10^-A) + dark + read noise``, with ``A`` the absorbance of
+    :func:`edge_absorbance` at :func:`cspbi3_gap_eV` (``a_0`` at Eg + 0.3 eV
+    drawn in 0.6-0.8, a thin film) plus the DAC baseline of :func:`dac_baseline` (offset
+    0.05-0.15: the reference is taken through the same anvils, so only the
+    film's reflection differs; scattering 0.03-0.08), and ``f`` in 0.97-1.03
+    the lamp's drift between reference and sample (a constant in absorbance).
+    Each file is its own reading (own Poisson and read noise). So
+    ``-log10[(I - dark) / (I0 - dark)]`` is ``A`` plus noise, and without the
+    dark the absorbance is compressed where little light gets through.
+
+    PL per point, ``..._<point>_pl.txt``: :func:`emission_counts_per_nm` at
+    Eg - :data:`CSPBI3_STOKES_SHIFT_EV`, FWHM :func:`cspbi3_pl_fwhm_eV`, height
+    3000 counts per nm over a dark of 40 counts.
+
+    Returns
+    -------
+    files : dict
+        Per point ``{"absorption": ..., "pl": ...}`` (relative paths).
+    truth : dict
+        Per point ``{"band_gap_eV", "pl_energy_eV"}``.
+    shared : dict
+        ``{"reference": ..., "dark": ...}`` (relative paths).
+    """
+    folder = Path(folder)
+    (folder / "optical").mkdir(parents=True, exist_ok=True)
+    lam = np.linspace(*CSPBI3_ABS_WAVELENGTH_NM, CSPBI3_ABS_PIXELS)
+    energy = HC_EV_NM / lam
+    i0 = lamp_counts(lam)
+    shared = {"reference": f"optical/{prefix}_I0.txt", "dark": f"optical/{prefix}_dark.txt"}
+    _write_counts(folder / shared["reference"], lam, _ccd(i0, rng, lam))
+    _write_counts(folder / shared["dark"], lam, _ccd(np.zeros_like(lam), rng, lam))
+    pl_lam = np.linspace(*CSPBI3_PL_WAVELENGTH_NM, CSPBI3_PL_PIXELS)
+    files, truth = {}, {}
+    for point, temperature in zip(points, temperatures_K):
+        gap = float(cspbi3_gap_eV(temperature))
+        absorbance = (edge_absorbance(energy, gap, rng.uniform(0.6, 0.8))
+                      + dac_baseline(energy, rng.uniform(0.05, 0.15), rng.uniform(0.03, 0.08)))
+        drift = rng.uniform(0.97, 1.03)
+        names = {"absorption": f"optical/{prefix}_{point}_I.txt", "pl": f"optical/{prefix}_{point}_pl.txt"}
+        _write_counts(folder / names["absorption"], lam, _ccd(i0 * drift * 10.0 ** (-absorbance), rng, lam))
+        pl_energy = gap - CSPBI3_STOKES_SHIFT_EV
+        counts = emission_counts_per_nm(pl_lam, pl_energy, cspbi3_pl_fwhm_eV(temperature), 3000.0, 40.0, rng)
+        _write_two_columns(folder / names["pl"], "wavelength_nm\tcounts_per_nm", pl_lam, counts, ".0f")
+        files[point] = names
+        truth[point] = {"band_gap_eV": gap, "pl_energy_eV": pl_energy}
+    return files, truth, shared

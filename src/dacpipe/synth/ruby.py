@@ -128,3 +128,34 @@ def write_ruby_series(folder: Path, prefix: str, pressures_GPa, rng: np.random.G
             files[side] = name
         out.append(RubyPoint(point, float(p_before), float(p_after), files))
     return out
+
+
+def thermally_shifted_r1_nm(pressure_GPa: float, temperature_K: float, *, scale_name: str = "mao1986-hydrostatic",
+                            lambda0_nm: float = 694.24, reference_K: float = 298.0) -> float:
+    """R1 of a ruby at ``pressure_GPa`` and ``temperature_K``, ``lambda0_nm`` measured at ``reference_K``.
+
+    The pressure shift of the scale plus the thermal shift of Datchi et al.,
+    High Press. Res. 27, 447 (2007) (:func:`dacpipe.pressure.scales.ruby_thermal_shift_nm`)
+    between ``reference_K`` and ``temperature_K``: the exact inverse of
+    :func:`dacpipe.pressure.scales.temperature_corrected_position`, so a
+    pipeline that corrects for temperature reads ``pressure_GPa`` back and one
+    that does not is off by the thermal shift (about -0.88 nm, -2.4 GPa, at 80 K).
+    The pressure dependence of the thermal shift is neglected, as the paper
+    does below ~100 GPa.
+    """
+    from ..pressure.scales import ruby_thermal_shift_nm
+
+    r1 = float(get_scale(scale_name, "ruby").position_at(pressure_GPa, lambda0_nm))
+    return r1 + float(ruby_thermal_shift_nm(temperature_K) - ruby_thermal_shift_nm(reference_K))
+
+
+def ruby_lorentz_fwhm_nm(temperature_K: float) -> float:
+    """Lorentzian FWHM of R1 at ``temperature_K`` (nm): 0.08 + 0.27 (T / 298 K)^2.
+
+    A choice with the right trend: the homogeneous width of R1 comes from
+    phonon (Raman) processes and falls steeply on cooling, to about a third
+    of the room-temperature width near 80 K (0.10 nm here) where strain
+    broadening in the cell is what is left; 0.35 nm at 298 K, the width of
+    the room-temperature runs of data-sample.
+    """
+    return 0.08 + 0.27 * (float(temperature_K) / 298.0) ** 2

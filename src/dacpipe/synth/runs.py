@@ -368,3 +368,74 @@ def write_au_radial(folder: Path, seed: int) -> None:
                 f"{AU_RADIAL_LOAD_AXIS_CHI_DEG:g} deg) (Singh et al., J. Appl. Phys. 83, 7567 (1998)), t/G = 6 Q",
                 f"XRD: wavelength_A {geometry.wavelength_A}, geometry xrd.poni, mask xrd.mask (beamstop); "
                 "Au/a_A the hydrostatic cell d_P sqrt(h^2+k^2+l^2) (library EOS of Au at pressure_GPa)"])
+
+
+# The temperature series: CsPbI3 nanocrystals in a membrane DAC inside a
+# liquid-nitrogen flow cryostat, cooled from room temperature to 80 K (near
+# the base of such a cryostat) in 8 points 30 K apart (295 K, then 260 K down
+# to 80 K): even steps put 3-4 points below the theta = 200 K of the truth's
+# Bose-Einstein E(T), where the curve bends, and 8 points leave 5 degrees of
+# freedom to the 3-parameter fits. The cell gains pressure as it cools (the
+# cell body and screws contract): 0.70 GPa at 295 K, 0.10 GPa more at 80 K,
+# linear in T, plus a normal scatter of 0.01 GPa (choices). The truth's gap
+# depends on temperature only: at a dEg/dP of order -0.03 eV/GPa the drift
+# would move it by ~3 meV, which a real analysis corrects or avoids, and
+# which would keep the fitted E(T) from being checked against its truth.
+CSPBI3_T_TEMPERATURES_K = (295.0, 260.0, 230.0, 200.0, 170.0, 140.0, 110.0, 80.0)
+CSPBI3_T_PRESSURE_GPA = (0.70, 0.10)      # at 295 K, and the gain on cooling to 80 K
+CSPBI3_T_PRESSURE_SCATTER_GPA = 0.01
+CSPBI3_T_REFERENCE_K = 298.0              # where lambda0 was measured (config reference_temperature_K)
+
+
+def write_cspbi3_t(folder: Path, seed: int) -> None:
+    """The ``cspbi3_t`` run: CsPbI3 nanocrystals at ~0.75 GPa from 295 K down to 80 K.
+
+    Per point: a ruby spectrum whose R1 carries the true pressure and the
+    thermal shift of Datchi et al. (2007) from the 298 K of lambda0
+    (:func:`~dacpipe.synth.ruby.thermally_shifted_r1_nm`; R1 narrower on
+    cooling, :func:`~dacpipe.synth.ruby.ruby_lorentz_fwhm_nm`), the sample's
+    transmitted intensity and a PL spectrum
+    (:func:`~dacpipe.synth.optical.write_cspbi3_optical`, with one reference
+    I0 and one dark for the run). Everything is drawn from
+    ``default_rng([seed, 6])`` in a fixed order: pressures, then per point
+    the ruby spectrum, then the optical files.
+    """
+    from .ruby import ruby_lorentz_fwhm_nm, thermally_shifted_r1_nm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ruby").mkdir(exist_ok=True)
+    rng = np.random.default_rng([seed, 6])
+    t = np.array(CSPBI3_T_TEMPERATURES_K)
+    p0, gain = CSPBI3_T_PRESSURE_GPA
+    span = t.max() - t.min()
+    pressures = np.round(p0 + gain * (t.max() - t) / span + rng.normal(0.0, CSPBI3_T_PRESSURE_SCATTER_GPA, t.size), 6)
+    points = [f"p{i:03d}" for i in range(1, t.size + 1)]
+    ruby_files = {}
+    for point, pressure, temperature in zip(points, pressures, t):
+        r1 = thermally_shifted_r1_nm(pressure, temperature, scale_name=RUBY_SCALE, lambda0_nm=RUBY_LAMBDA0_NM,
+                                     reference_K=CSPBI3_T_REFERENCE_K)
+        x, y = ruby_spectrum(r1, rng, lorentz_fwhm_nm=ruby_lorentz_fwhm_nm(temperature),
+                             r1_height=rng.uniform(6000.0, 20000.0))
+        ruby_files[point] = f"ruby/cspbi3_{point}_ruby.txt"
+        write_spectrum(folder / ruby_files[point], x, y)
+    files, light, shared = optical.write_cspbi3_optical(folder, points, list(t), rng)
+    sheet, truth = [], []
+    for point, pressure, temperature in zip(points, pressures, t):
+        sheet.append([point, ruby_files[point], files[point]["absorption"], files[point]["pl"], f"{temperature:g}",
+                      "cooling"])
+        truth.append([point, _fmt(pressure), "", f"{temperature:g}", _fmt(pressure),
+                      _fmt(light[point]["band_gap_eV"]), _fmt(light[point]["pl_energy_eV"])])
+    _write_tsv(folder / "points.tsv", ["point", "ruby_before", "absorption", "pl", "temperature_K", "note"], sheet)
+    g = optical.CSPBI3_GAP_TRUTH
+    _write_tsv(folder / "truth.tsv",
+               ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa",
+                "band_gap_eV", "pl_energy_eV"],
+               truth,
+               [f"truth of the synthetic run (dacpipe.synth.runs.write_cspbi3_t): scale {RUBY_SCALE}, lambda0_nm "
+                f"{RUBY_LAMBDA0_NM} at {CSPBI3_T_REFERENCE_K:g} K; R1 shifted by the Datchi et al. (2007) thermal "
+                "shift from that temperature (dacpipe.pressure.scales.ruby_thermal_shift_nm)",
+                f"band_gap_eV = {optical.CSPBI3_GAP_MODEL}: E0_eV {g['E0_eV']} aB_eV {g['aB_eV']} theta_K "
+                f"{g['theta_K']} (E0 - 2 aB / (exp(theta/T) - 1), Vina et al. 1984; opens on heating); "
+                f"pl_energy_eV = band_gap_eV - {optical.CSPBI3_STOKES_SHIFT_EV}",
+                f"absorption as raw counts: {shared['reference']} (I0), {shared['dark']} (dark), "
+                "A = -log10[(I - dark) / (I0 - dark)]"])
