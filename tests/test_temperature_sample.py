@@ -197,3 +197,42 @@ def test_the_stored_absorbance_used_the_dark(store):
         j = int(np.argmax(with_dark - without))
         noise = 0.4343 / np.sqrt(sample[j] - dark[j])
         assert with_dark[j] - without[j] > 5.0 * noise
+
+
+def test_the_e_of_t_figure_is_drawn_for_temperature_series_only():
+    from dacpipe.run.figures import figures_for
+
+    def names(optical):
+        return figures_for({"pressure": {"gauge": "ruby"}, "optical": optical})
+
+    assert "band_gap_temperature" in names({"series": "temperature"})
+    assert "band_gap_temperature" not in names({"series": "pressure"}) + names({})
+
+
+def test_the_e_of_t_figure_draws_the_stored_fits_and_their_parameters(sample_results):
+    """Each curve of ``band_gap_temperature`` is its model at the stored
+    parameters over the fitted range (tagged with the fit's store group; the
+    points are checked against the store by tests/test_figures.py), and the
+    legend shows the stored values."""
+    from dacpipe.run.figures import FIGURES, pyplot
+
+    results, _ = sample_results
+    plt = pyplot()
+    with h5py.File(results / f"{RUN}.h5") as h5:
+        entry = h5[RUN]
+        fig = FIGURES["band_gap_temperature"](entry, plt)
+        try:
+            curves = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines()
+                      if "temperature_fit" in (line.get_gid() or "")}
+            legend = " ".join(text.get_text() for legend in fig.legends for text in legend.get_texts())
+            assert len(curves) == 4   # band gap and PL, Varshni and Bose-Einstein
+            for gid, line in curves.items():
+                fit = entry[gid]
+                model = gid.rsplit("/", 1)[1]
+                func, names = MODELS[model]
+                t = np.asarray(line.get_xdata(), float)
+                assert t[0] == fit["temperature_min_K"][()] and t[-1] == fit["temperature_max_K"][()]
+                np.testing.assert_allclose(line.get_ydata(), func(t, *(fit[n][()] for n in names)), rtol=0, atol=1e-12)
+                assert f"E0 {fit['E0_eV'][()]:.4f}±{fit['E0_eV_err'][()]:.4f} eV" in legend
+        finally:
+            plt.close(fig)
