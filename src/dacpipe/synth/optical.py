@@ -284,9 +284,9 @@ def qd_edge_absorbance(energy_eV, gap_eV: float, exciton_eV: float, height: floa
 # Phys. Rev. B 30, 1979 (1984), eq. 4, written with E0 the gap at 0 K,
 # Eg(T) = E0 - 2 a_B / (exp(theta / T) - 1), with a negative a_B. The numbers
 # are a choice, of the order reported for CsPbI3 nanocrystals: a gap of about
-# 1.77 eV at room temperature (PL near 700 nm), a slope of +0.30 meV/K at
+# 1.76 eV at room temperature (PL near 710 nm), a slope of +0.30 meV/K at
 # 300 K (the order the issue asks for), an effective phonon of theta = 200 K
-# (17 meV, the energy of the lead-halide lattice's LO phonons); the gap at
+# (17 meV, of the order of the LO phonons of the lead-halide lattice); the gap at
 # 80 K is 1.706 eV, 60 meV below room temperature.
 CSPBI3_GAP_TRUTH = {"E0_eV": 1.700, "aB_eV": -0.031, "theta_K": 200.0}
 CSPBI3_GAP_MODEL = "bose_einstein"
