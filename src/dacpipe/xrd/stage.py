@@ -15,7 +15,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from .cells import cell_axes
-from .indexing import IndexingSettings, index_series, fit_range, scherrer_size_nm, series_q_ref
+from .indexing import IndexingSettings, fit_q_min, fit_range, index_series, scherrer_size_nm, series_q_ref
 from .library import get_phase, phase_key
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
 from .peaks import fit_peaks
@@ -78,10 +78,10 @@ def phases(ctx: StageContext) -> StageResult:
     candidates = {name: get_phase(name) for name in names}
     keys = {name: phase_key(name) for name in names}
     usable = np.array([s == "ok" for s in xrd["status"]])
-    results, reasons, _ = index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, candidates, settings,
-                                       usable=usable, markers=tuple(markers), progress=ctx.progress)
+    results, reasons, state = index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, candidates, settings,
+                                           usable=usable, markers=tuple(markers), progress=ctx.progress)
     n = len(point_ids)
-    q_range = fit_range(q_A, settings)
+    q_range = fit_range(q_A, settings, fit_q_min(state.search_q_min))
     table = _phase_table(names, keys, candidates, results, settings, wavelength_A)
     status = []
     for i, (result, reason) in enumerate(zip(results, reasons)):
@@ -111,7 +111,8 @@ def phases(ctx: StageContext) -> StageResult:
         k = len(result.unexplained_q_A)
         unexplained["unexplained_q_A"][i, :k] = result.unexplained_q_A
         unexplained["unexplained_snr"][i, :k] = result.unexplained_snr
-        finite = np.isfinite(q_A)
+        # the model where it was fitted (the background's spline is flat beyond its span)
+        finite = np.isfinite(q_A) & (q_A >= q_range[0]) & (q_A <= q_range[1])
         phase_part, background_part = result.fit.evaluate(np.asarray(q_A, float)[finite])
         calc[i, finite] = phase_part + background_part
         background[i, finite] = background_part
