@@ -98,13 +98,18 @@ def test_one_command_draws_several_figures(stores, tmp_path, capsys):
 
     results, _ = stores
     store = str(results / "hgte_thz.h5")
-    assert main(["figure", "fractions", "lattice", "--store", store, "--out-dir", str(tmp_path / "d")]) == 0
+    assert main(["figure", "fractions", "lattice", "--store", store, "--out-dir", str(tmp_path / "d"), "--jobs", "2"]) == 0
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["fractions.pdf", "fractions.png", "lattice.pdf",
                                                                    "lattice.png"]
     capsys.readouterr()
     assert main(["figure", "fractions", "lattice", "--store", store, "--out", str(tmp_path / "f.png")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out-dir" in err[0] and not (tmp_path / "f.png").exists()
+    # A figure the store has no data for: one line naming it; the others drawn all the same.
+    assert main(["figure", "saxs_stack", "fractions", "--store", store, "--out-dir", str(tmp_path / "e"),
+                 "--jobs", "2"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "figure saxs_stack" in err[0] and (tmp_path / "e" / "fractions.pdf").exists()
 
 
 def test_a_thousand_points_make_a_readable_figure():

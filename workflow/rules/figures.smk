@@ -1,7 +1,8 @@
 # Figures: one job per run draws all its figures, each from the run's result
 # store alone (never from parts or other intermediate files), as PNG and PDF:
 # a job per figure paid the CLI's start-up and matplotlib's import (~1 s) for
-# a figure drawn in ~0.3 s. The PNGs go into `snakemake --report`, with the
+# a figure drawn in ~0.3 s; its figures are drawn as many at a time as it has
+# threads. The PNGs go into `snakemake --report`, with the
 # captions in workflow/report/. Their size and lettering follow
 # `figures.width` (a journal column, or screen): a parameter of each job, so
 # that changing it redraws the figures and nothing else.
@@ -27,7 +28,9 @@ for _run_id in RUNS:
             names=_names,
             folder=lambda w, output: os.path.dirname(output[0]),
             width=FIGURE_WIDTH,
+        threads: min(len(_names), workflow.cores or 1)
         log:
             f"{RESULTS}/{_run_id}/logs/figures.log",
         shell:
-            "dacpipe --log {log:q} figure {params.names:q} --store {input:q} --out-dir {params.folder:q} {params.width}"
+            "dacpipe --log {log:q} figure {params.names:q} --store {input:q} --out-dir {params.folder:q}"
+            " --jobs {threads} {params.width}"

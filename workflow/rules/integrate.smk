@@ -16,7 +16,7 @@ rule integrate:
     params:
         cfg=lambda w: stage_json(w, w.kind),
         chunk=lambda w: int(w.chunk),
-    threads: 2
+    threads: integration_threads
     log:
         f"{RESULTS}/{{run}}/logs/{{kind}}/chunk{{chunk}}.log",
     shell:

@@ -17,7 +17,7 @@ from ..core.errors import ConfigError, DacpipeError
 from ..io.refs import file_part
 from ..io.sheet import make_sheet, read_sheet
 from ..run.config import run_config
-from ..run.figures import FIGURES, STYLES, draw_figure, figures_for
+from ..run.figures import FIGURES, STYLES, draw_figure, draw_figures, figures_for
 from ..run.layout import figure_path, store_path
 from ..run.lock import LOCK_WAIT_HELP, lock_path, run_lock
 from ..run.runner import assemble_run, merge_stage, run_stage
@@ -127,11 +127,15 @@ def _figure_outputs(names: list[str], out: str | None, out_dir: str | None, comm
 
 
 def cmd_figure(args) -> int:
-    # Several figures in one process: the workflow draws a run's figures in one job (each job
+    # Several figures in one command: the workflow draws a run's figures in one job (each job
     # pays the start-up and matplotlib's import, ~1 s, for a figure that takes ~0.3 s).
-    for name, out in zip(args.name, _figure_outputs(args.name, args.out, args.out_dir, "dacpipe figure")):
-        for path in draw_figure(name, args.store, out, width=args.width):
-            log.info(f"wrote {path}")
+    outputs = _figure_outputs(args.name, args.out, args.out_dir, "dacpipe figure")
+    if args.out_dir:
+        written = draw_figures(args.name, args.store, args.out_dir, width=args.width, jobs=args.jobs)
+    else:
+        written = draw_figure(args.name[0], args.store, outputs[0], width=args.width)
+    for path in written:
+        log.info(f"wrote {path}")
     return 0
 
 
@@ -271,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="the run's results/<run>.h5")
     p.add_argument("--out", help="PNG to write (one figure); the PDF goes beside it")
     p.add_argument("--out-dir", help="folder to write each figure in as <name>.png and <name>.pdf")
+    p.add_argument("--jobs", type=int, default=1, help="with --out-dir, figures drawn at once (processes)")
     p.add_argument("--width", choices=list(STYLES), default="screen",
                    help="screen (default: each figure's own size), or a journal column, the files exactly "
                         "that wide: single-column (3.35 in) or double-column (7.0 in)")
