@@ -433,3 +433,30 @@ def test_truncated_or_damaged_spe(tmp_path_factory, data, version):
     path = folder / "damaged.spe"
     path.write_bytes(bytes(raw[:cut]))
     check_outcome(path, rows=(0, 2))
+
+
+def test_a_plain_table_is_read_at_once_as_line_by_line(tmp_path, monkeypatch):
+    """The plain-table path (numbers and white space only) gives the line-by-line
+    parser's numbers bit for bit, and leaves what it cannot read to that parser,
+    whose messages name the line."""
+    import dacpipe.io.spectra as spectra
+
+    rng = np.random.default_rng(3)
+    x = np.linspace(670.0, 730.0, 1340)
+    y = rng.poisson(500, x.size) * 1.000001
+    body = "\n".join(f"{a:.4f}\t{b:.6e}" for a, b in zip(x, y))
+    path = tmp_path / "ruby.txt"
+    path.write_text("wavelength_nm\tcounts\n" + body + "\n\n")
+    fast = spectra.read_spectrum(path)
+    monkeypatch.setattr(spectra, "_plain_block", lambda lines, first: None)
+    slow = spectra.read_spectrum(path)
+    monkeypatch.undo()
+    assert np.array_equal(fast.x, slow.x) and np.array_equal(fast.y, slow.y)
+    np.testing.assert_allclose(fast.x, np.round(x, 4))
+    for bad, message in (("700.0\t1.0\t2.0", r"line 5 has 3 column\(s\), line 2 has 2"),
+                         ("700.0.1\t2.0", "non-numeric text at line 5")):
+        lines = body.splitlines()
+        lines[3] = bad
+        path.write_text("wavelength_nm\tcounts\n" + "\n".join(lines) + "\n")
+        with pytest.raises(InputError, match=message):
+            spectra.read_spectrum(path)
