@@ -83,6 +83,23 @@ def test_deformation_potential_of_a_linear_gap():
     assert aV5 == pytest.approx(-float(bulk_modulus_GPa(eos, volume_A3(eos, 5.0))) * 0.08, rel=1e-6)
 
 
+def test_an_eos_that_does_not_reach_the_pressure_gives_nan_and_says_why():
+    """A poor EOS fit (K' = -3: K falls to 0 below 1.4 GPa) has no volume at the
+    phases' mean pressure: NaN there with the reason and one warning, never a crash
+    (found: `dacpipe run` of hgte_thz without spot rejection stopped on it)."""
+    from dacpipe.eos.models import EosParams
+    from dacpipe.optical.stage import _deformation_extras
+
+    P = np.linspace(0.5, 3.0, 6)
+    fit = fit_energy_vs_pressure(P, 1.5 + 0.08 * P, np.full(6, 1e-3), model="linear")
+    eos = (EosParams("bm3", 67.42, 49.46, -3.02), np.eye(3) * 1e-4, ("V0_A3", "K0_GPa", "Kp"))
+    warnings = []
+    out = _deformation_extras("g", fit, eos, 2.0, warnings.append, "band gap", "HgTe-zb")
+    assert float(out["g/dEg_dlnV_P0_eV"]) == pytest.approx(-49.46 * 0.08, rel=1e-6)
+    assert math.isnan(float(out["g/dEg_dlnV_eV"])) and math.isnan(float(out["g/bulk_modulus_GPa"]))
+    assert "stable branch" in str(out["g/reason"].item()) and len(warnings) == 1 and "2.00 GPa" in warnings[0]
+
+
 def test_stage_deformation_potential_from_the_eos_stage():
     """The optical stage's wiring: the EOS stage's own output for a BM3 phase
     (K0 = 50 GPa, K' = 4.5, volumes exact) read back as the optical stage's

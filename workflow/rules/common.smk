@@ -122,13 +122,29 @@ def chunk_parts(run_id, stage):
     return [f"{RESULTS}/{run_id}/parts/{stage}/chunk{k:04d}.h5" for k in range(len(chunks(stage, _run(run_id), n)))]
 
 
+def local_cores():
+    """The cores given with --cores; None on a cluster (--jobs), whose profile sets threads."""
+    try:
+        return int(workflow.cores)
+    except WorkflowError:
+        return None
+
+
 def integration_threads(wildcards):
     """An integration job's threads (pyFAI's OpenMP): the cores shared among the
-    run's chunks, at least one. Each core on a chunk of its own did 1.3x the frames
-    of two cores on one chunk after the other (1,000 Pilatus 1M frames, two
-    chunks: 26 s against 35 s), the spot search and the reading being serial."""
-    n = len(chunk_parts(wildcards.run, wildcards.kind))
-    return max(1, int(workflow.cores or 1) // max(n, 1))
+    run's chunks, at least one (2 on a cluster). Each core on a chunk of its own
+    did 1.3x the frames of two cores on one chunk after the other (1,000 Pilatus
+    1M frames, two chunks: 26 s against 35 s), the spot search and the reading
+    being serial."""
+    cores = local_cores()
+    if cores is None:
+        return 2
+    return max(1, cores // max(len(chunk_parts(wildcards.run, wildcards.kind)), 1))
+
+
+def figure_threads(n_figures):
+    """A figures job's threads: one process per figure, at most the cores (one on a cluster)."""
+    return lambda wildcards: min(n_figures, local_cores() or 1)
 
 
 def sheet_files(wildcards, columns, span=None):

@@ -28,7 +28,7 @@ for _run_id in RUNS:
             names=_names,
             folder=lambda w, output: os.path.dirname(output[0]),
             width=FIGURE_WIDTH,
-        threads: min(len(_names), workflow.cores or 1)
+        threads: figure_threads(len(_names))
         log:
             f"{RESULTS}/{_run_id}/logs/figures.log",
         shell:

@@ -279,8 +279,12 @@ def _deformation_extras(prefix: str, fit: PressureFit, eos: tuple | str | None, 
     else:
         model = eos[0].model
         for tag, p in (("_P0", 0.0), ("", mean_pressure_GPa)):
-            values[f"dEg_dlnV{tag}_eV"], values[f"dEg_dlnV{tag}_err_eV"] = deformation_potential_eV(fit, eos, p)
-            values[f"bulk_modulus{tag}_GPa"] = bulk_modulus_at_pressure(*eos, p)[0]
+            try:
+                values[f"dEg_dlnV{tag}_eV"], values[f"dEg_dlnV{tag}_err_eV"] = deformation_potential_eV(fit, eos, p)
+                values[f"bulk_modulus{tag}_GPa"] = bulk_modulus_at_pressure(*eos, p)[0]
+            except ValueError as err:   # an EOS that does not reach P (K' < 0 from a poor fit): NaN, said
+                reason = str(err)
+                warn(f"optical: {what} of phase {phase}: no deformation potential at {p:.2f} GPa: {err}")
     out = {f"{prefix}/{name}": np.asarray(float(value)) for name, value in values.items()}
     out[f"{prefix}/eos_model"] = np.array(model, dtype=object)
     out[f"{prefix}/reason"] = np.array(reason, dtype=object)

@@ -364,12 +364,14 @@ def _bounds(phases: list[PhaseState], pattern: Pattern) -> tuple[np.ndarray, np.
 
 
 def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *, refine: bool = True,
-               max_nfev: int = 60) -> FitResult:
+               max_nfev: int = 60, with_covariance: bool = True) -> FitResult:
     """Refine ``phases`` (their cells, widths and eta) jointly with their scales and the background.
 
     The ``phases`` states are updated in place to the refined values. With
     ``refine=False`` only the linear parameters are solved (the nonlinear ones
     held): the cheap fit that the identification's removal tests need.
+    ``with_covariance=False`` leaves out the covariance (an SVD of the whole
+    Jacobian) where only the values are wanted.
     """
     for phase in phases:
         phase.refresh_intensities()
@@ -387,14 +389,14 @@ def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *,
         problem = _Projected(pattern, phases, basis)   # intensities may have been refreshed
     else:
         theta = theta0
-    design, q_mat, coef, resid, jacs = problem._evaluate(theta, jacobian=refine)
+    design, q_mat, coef, resid, jacs = problem._evaluate(theta, jacobian=refine and with_covariance)
     n_phase = len(phases)
     chi2 = float(resid @ resid)
     n_par = len(theta) + design.shape[1]
     dof = len(resid) - n_par
     correlation = serial_correlation_factor(resid)
     covariance = None
-    if refine:
+    if refine and with_covariance:
         blocks = [(coef[k] * jac).T for k, jac in enumerate(jacs)]
         full = np.hstack(blocks + [design])
         try:
