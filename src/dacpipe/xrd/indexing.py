@@ -206,6 +206,7 @@ class SeriesState:
     reported: tuple[str, ...] = ()       # reported present
     search_q_min: float = 0.0            # unexplained peaks are looked for above this q
     search_q_min_for: tuple = ()         # the candidates and q_max it was found for
+    fit_range_A: tuple[float, float] = (math.nan, math.nan)   # the q range the fits used (fit_range)
     # Per absent candidate: its pre-screen chi^2 gain at the last point where it was tried
     # and ended absent (_try_additions); the trials of this point.
     declined: dict[str, float] = field(default_factory=dict)
@@ -390,9 +391,9 @@ def index_pattern(pattern: Pattern, candidates: dict[str, Phase], state: SeriesS
     _background_model_error(used, fit, result, candidates, settings, markers)
     state.present = tuple(p.name for p in fit.phases)
     state.reported = tuple(name for name, st in result.phases.items() if st.present)
-    for name, ratio in state.trials.items():
+    for name, gain in state.trials.items():
         if name not in state.reported:
-            state.declined[name] = ratio
+            state.declined[name] = gain
     for name in state.reported:
         state.declined.pop(name, None)
     state.trials = {}
@@ -616,7 +617,7 @@ def _unexplained(pattern: Pattern, fit: FitResult, settings: IndexingSettings, t
 
 def fit_range(q_A: np.ndarray, settings: IndexingSettings, q_floor_A: float = 0.0) -> tuple[float, float]:
     """The q range (1/A) the fits use: the pattern's, within ``settings.q_range_A``;
-    without a lower bound there, from ``q_floor_A`` up (the series' :func:`search_q_min`).
+    without a lower bound there, from ``q_floor_A`` up (the series' :func:`fit_q_min`).
 
     Below that floor no candidate has a line and no peak is reported: there lie
     the air scatter and the beamstop's edge, which the background only followed
@@ -680,7 +681,7 @@ def _index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, phases, set
     key = (tuple(phases), q_max)
     if state.search_q_min_for != key:
         state.search_q_min, state.search_q_min_for = search_q_min(phases, q_max), key
-    q_range = fit_range(q_A, settings, fit_q_min(state.search_q_min))
+    q_range = state.fit_range_A = fit_range(q_A, settings, fit_q_min(state.search_q_min))
     q_ref = series_q_ref(q_range)
     reasons: list[str] = []
     n = len(intensity)

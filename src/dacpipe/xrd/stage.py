@@ -15,7 +15,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..core.results import StageContext, StageResult
 from .cells import cell_axes
-from .indexing import IndexingSettings, fit_q_min, fit_range, index_series, scherrer_size_nm, series_q_ref
+from .indexing import IndexingSettings, index_series, scherrer_size_nm, series_q_ref
 from .library import get_phase, phase_key
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
 from .peaks import fit_peaks
@@ -81,7 +81,7 @@ def phases(ctx: StageContext) -> StageResult:
     results, reasons, state = index_series(q_A, intensity, sigma, wavelength_A, pressure_GPa, candidates, settings,
                                            usable=usable, markers=tuple(markers), progress=ctx.progress)
     n = len(point_ids)
-    q_range = fit_range(q_A, settings, fit_q_min(state.search_q_min))
+    q_range = state.fit_range_A
     table = _phase_table(names, keys, candidates, results, settings, wavelength_A)
     status = []
     for i, (result, reason) in enumerate(zip(results, reasons)):
