@@ -48,24 +48,26 @@ def test_dry_run_lists_one_job_per_run_and_stage(project):
     out = snakemake(project, "-n", "--quiet", "rules")
     assert out.returncode == 0, out.stderr
     counts = job_counts(out)
-    # Six runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
+    # Eight runs in the default config: hgte_thz (ruby + XRD + indexing + EOS),
     # nc_saxs (ruby + SAXS + superlattice), cdse_nc (gold marker pressure +
     # XRD + indexing + EOS, no ruby, no optics), hgte_6nm (as hgte_thz,
     # five points), au_radial (pressures typed in the sheet, XRD with its
-    # cake + indexing + EOS) and cspbi3_t (temperature series: ruby + optics,
-    # no XRD), and the campaign hgte_sizes. One job per run and
-    # stage, never one per spectrum or frame; one for a run's figures. The
-    # identification's chunks (one each here) are joined with the transitions.
-    runs = ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial", "cspbi3_t")
-    assert counts == {"all": "1", "pressure": "6", "integrate": "5", "index": "4", "join_phases": "4", "eos": "4",
-                      "superlattice": "1", "optical": "3", "store": "6", "merge": "11",
-                      **{f"figures_{run}": "1" for run in runs}, **CAMPAIGN_JOBS, "total": "53"}
+    # cake + indexing + EOS), cspbi3_t (temperature series: ruby + optics,
+    # no XRD), au_hot (heated series: the Sm:SrB4O7 pressure only) and
+    # au_hot_marker (the same points' gold marker pressure + XRD), and the
+    # campaign hgte_sizes. One job per run and stage, never one per spectrum
+    # or frame; one for a run's figures. The identification's chunks (one
+    # each here) are joined with the transitions.
+    runs = ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial", "cspbi3_t", "au_hot", "au_hot_marker")
+    assert counts == {"all": "1", "pressure": "8", "integrate": "6", "index": "4", "join_phases": "4", "eos": "4",
+                      "superlattice": "1", "optical": "3", "store": "8", "merge": "14",
+                      **{f"figures_{run}": "1" for run in runs}, **CAMPAIGN_JOBS, "total": "63"}
 
 
 def test_full_run_then_noop_rerun(project):
     out = snakemake(project)
     assert out.returncode == 0, out.stderr[-3000:]
-    for run in ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial", "cspbi3_t"):
+    for run in ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial", "cspbi3_t", "au_hot", "au_hot_marker"):
         points = read_points(project / "results" / f"{run}.h5", run)
         assert np.all(np.isfinite(points["pressure_GPa"]))
         # Only the metallic rock-salt points have something to say: no band gap.

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import write_au_radial, write_cdse_nc, write_cspbi3_t, write_hgte_6nm, write_hgte_thz, write_nc_saxs
+from .runs import (
+    write_au_hot,
+    write_au_radial,
+    write_cdse_nc,
+    write_cspbi3_t,
+    write_hgte_6nm,
+    write_hgte_thz,
+    write_nc_saxs,
+)
 
 SEED = 20261123
 
@@ -34,6 +42,7 @@ def write_data_sample(root: str | Path, seed: int = SEED) -> Path:
     write_hgte_6nm(root / "hgte_6nm", seed)
     write_au_radial(root / "au_radial", seed)
     write_cspbi3_t(root / "cspbi3_t", seed)
+    write_au_hot(root / "au_hot", seed)
     return root
 
 

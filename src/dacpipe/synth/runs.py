@@ -439,3 +439,116 @@ def write_cspbi3_t(folder: Path, seed: int) -> None:
                 f"pl_energy_eV = band_gap_eV - {optical.CSPBI3_STOKES_SHIFT_EV}",
                 f"absorption as raw counts: {shared['reference']} (I0), {shared['dark']} (dark), "
                 "A = -log10[(I - dark) / (I0 - dark)]"])
+
+
+# The heated series: 20 nm gold with a Sm:SrB4O7 chip in a resistively
+# heated DAC (helium medium, liquid at ~6 GPa over this range, no lines of
+# its own), taken from 300 to 750 K in 150 K steps at a constant membrane
+# load. Both gauges need their temperature correction here: the Sm 0-0 line
+# moves +0.69 nm from 298 to 750 K (Datchi et al. 2007), 2.7 GPa on its
+# scale, and gold's thermal pressure from 300 to 750 K at ~6 GPa is 3.3 GPa
+# (Fei et al. 2007), so a reading that ignored either would be off by far
+# more than its error. 750 K is routine for resistive heaters and inside
+# both calibrations (Sm to 900 K, Fei's gold to thousands of K); ~6 GPa puts
+# the gold lines well off their ambient places. Four points, not five: a
+# frame of this detector is ~72 kB however faint (CBF stores at least a
+# byte a pixel), and the run stays under 400 kB. The cell gains 0.6 GPa on
+# heating (the sample's and medium's thermal pressure at a fixed load,
+# partly relaxed by the gasket: a choice), linear in T, plus a normal
+# scatter of 0.05 GPa. The Sm line is read on Rashchenko et al. (2015), the
+# scale the config's option selects, with its own lambda0 (685.51 nm) at 298 K.
+AU_HOT_TEMPERATURES_K = (300.0, 450.0, 600.0, 750.0)
+AU_HOT_PRESSURE_GPA = (6.0, 0.6)         # at 300 K, and the gain on heating to 750 K
+AU_HOT_PRESSURE_SCATTER_GPA = 0.05
+AU_HOT_SM_SCALE = "rashchenko2015"
+AU_HOT_SM_LAMBDA0_NM = 685.51            # Rashchenko et al. (2015)'s ambient 0-0 line
+AU_HOT_REFERENCE_K = 298.0               # where lambda0 was measured (config reference_temperature_K)
+AU_HOT_CRYSTALLITE_NM = 20.0
+AU_HOT_PEAK_COUNTS = 1000.0              # Au 111 at its top, counts per pixel, at the first point
+
+
+def gold_cell_at(pressure_GPa: float, temperature_K: float) -> tuple:
+    """Gold's cubic cell at ``pressure_GPa`` and ``temperature_K`` from the
+    library's thermal EOS (Fei et al., PNAS 104, 9182 (2007): Vinet 300 K
+    isotherm plus Mie-Grueneisen-Debye thermal pressure,
+    :func:`dacpipe.eos.models.pressure_at_temperature_GPa`), the volume found
+    by root finding to 1e-12 A^3. The library cell (a0 = 4.0786 A, 67.8474
+    A^3) is scaled by the EOS's compression V/V0 (V0 = 67.85 A^3), as
+    :meth:`dacpipe.xrd.structure.Phase.cell_at` moves it at 300 K and as the
+    marker reads it back; the absolute EOS volume would sit 3.8e-5 of V
+    higher, 0.008 GPa."""
+    from scipy.optimize import brentq
+
+    from ..eos.models import pressure_at_temperature_GPa
+    from ..xrd.library import get_phase, thermal_library
+
+    phase = get_phase("Au")
+    eos, thermal = phase.eos, thermal_library()["Au"]
+    volume = brentq(lambda v: pressure_at_temperature_GPa(eos, thermal, v, temperature_K) - pressure_GPa,
+                    0.7 * eos.V0_A3, 1.1 * eos.V0_A3, xtol=1e-12, rtol=1e-15)
+    a = phase.cell[0] * (volume / eos.V0_A3) ** (1.0 / 3.0)
+    return (a, a, a, 90.0, 90.0, 90.0)
+
+
+def write_au_hot(folder: Path, seed: int) -> None:
+    """The ``au_hot`` run: 20 nm gold with a Sm:SrB4O7 chip, heated from 300
+    to 750 K at ~6 GPa (:data:`AU_HOT_TEMPERATURES_K`).
+
+    Per point: a Sm:SrB4O7 spectrum whose 0-0 line carries the true
+    pressure on :data:`AU_HOT_SM_SCALE` and the thermal shift from the
+    298 K of lambda0 (:func:`~dacpipe.synth.ruby.thermally_shifted_sm_nm`,
+    the line broader on heating, :func:`~dacpipe.synth.ruby.sm_lorentz_fwhm_nm`),
+    in the sheet's gauge column ``ruby``; and one XRD frame of gold (the 1D
+    model of :mod:`dacpipe.synth.powder` on the detector of ``hgte_thz``, as
+    :func:`write_cdse_nc`), its cell that of the thermal EOS at the true
+    pressure and temperature (:func:`gold_cell_at`). The pressures and the
+    spectra are drawn from ``default_rng([seed, 7])`` in a fixed order
+    (pressures, then per point the line height and the spectrum), each
+    frame from its own stream. The Debye-Waller damping of the lines on
+    heating is left out: it lowers the high-angle lines, not their positions.
+    """
+    from .ruby import sm_lorentz_fwhm_nm, sm_srb4o7_spectrum, thermally_shifted_sm_nm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sm").mkdir(exist_ok=True)
+    (folder / "xrd").mkdir(exist_ok=True)
+    xrd.write_xrd_geometry(folder)
+    rng = np.random.default_rng([seed, 7])
+    t = np.array(AU_HOT_TEMPERATURES_K)
+    p0, gain = AU_HOT_PRESSURE_GPA
+    pressures = np.round(p0 + gain * (t - t.min()) / np.ptp(t) + rng.normal(0.0, AU_HOT_PRESSURE_SCATTER_GPA, t.size),
+                         6)
+    wavelength = xrd.XRD_GEOMETRY.wavelength_A
+    points = [powder.PointTruth(float(p), {"Au": 1.0}, {"Au": AU_HOT_CRYSTALLITE_NM},
+                                cells={"Au": gold_cell_at(float(p), float(temperature))})
+              for p, temperature in zip(pressures, t)]
+    scale = AU_HOT_PEAK_COUNTS / float(np.max(powder.line_heights("Au", points[0], wavelength)))
+    sheet, truth = [], []
+    for i, (pressure, temperature, point) in enumerate(zip(pressures, t, points), start=1):
+        name = f"p{i:03d}"
+        line = thermally_shifted_sm_nm(pressure, temperature, scale_name=AU_HOT_SM_SCALE,
+                                       lambda0_nm=AU_HOT_SM_LAMBDA0_NM, reference_K=AU_HOT_REFERENCE_K)
+        x, y = sm_srb4o7_spectrum(line, rng, lorentz_fwhm_nm=sm_lorentz_fwhm_nm(temperature),
+                                  height=rng.uniform(6000.0, 20000.0))
+        spectrum = f"sm/auhot_{name}_sm.txt"
+        write_spectrum(folder / spectrum, x, y)
+        counts = xrd.frame_from_pattern(lambda tth: powder.expected_pattern(
+            xrd.q_of_two_theta(tth), wavelength, point, scale=scale), _frame_rng(seed, 7, i))
+        image = f"xrd/auhot_{name}.cbf"
+        write_cbf(folder / image, counts)
+        sheet.append([name, image, spectrum, f"{temperature:g}", "heating"])
+        a_A = point.cell("Au")[0]
+        truth.append([name, _fmt(pressure), "", f"{temperature:g}", _fmt(pressure), _fmt(line), _fmt(a_A),
+                      _fmt(a_A ** 3 / 4.0)])
+    _write_tsv(folder / "points.tsv", ["point", "xrd", "ruby", "temperature_K", "note"], sheet)
+    _write_tsv(folder / "truth.tsv",
+               ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", "sm_line_nm",
+                "Au/a_A", "Au/volume_fu_A3"],
+               truth,
+               [f"truth of the synthetic run (dacpipe.synth.runs.write_au_hot): Sm:SrB4O7 0-0 line on scale "
+                f"{AU_HOT_SM_SCALE}, lambda0_nm {AU_HOT_SM_LAMBDA0_NM} at {AU_HOT_REFERENCE_K:g} K, shifted by the "
+                "thermal shift from that temperature (dacpipe.pressure.scales.sm_srb4o7_thermal_shift_nm); "
+                "sm_line_nm the true line (sheet column ruby)",
+                f"XRD: wavelength_A {wavelength}, geometry xrd.poni, mask xrd.mask; {AU_HOT_CRYSTALLITE_NM:g} nm gold "
+                "whose cell Au/a_A is that of the library's thermal EOS (Fei et al. 2007, Vinet + "
+                "Mie-Grueneisen-Debye) at pressure_GPa and temperature_K"])
