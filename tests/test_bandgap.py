@@ -221,6 +221,7 @@ def test_no_emission_peak_above_noise():
 # ---------------------------------------------------------------- E(P)
 
 
+@pytest.mark.slow  # ~2 s of repeated fits
 def test_weighted_quadratic_errors_are_honest():
     # 400 synthetic series: the normalized misses of each coefficient should
     # have unit spread when the errors are right (chi2-scaled errors of a

@@ -395,6 +395,7 @@ def _fit_centre(x, y, guess, half_window=0.15):
     return popt[1]
 
 
+@pytest.mark.slow  # ~1.1 s on the real CeO2 frame
 @pytest.mark.realdata
 def test_real_ceo2_needs_the_dioptas_legacy_flip(real_data):
     folder = real_data / "dioptas"

@@ -91,6 +91,7 @@ def table(fits):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # its fixture fits 2.4 s of synthetic realisations
 def test_every_line_found_and_nothing_else(realisations):
     for fits in realisations:
         for fit in fits:

@@ -67,6 +67,7 @@ def test_hgte_coexistence_series():
     assert np.all(np.abs(pulls) < 3.5), pulls  # 1 in 2000 for a Gaussian, over ~40 pulls
 
 
+@pytest.mark.slow  # ~1.1 s: 18 patterns indexed
 def test_cdse_round_trip_finds_wurtzite_and_the_reverse_transition():
     """6 nm-class CdSe (5 nm wurtzite, whose 100/002/101 blend into one hump;
     4 nm rock salt) with 20 nm gold, compressed to 7 GPa and released: wurtzite

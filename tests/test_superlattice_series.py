@@ -151,6 +151,7 @@ def test_missing_first_order():
         assert any(note.startswith("first order not observed") for note in result.notes)
 
 
+@pytest.mark.slow  # ~1.4 s
 def test_no_lattice_gives_nan_and_the_reason():
     """Peaks at 1 : 1.09 : 1.31 : 1.47 on the form factor of 50 A spheres: no
     lattice type explains them, so no spacing, and the status says why."""

@@ -322,6 +322,7 @@ def full_recompute(watcher: Watcher, tmp: Path) -> Path:
     return incremental
 
 
+@pytest.mark.slow  # ~1.3 s: several watcher cycles
 def test_a_new_point_costs_one_points_work(tmp_path, counted):
     data = tmp_path / "data"
     data.mkdir()
