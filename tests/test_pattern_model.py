@@ -63,6 +63,21 @@ def test_jacobian_rows_as_basis_products_equal_the_elementwise_derivatives():
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
 
 
+def test_unit_parts_nan_where_an_input_is_nan():
+    """The Gaussian part is NaN exactly where u is (a NaN abscissa, centre or width), 0 beyond
+    its reach, its value within it."""
+    from dacpipe.core.profiles import FOUR_LN2, GAUSS_REACH_FWHM, unit_parts
+
+    x = np.array([0.0, 0.1, np.nan, 0.3, 5.0])
+    centre, fwhm = np.array([0.1, np.nan]), np.array([0.2, 0.2])
+    u, lor, gau = unit_parts(x[None, :], centre[:, None], fwhm[:, None])
+    assert np.array_equal(np.isnan(gau), np.isnan(u)) and np.isnan(gau[1]).all() and np.isnan(gau[0, 2])
+    assert gau[0, 4] == 0.0 and abs(u[0, 4]) > GAUSS_REACH_FWHM
+    np.testing.assert_allclose(gau[0, [0, 1, 3]], np.exp(-FOUR_LN2 * u[0, [0, 1, 3]] ** 2))
+    _, _, finite = unit_parts(x[None, [0, 1, 3]], centre[:1, None], fwhm[:1, None])
+    assert np.isfinite(finite).all()
+
+
 def test_phase_column_jacobian_against_central_differences():
     from dacpipe.xrd.cells import ReciprocalCell
     from dacpipe.xrd.library import get_phase
