@@ -193,8 +193,8 @@ def sm_lorentz_fwhm_nm(temperature_K: float) -> float:
     return 0.05 + 0.10 * (float(temperature_K) / 298.0) ** 2
 
 
-def sm_srb4o7_spectrum(line_nm: float, rng: np.random.Generator, *, window_nm: tuple[float, float] = (676.0, 700.0),
-                       n_pixels: int = 536, lorentz_fwhm_nm: float = 0.15, instrument_sigma_nm: float = 0.06,
+def sm_srb4o7_spectrum(line_nm: float, rng: np.random.Generator, *, window_nm: tuple[float, float] = (680.0, 692.0),
+                       n_pixels: int = 268, lorentz_fwhm_nm: float = 0.15, instrument_sigma_nm: float = 0.06,
                        height: float = 12000.0, bias: float = 600.0, read_noise: float = 6.0,
                        spike_probability: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """One Sm:SrB4O7 fluorescence spectrum around its 0-0 line, as a CCD spectrometer records it.
@@ -203,7 +203,9 @@ def sm_srb4o7_spectrum(line_nm: float, rng: np.random.Generator, *, window_nm: t
     profile (Lorentzian emission, Gaussian instrument) on a CCD bias and the
     anvils' broad sloping fluorescence, Poisson and read noise, an
     occasional cosmic-ray spike. The same pixel pitch as the ruby spectra
-    (0.045 nm) over a narrower window: the 0-0 line is all the gauge reads.
+    (0.045 nm) over a narrower window, 680-692 nm: the 0-0 line is all the
+    gauge reads, and the fit's window (+-5 FWHM, at least +-1.5 nm) stays
+    inside it for lines at 684-689 nm up to 0.7 nm wide (~0-15 GPa, to 750 K).
     The weaker 5D0-7F1 lines further to the red are left out (the fit takes
     the strongest line in a window of +-5 FWHM). Returns wavelengths (nm,
     increasing) and counts (integers as floats).

@@ -457,6 +457,10 @@ def write_cspbi3_t(folder: Path, seed: int) -> None:
 # partly relaxed by the gasket: a choice), linear in T, plus a normal
 # scatter of 0.05 GPa. The Sm line is read on Rashchenko et al. (2015), the
 # scale the config's option selects, with its own lambda0 (685.51 nm) at 298 K.
+# A second Sm chip near the gasket (sheet column ruby_2) reads the pressure
+# times 1 + AU_HOT_GRADIENT_PER_GPA: 0.18-0.20 GPa more, a gradient that
+# stands well above the Sm fit error (~0.005 GPa a spectrum) at every point,
+# a choice, not a measured gradient of heated cells.
 AU_HOT_TEMPERATURES_K = (300.0, 450.0, 600.0, 750.0)
 AU_HOT_PRESSURE_GPA = (6.0, 0.6)         # at 300 K, and the gain on heating to 750 K
 AU_HOT_PRESSURE_SCATTER_GPA = 0.05
@@ -465,6 +469,7 @@ AU_HOT_SM_LAMBDA0_NM = 685.51            # Rashchenko et al. (2015)'s ambient 0-
 AU_HOT_REFERENCE_K = 298.0               # where lambda0 was measured (config reference_temperature_K)
 AU_HOT_CRYSTALLITE_NM = 20.0
 AU_HOT_PEAK_COUNTS = 1000.0              # Au 111 at its top, counts per pixel, at the first point
+AU_HOT_GRADIENT_PER_GPA = 0.03
 
 
 def gold_cell_at(pressure_GPa: float, temperature_K: float) -> tuple:
@@ -498,7 +503,10 @@ def write_au_hot(folder: Path, seed: int) -> None:
     pressure on :data:`AU_HOT_SM_SCALE` and the thermal shift from the
     298 K of lambda0 (:func:`~dacpipe.synth.ruby.thermally_shifted_sm_nm`,
     the line broader on heating, :func:`~dacpipe.synth.ruby.sm_lorentz_fwhm_nm`),
-    in the sheet's gauge column ``ruby``; and one XRD frame of gold (the 1D
+    in the sheet's gauge column ``ruby``, and one of a second chip near the
+    gasket at the pressure times ``1 + AU_HOT_GRADIENT_PER_GPA`` (column
+    ``ruby_2``, drawn from its own stream ``default_rng([seed, 7, 0, 2])``);
+    and one XRD frame of gold (the 1D
     model of :mod:`dacpipe.synth.powder` on the detector of ``hgte_thz``, as
     :func:`write_cdse_nc`), its cell that of the thermal EOS at the true
     pressure and temperature (:func:`gold_cell_at`). The pressures and the
@@ -523,32 +531,39 @@ def write_au_hot(folder: Path, seed: int) -> None:
                                 cells={"Au": gold_cell_at(float(p), float(temperature))})
               for p, temperature in zip(pressures, t)]
     scale = AU_HOT_PEAK_COUNTS / float(np.max(powder.line_heights("Au", points[0], wavelength)))
+    second_rng = np.random.default_rng([seed, 7, 0, 2])
     sheet, truth = [], []
     for i, (pressure, temperature, point) in enumerate(zip(pressures, t, points), start=1):
         name = f"p{i:03d}"
-        line = thermally_shifted_sm_nm(pressure, temperature, scale_name=AU_HOT_SM_SCALE,
-                                       lambda0_nm=AU_HOT_SM_LAMBDA0_NM, reference_K=AU_HOT_REFERENCE_K)
-        x, y = sm_srb4o7_spectrum(line, rng, lorentz_fwhm_nm=sm_lorentz_fwhm_nm(temperature),
-                                  height=rng.uniform(6000.0, 20000.0))
-        spectrum = f"sm/auhot_{name}_sm.txt"
-        write_spectrum(folder / spectrum, x, y)
+        second = round(pressure * (1.0 + AU_HOT_GRADIENT_PER_GPA), 6)   # as written in truth.tsv
+        files = {}
+        for chip, p_chip, chip_rng in (("sm", pressure, rng), ("sm2", second, second_rng)):
+            line_chip = thermally_shifted_sm_nm(p_chip, temperature, scale_name=AU_HOT_SM_SCALE,
+                                                lambda0_nm=AU_HOT_SM_LAMBDA0_NM, reference_K=AU_HOT_REFERENCE_K)
+            x, y = sm_srb4o7_spectrum(line_chip, chip_rng, lorentz_fwhm_nm=sm_lorentz_fwhm_nm(temperature),
+                                      height=chip_rng.uniform(6000.0, 20000.0))
+            files[chip] = f"sm/auhot_{name}_{chip}.txt"
+            write_spectrum(folder / files[chip], x, y)
+            if chip == "sm":
+                line = line_chip
         counts = xrd.frame_from_pattern(lambda tth: powder.expected_pattern(
             xrd.q_of_two_theta(tth), wavelength, point, scale=scale), _frame_rng(seed, 7, i))
         image = f"xrd/auhot_{name}.cbf"
         write_cbf(folder / image, counts)
-        sheet.append([name, image, spectrum, f"{temperature:g}", "heating"])
+        sheet.append([name, image, files["sm"], files["sm2"], f"{temperature:g}", "heating"])
         a_A = point.cell("Au")[0]
         truth.append([name, _fmt(pressure), "", f"{temperature:g}", _fmt(pressure), _fmt(line), _fmt(a_A),
-                      _fmt(a_A ** 3 / 4.0)])
-    _write_tsv(folder / "points.tsv", ["point", "xrd", "ruby", "temperature_K", "note"], sheet)
+                      _fmt(a_A ** 3 / 4.0), _fmt(second)])
+    _write_tsv(folder / "points.tsv", ["point", "xrd", "ruby", "ruby_2", "temperature_K", "note"], sheet)
     _write_tsv(folder / "truth.tsv",
                ["point", "pressure_before_GPa", "pressure_after_GPa", "temperature_K", "pressure_GPa", "sm_line_nm",
-                "Au/a_A", "Au/volume_fu_A3"],
+                "Au/a_A", "Au/volume_fu_A3", "pressure_sm_2_GPa"],
                truth,
                [f"truth of the synthetic run (dacpipe.synth.runs.write_au_hot): Sm:SrB4O7 0-0 line on scale "
                 f"{AU_HOT_SM_SCALE}, lambda0_nm {AU_HOT_SM_LAMBDA0_NM} at {AU_HOT_REFERENCE_K:g} K, shifted by the "
                 "thermal shift from that temperature (dacpipe.pressure.scales.sm_srb4o7_thermal_shift_nm); "
-                "sm_line_nm the true line (sheet column ruby)",
+                "sm_line_nm the true line (sheet column ruby); pressure_sm_2_GPa the second chip (sheet column "
+                f"ruby_2, near the gasket): pressure_GPa * (1 + {AU_HOT_GRADIENT_PER_GPA}), a pressure gradient",
                 f"XRD: wavelength_A {wavelength}, geometry xrd.poni, mask xrd.mask; {AU_HOT_CRYSTALLITE_NM:g} nm gold "
                 "whose cell Au/a_A is that of the library's thermal EOS (Fei et al. 2007, Vinet + "
                 "Mie-Grueneisen-Debye) at pressure_GPa and temperature_K"])
