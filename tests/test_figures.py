@@ -383,9 +383,16 @@ def test_hydrostaticity_draws_what_the_run_measured_with_the_medium_limits(tmp_p
     h5.close()
 
 
-def test_figures_for_lists_the_new_figures_only_where_the_run_has_their_data():
+def test_figures_for_lists_the_new_figures_only_where_the_run_has_their_data(tmp_path):
     def names(**run):
         return set(figures_for({"pressure": {"gauge": "ruby"}, **run}))
+
+    # hydrostaticity: ruby's width and splitting; other gauges only a gradient, from a second spectrum
+    two = tmp_path / "two.tsv"
+    two.write_text("point\truby\truby_2\np1\ta.txt\tb.txt\n")
+    assert "hydrostaticity" not in names(pressure={"gauge": "sm-srb4o7"})
+    assert "hydrostaticity" in names(pressure={"gauge": "sm-srb4o7"}, sheet=str(two))
+    assert "hydrostaticity" not in names(pressure={"gauge": "diamond-raman"}, sheet=str(tmp_path / "missing.tsv"))
 
     assert {"ruby_scale", "hydrostaticity"} <= names() and not {"lattice", "saxs_stack", "spectra_stack"} & names()
     assert "ruby_scale" in names(pressure={"gauge": "sm-srb4o7"})

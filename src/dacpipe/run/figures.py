@@ -614,7 +614,8 @@ def saxs_stack(entry, plt, style: FigureStyle | None = None):
 def ruby_scale(entry, plt, style: FigureStyle | None = None):
     """The gauge line's position (ruby R1, Sm:SrB4O7 0-0 line, diamond edge)
     of each spectrum against the point's pressure, with the run's scale
-    curve at its ambient position x0, and below, each position (moved to the
+    curve at its ambient position x0 (away from the scale's temperature, the
+    line as measured faint and moved to that temperature in colour), and below, each position (moved to the
     reference temperature as the pressure stage did) minus the curve at the
     point's pressure: the before/after drift and the fit error bars, which
     the main panel is too coarse to show.
@@ -648,14 +649,27 @@ def ruby_scale(entry, plt, style: FigureStyle | None = None):
                        label=f"{scale.name}, x0 = {x0:g} {unit}")
     curve.set_gid(f"scale:{scale.name}")
     method = str(attrs.get("temperature_correction", "none")) if gauge.thermal_shift else "none"
+    reference_K = float(attrs.get("reference_temperature_K", 298.0))
+    temperature = entry["points/temperature_K"][()]
+    # Away from the scale's temperature the line as measured is off the curve by its thermal
+    # shift: shown faint, and beside it the line moved to the reference temperature, as the
+    # pressure stage reads it.
+    heated = method != "none" and bool(np.any(np.abs(temperature - reference_K) > 0.5))
     for side, marker, colour in zip(sides, ("o", "s"), ("tab:blue", "tab:red")):
         y, y_err = f"pressure/{side}/{position}", f"pressure/{side}/{error}"
-        _errorbar(ax, entry, p, y, p_err, y_err, marker=marker, mfc="none", color=colour, label=side)
-        corrected = temperature_corrected_position(entry[y][()], entry["points/temperature_K"][()],
-                                                   float(attrs.get("reference_temperature_K", 298.0)), method,
-                                                   gauge=gauge.name)
-        residual = np.asarray(corrected, dtype=float) - scale.position_at(pressure, x0)
-        container = below.errorbar(pressure, residual, yerr=entry[y_err][()] if y_err in entry else None,
+        corrected = np.asarray(temperature_corrected_position(entry[y][()], temperature, reference_K, method,
+                                                              gauge=gauge.name), dtype=float)
+        errors = entry[y_err][()] if y_err in entry else None
+        if heated:
+            _errorbar(ax, entry, p, y, p_err, y_err, marker=marker, mfc="none", color="0.65",
+                      label=f"{side}, as measured")
+            moved = ax.errorbar(pressure, corrected, yerr=errors, linestyle="none", marker=marker, mfc="none",
+                                capsize=2, color=colour, label=f"{side}, at {reference_K:g} K")
+            moved.lines[0].set_gid(f"corrected:{y}")
+        else:
+            _errorbar(ax, entry, p, y, p_err, y_err, marker=marker, mfc="none", color=colour, label=side)
+        residual = corrected - scale.position_at(pressure, x0)
+        container = below.errorbar(pressure, residual, yerr=errors,
                                    linestyle="none", marker=marker, mfc="none", capsize=2, color=colour)
         container.lines[0].set_gid(f"residual:{y}")
     below.axhline(0.0, color="black", linewidth=0.8)
@@ -788,13 +802,30 @@ FIGURES: dict[str, Callable] = {
 }
 
 
+def _gauge_positions(sheet_path) -> bool:
+    """Whether a sheet names gauge spectra at other places (``ruby_2`` ...); False if it cannot be read
+    (the run's jobs then say why)."""
+    from ..io.sheet import read_sheet
+
+    if sheet_path is None:
+        return False
+    try:
+        return bool(read_sheet(sheet_path).gauge_position_columns())
+    except (DacpipeError, OSError):
+        return False
+
+
 def figures_for(run: dict) -> list[str]:
     """The figures a run's config gives data for."""
     names = []
     if run["pressure"]["gauge"] in ("ruby", "sm-srb4o7"):
         names.append("ruby_gallery")
     if run["pressure"]["gauge"] in ("ruby", "sm-srb4o7", "diamond-raman"):  # a line position against pressure
-        names += ["ruby_scale", "hydrostaticity"]
+        names.append("ruby_scale")
+    # R1's width and splitting (ruby), or a gradient over the chamber (a second gauge spectrum, any gauge)
+    if run["pressure"]["gauge"] == "ruby" or (run["pressure"]["gauge"] in ("sm-srb4o7", "diamond-raman")
+                                              and _gauge_positions(run.get("sheet"))):
+        names.append("hydrostaticity")
     if "xrd" in run:
         names.append("waterfall")
         if run.get("phases"):
