@@ -144,3 +144,16 @@ def test_lambda0_error_through_the_scale():
     d = (700.0 - 694.24) / 694.24
     expected = -(1870.0 / 694.24) * (1 + 2 * 5.63 * d) * 700.0 / 694.24
     assert scale.x0_slope_GPa_per_unit(700.0, 694.24) == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_mean_widens_its_error_by_the_scatter_only():
+    """core.lsq.weighted_mean: values within their errors keep the propagated error;
+    values scattered beyond them get it times the Birge ratio sqrt(chi^2 / (n - 1))."""
+    from dacpipe.core.lsq import weighted_mean
+
+    mean, err = weighted_mean([1.0, 1.0, 1.0, 1.0], [0.1, 0.1, 0.2, 0.2])
+    assert mean == pytest.approx(1.0) and err == pytest.approx(1.0 / math.sqrt(200.0 + 50.0))
+    x = np.array([-0.3, 0.3, -0.3, 0.3])   # 3 errors off each: chi^2 / (n - 1) = 36 / 3
+    mean, err = weighted_mean(x, np.full(4, 0.1))
+    assert mean == pytest.approx(0.0, abs=1e-15) and err == pytest.approx(0.05 * math.sqrt(12.0))
+    assert weighted_mean([2.0], [0.5]) == (2.0, 0.5)

@@ -56,6 +56,19 @@ def covariance_scale(reduced_chi2: float, sigma_given: bool, rule: str = "inflat
     return max(1.0, float(reduced_chi2)) * correlation
 
 
+def weighted_mean(values, errors) -> tuple[float, float]:
+    """The mean of ``values`` weighted by 1/``errors``^2, and its error: the propagated one,
+    widened by the Birge ratio sqrt(chi^2 / (n - 1)) when the values scatter beyond their
+    errors (:func:`covariance_scale` with given errors; Birge, Phys. Rev. 40, 207 (1932))."""
+    x = np.asarray(values, dtype=float)
+    w = 1.0 / np.asarray(errors, dtype=float) ** 2
+    mean = float(np.sum(w * x) / np.sum(w))
+    err = 1.0 / math.sqrt(float(np.sum(w)))
+    if x.size > 1:
+        err *= math.sqrt(covariance_scale(float(np.sum(w * (x - mean) ** 2)) / (x.size - 1), sigma_given=True))
+    return mean, err
+
+
 def serial_correlation_factor(weighted_residual: np.ndarray, max_lag: int = 200) -> float:
     """How much point-to-point correlation of the residuals inflates parameter variances.
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import chi2, norm
 
+from ..core.lsq import weighted_mean
 from .fit import fit_eos
 from .models import EosParams, _bulk_modulus, pressure_derivatives
 from .models import volume_A3 as eos_volume_A3
@@ -212,10 +213,5 @@ def volume_change_from_points(V_from_A3, V_from_err_A3, V_to_A3, V_to_err_A3) ->
         return VolumeChange(math.nan, math.nan, math.nan, math.nan, "no coexistence point")
     r = VB[ok] / VA[ok]
     sr = r * np.hypot(sA[ok] / VA[ok], sB[ok] / VB[ok])
-    w = 1.0 / sr**2
-    mean = float(np.sum(w * r) / np.sum(w))
-    err = 1.0 / math.sqrt(float(np.sum(w)))
-    if r.size > 1:
-        birge = float(np.sum(w * (r - mean) ** 2) / (r.size - 1))
-        err *= math.sqrt(max(1.0, birge))
+    mean, err = weighted_mean(r, sr)
     return VolumeChange(mean - 1.0, err, float(np.mean(VA[ok])), float(np.mean(VB[ok])), "coexistence points")

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.lsq import fit_straight_line
+from ..core.lsq import fit_straight_line, weighted_mean
 from ..core.units import q_from_two_theta, two_theta_from_q
 from ..io.config import validate_section
 from .lines import predicted_lines
@@ -142,13 +142,7 @@ def differential_stress(lines: list[LineStrain], shear_modulus_GPa: float = math
     if not used:
         nan = math.nan
         return DifferentialStress(nan, nan, nan, nan, nan, nan, 0)
-    q = np.array([ln.Q for ln in used])
-    w = 1.0 / np.array([ln.Q_err for ln in used]) ** 2
-    mean = float(np.sum(w * q) / np.sum(w))
-    err = float(1.0 / math.sqrt(np.sum(w)))
-    if len(used) > 1:
-        chi2 = float(np.sum(w * (q - mean) ** 2) / (len(used) - 1))
-        err *= math.sqrt(max(1.0, chi2))
+    mean, err = weighted_mean([ln.Q for ln in used], [ln.Q_err for ln in used])
     g = float(shear_modulus_GPa)
     return DifferentialStress(mean, err, 6.0 * mean, 6.0 * err, 6.0 * g * mean, 6.0 * abs(g) * err, len(used))
 
@@ -351,11 +345,7 @@ def hydrostatic_cell(strain: PhaseStrain, z_formula_units: int) -> tuple[float, 
             sa.append(line.d_P_err_A * m)
     if not a:
         return (math.nan,) * 4
-    a_arr, w = np.array(a), 1.0 / np.array(sa) ** 2
-    mean = float(np.sum(w * a_arr) / np.sum(w))
-    err = float(1.0 / math.sqrt(np.sum(w)))
-    if len(a) > 1:
-        err *= math.sqrt(max(1.0, float(np.sum(w * (a_arr - mean) ** 2)) / (len(a) - 1)))
+    mean, err = weighted_mean(a, sa)
     return mean, err, mean ** 3 / z_formula_units, 3.0 * mean ** 2 * err / z_formula_units
 
 
