@@ -17,8 +17,10 @@ column width (config ``figures.width``).
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -805,14 +807,20 @@ FIGURES: dict[str, Callable] = {
 def _gauge_positions(sheet_path) -> bool:
     """Whether a sheet names gauge spectra at other places (``ruby_2`` ...); False if it cannot be read
     (the run's jobs then say why)."""
-    from ..io.sheet import read_sheet
-
     if sheet_path is None:
         return False
     try:
-        return bool(read_sheet(sheet_path).gauge_position_columns())
+        return _has_gauge_positions(str(sheet_path), os.stat(sheet_path).st_mtime_ns)
     except (DacpipeError, OSError):
         return False
+
+
+@functools.lru_cache(maxsize=64)
+def _has_gauge_positions(sheet_path: str, mtime_ns: int) -> bool:
+    """The sheet read once per version however often figures_for asks (the workflow, twice per run)."""
+    from ..io.sheet import read_sheet
+
+    return bool(read_sheet(sheet_path).gauge_position_columns())
 
 
 def figures_for(run: dict) -> list[str]:
