@@ -24,6 +24,9 @@ validate(config, "../../config/schema.yaml")
 
 RESULTS = config["results_dir"].rstrip("/")
 RUNS = list(config["runs"])
+# The figures' size option of the runs' and campaigns' figures jobs; screen is
+# `dacpipe figure`'s default, so its command line stays the plain one.
+FIGURE_WIDTH = "" if config["figures"]["width"] == "screen" else f"--width {config['figures']['width']}"
 
 
 wildcard_constraints:

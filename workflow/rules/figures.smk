@@ -6,8 +6,6 @@
 # captions in workflow/report/. Their size and lettering follow
 # `figures.width` (a journal column, or screen): a parameter of each job, so
 # that changing it redraws the figures and nothing else.
-# screen is `dacpipe figure`'s default: its command line stays the plain one
-FIGURE_WIDTH = "" if config["figures"]["width"] == "screen" else f"--width {config['figures']['width']}"
 
 # A rule per run, as each run has its own figures (its outputs): named after the run.
 for _run_id in RUNS:
