@@ -129,11 +129,11 @@ def _figure_outputs(names: list[str], out: str | None, out_dir: str | None, comm
 def cmd_figure(args) -> int:
     # Several figures in one command: the workflow draws a run's figures in one job (each job
     # pays the start-up and matplotlib's import, ~1 s, for a figure that takes ~0.3 s).
-    outputs = _figure_outputs(args.name, args.out, args.out_dir, "dacpipe figure")
     if args.out_dir:
         written = draw_figures(args.name, args.store, args.out_dir, width=args.width, jobs=args.jobs)
     else:
-        written = draw_figure(args.name[0], args.store, outputs[0], width=args.width)
+        out = _figure_outputs(args.name, args.out, None, "dacpipe figure")[0]
+        written = draw_figure(args.name[0], args.store, out, width=args.width)
     for path in written:
         log.info(f"wrote {path}")
     return 0
