@@ -24,7 +24,7 @@ import numpy as np
 from ..core.errors import InputError
 from ..io.refs import file_record
 from .campaign import Campaign, read_campaign
-from .figures import STYLES, FigureStyle, pyplot, figure_style, save_figure
+from .figures import STYLES, FigureStyle, errorbar, figure_style, pyplot, save_figure
 from .store import open_result
 
 COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:grey")
@@ -102,8 +102,8 @@ def compression(campaign: Campaign, plt, style: FigureStyle = STYLES['screen']):
             v = entry[f"phases/{phase}/volume_fu_A3"][()] / params.V0_A3
             v_err = entry[f"phases/{phase}/volume_fu_err_A3"][()] / params.V0_A3
             p, p_err = entry["points/pressure_GPa"][()], entry["points/pressure_err_GPa"][()]
-        container = ax.errorbar(p, v, xerr=p_err, yerr=v_err, fmt="o", color=_colour(k), capsize=2, mfc="none",
-                                label=_label(campaign, summary.run))
+        container = errorbar(ax, p, v, xerr=p_err, yerr=v_err, marker="o", color=_colour(k), mfc="none",
+                             label=_label(campaign, summary.run))
         container.lines[0].set_gid(f"{summary.run}:phases/{phase}/volume_fu_A3÷eos/{phase}/V0_fu_A3"
                                    f"|points/pressure_GPa")
         grid = np.linspace(np.nanmin(v) * 0.995, 1.0, 200) if np.isfinite(v).any() else np.linspace(0.9, 1, 50)
@@ -183,8 +183,8 @@ def band_gap(campaign: Campaign, plt, style: FigureStyle = STYLES['screen']):
                 fits[phase] = (float(fit["pressure_min_GPa"][()]), float(fit["pressure_max_GPa"][()]),
                                float(fit["E0_eV"][()]), float(fit["alpha_eV_per_GPa"][()]),
                                beta if math.isfinite(beta) else 0.0)
-        container = ax.errorbar(p, gap, yerr=err, fmt="o", color=_colour(k), mfc="none", capsize=2,
-                                label=_label(campaign, summary.run))
+        container = errorbar(ax, p, gap, yerr=err, marker="o", color=_colour(k), mfc="none",
+                             label=_label(campaign, summary.run))
         container.lines[0].set_gid(f"{summary.run}:optical/band_gap/band_gap_eV|optical/band_gap/pressure_GPa")
         for phase, (lo, hi, e0, alpha, beta) in fits.items():
             grid = np.linspace(lo, hi, 50)

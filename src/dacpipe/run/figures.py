@@ -34,6 +34,8 @@ from .store import StoreError, open_result, os_reason
 # waterfall or gallery of a thousand points would be a poster nobody reads
 # (and minutes of rendering).
 MAX_PANELS = 30
+# Beyond this many points a series' error bars lose their caps and are rasterized in PDFs (errorbar).
+DENSE_POINTS = 200
 
 PHASE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink")
 
@@ -132,12 +134,29 @@ def _tag(artist, y_path: str, x_path: str) -> None:
     artist.set_gid(f"{y_path}|{x_path}")
 
 
+def errorbar(ax, x, y, xerr=None, yerr=None, **style):
+    """``ax.errorbar`` of a series, points only, capped error bars while they can be
+    told apart. Beyond :data:`DENSE_POINTS` points (a beamline run of hundreds of
+    frames) the bars lose their caps, which would merge into a band, and the
+    series is rasterized in vector files: a PDF otherwise holds every marker and
+    cap as a path (1,000 points: 3 s to write a lattice figure, most of the
+    workflow's figures job)."""
+    dense = np.size(x) > DENSE_POINTS
+    style.setdefault("linestyle", "none")
+    container = ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=0 if dense else 2, **style)
+    if dense:
+        for artist in (container.lines[0], *container.lines[1], *container.lines[2]):
+            if artist is not None:
+                artist.set_rasterized(True)
+    return container
+
+
 def _errorbar(ax, entry, x_path, y_path, xerr_path=None, yerr_path=None, **style):
     """An errorbar series straight from the store, tagged with its paths."""
     x, y = entry[x_path][()], entry[y_path][()]
     xerr = entry[xerr_path][()] if xerr_path and xerr_path in entry else None
     yerr = entry[yerr_path][()] if yerr_path and yerr_path in entry else None
-    container = ax.errorbar(x, y, xerr=xerr, yerr=yerr, linestyle="none", capsize=2, **style)
+    container = errorbar(ax, x, y, xerr=xerr, yerr=yerr, **style)
     _tag(container.lines[0], y_path, x_path)
     return container
 
@@ -258,7 +277,7 @@ def compression(entry, plt, style: FigureStyle | None = None):
         v = entry[f"phases/{name}/volume_fu_A3"][()] / params.V0_A3
         v_err = entry[f"phases/{name}/volume_fu_err_A3"][()] / params.V0_A3
         p, p_err = entry["points/pressure_GPa"][()], entry["points/pressure_err_GPa"][()]
-        container = ax.errorbar(p, v, xerr=p_err, yerr=v_err, fmt="o", color=_colour(k), capsize=2, label=name)
+        container = errorbar(ax, p, v, xerr=p_err, yerr=v_err, marker="o", color=_colour(k), label=name)
         container.lines[0].set_gid(f"phases/{name}/volume_fu_A3÷eos/{name}/V0_fu_A3|points/pressure_GPa")
         # The points the robust fit left out (eos/<phase>/excluded_points), ringed: a reader
         # sees which volumes the curve does not answer for.
@@ -328,9 +347,9 @@ def band_gap(entry, plt, style: FigureStyle | None = None):
     urbach = "optical/urbach/urbach_energy_eV"
     if urbach in entry and np.isfinite(entry[urbach][()]).any():
         fig, (ax, below) = _new(plt, style, 6, 5.5, nrows=2, sharex=True, height_ratios=[3, 1.3])
-        container = below.errorbar(entry["optical/urbach/pressure_GPa"][()], 1000.0 * entry[urbach][()],
-                                   yerr=1000.0 * entry["optical/urbach/urbach_energy_err_eV"][()],
-                                   linestyle="none", marker="D", mfc="none", capsize=2, color="tab:green")
+        container = errorbar(below, entry["optical/urbach/pressure_GPa"][()], 1000.0 * entry[urbach][()],
+                             yerr=1000.0 * entry["optical/urbach/urbach_energy_err_eV"][()],
+                             marker="D", mfc="none", color="tab:green")
         container.lines[0].set_gid(f"{urbach}×1000|optical/urbach/pressure_GPa")
         below.set_ylabel("Urbach (meV)")
         below.set_xlabel("pressure (GPa)")
@@ -553,9 +572,8 @@ def lattice(entry, plt, style: FigureStyle | None = None):
         a, a_err = entry[f"{g}/a_A"][()], entry[f"{g}/a_err_A"][()]
         c, c_err = entry[f"{g}/c_A"][()], entry[f"{g}/c_err_A"][()]
         ratio = c / a
-        container = axes["c/a"].errorbar(entry[p][()], ratio, xerr=entry[p_err][()],
-                                         yerr=ratio * np.hypot(c_err / c, a_err / a), linestyle="none",
-                                         marker="o", capsize=2, color=_colour(k), label=name)
+        container = errorbar(axes["c/a"], entry[p][()], ratio, xerr=entry[p_err][()],
+                             yerr=ratio * np.hypot(c_err / c, a_err / a), marker="o", color=_colour(k), label=name)
         container.lines[0].set_gid(f"{g}/c_A÷{g}/a_A|{p}")
     axes["a"].set_ylabel("a (Å)" if not any(f"phases/{n}/b_A" in entry for n in phases) else "a, b (Å)")
     if with_c:
@@ -665,14 +683,13 @@ def ruby_scale(entry, plt, style: FigureStyle | None = None):
         if heated:
             _errorbar(ax, entry, p, y, p_err, y_err, marker=marker, mfc="none", color="0.65",
                       label=f"{side}, as measured")
-            moved = ax.errorbar(pressure, corrected, yerr=errors, linestyle="none", marker=marker, mfc="none",
-                                capsize=2, color=colour, label=f"{side}, at {reference_K:g} K")
+            moved = errorbar(ax, pressure, corrected, yerr=errors, marker=marker, mfc="none", color=colour,
+                             label=f"{side}, at {reference_K:g} K")
             moved.lines[0].set_gid(f"corrected:{y}")
         else:
             _errorbar(ax, entry, p, y, p_err, y_err, marker=marker, mfc="none", color=colour, label=side)
         residual = corrected - scale.position_at(pressure, x0)
-        container = below.errorbar(pressure, residual, yerr=errors,
-                                   linestyle="none", marker=marker, mfc="none", capsize=2, color=colour)
+        container = errorbar(below, pressure, residual, yerr=errors, marker=marker, mfc="none", color=colour)
         container.lines[0].set_gid(f"residual:{y}")
     below.axhline(0.0, color="black", linewidth=0.8)
     line = position.split("_")[0]
@@ -952,6 +969,14 @@ def figure_style(width: str) -> "FigureStyle":
     return STYLES[width]
 
 
+def _freeze_layout(fig) -> None:
+    """Keep the axes where the layout engine last put them."""
+    try:
+        fig.set_layout_engine("none")
+    except RuntimeError:   # an engine with colour bars cannot be swapped: laid out again, as before
+        pass
+
+
 def save_figure(fig, out_png: Path, style: "FigureStyle", plt) -> list[Path]:
     """Write ``fig`` as ``out_png`` and the PDF beside it, and close it; the files written."""
     try:
@@ -963,6 +988,9 @@ def save_figure(fig, out_png: Path, style: "FigureStyle", plt) -> list[Path]:
             except OSError as exc:  # a full disk: one line, not matplotlib's traceback
                 raise StoreError(f"{path}: cannot write the figure: {os_reason(exc)}") from None
             written.append(path)
+            # The PDF keeps the layout the PNG's drawing computed (the same size in
+            # inches): constrained layout is half a gallery's drawing time.
+            _freeze_layout(fig)
         return written
     finally:
         plt.close(fig)
