@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import savgol_filter
 from scipy.special import erfc
 
 from ..core.errors import InputError
@@ -87,12 +86,12 @@ def diamond_edge(shift_cm1, y) -> EdgeFit:
     dx = np.gradient(x)
 
     # First pass, light smoothing: which dip is the edge, and how wide it is.
-    i, (lo, hi) = _find_edge(x, y_clean, savgol_filter(y_clean, 7, 2, deriv=1) / dx, noise)
+    i, (lo, hi) = _find_edge(x, y_clean, _derivative(y_clean, 7) / dx, noise)
     # Second pass: a window about as wide as the dip averages the noise
     # without moving the minimum of a (nearly) symmetric dip.
     n_dip = hi - lo
     window = min(int(np.clip(n_dip, 5, 101)) | 1, len(x) - 1 + len(x) % 2)
-    deriv = savgol_filter(y_clean, window, 2, deriv=1) / dx
+    deriv = _derivative(y_clean, window) / dx
     a, b = max(lo - n_dip, 0), min(hi + n_dip, len(x))
     i = a + int(np.argmin(deriv[a:b]))
     lo, hi = _dip_extent(deriv, i)
@@ -117,6 +116,15 @@ def diamond_edge(shift_cm1, y) -> EdgeFit:
         step_height=step,
         n_spikes=count_runs(spikes),
     )
+
+
+def _derivative(y, window: int) -> np.ndarray:
+    """The Savitzky-Golay (quadratic) first derivative per sample."""
+    # imported here: scipy.signal costs 0.7 s, and every job validating a config
+    # with a fluorescence gauge imports this module for the gauge registry
+    from scipy.signal import savgol_filter
+
+    return savgol_filter(y, window, 2, deriv=1)
 
 
 def _dip_extent(deriv, i):

@@ -14,9 +14,40 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .checks import check_ruby_splitting, check_single_line_not_ruby
-from .diamond import diamond_edge
-from .fluorescence import fit_ruby, fit_single_line
+
+# The fitting code is imported when a spectrum is fitted, not with the registry:
+# every job that validates a run's config reads the registry (a gauge's default
+# scale and axis), and the fits bring scipy.optimize, .ndimage and .signal.
+
+
+def _fit_ruby(x, y, profile):
+    from .fluorescence import fit_ruby
+
+    return fit_ruby(x, y, profile=profile)
+
+
+def _fit_single_line(x, y, profile):
+    from .fluorescence import fit_single_line
+
+    return fit_single_line(x, y, profile=profile)
+
+
+def _diamond_edge(x, y, profile):
+    from .diamond import diamond_edge
+
+    return diamond_edge(x, y)
+
+
+def _ruby_signature(*args):
+    from .checks import check_ruby_splitting
+
+    return check_ruby_splitting(*args)
+
+
+def _single_line_signature(*args):
+    from .checks import check_single_line_not_ruby
+
+    return check_single_line_not_ruby(*args)
 
 
 @dataclass(frozen=True)
@@ -83,7 +114,7 @@ class Gauge:
 
 
 GAUGES: dict[str, Gauge] = {g.name: g for g in (
-    Gauge("ruby", "shen2020", "lambda0_nm", "nm", lambda x, y, profile: fit_ruby(x, y, profile=profile),
+    Gauge("ruby", "shen2020", "lambda0_nm", "nm", _fit_ruby,
           ("r1_nm", "r1_err_nm"),
           {"R1_nm": "r1_nm", "R1_err_nm": "r1_err_nm", "R2_nm": "r2_nm", "R2_err_nm": "r2_err_nm",
            "R1_fwhm_nm": "r1_fwhm_nm", "R2_fwhm_nm": "r2_fwhm_nm", "R1_amplitude": "r1_amplitude",
@@ -97,14 +128,14 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
           max_GPa=200.0, temperature_range_K=(10.0, 900.0), max_temperature_K=900.0,
           temperature_reference="Datchi et al. 2007, eqs. 2-4",
           lines=lambda f: [(f.r1_nm, f.r1_fwhm_nm), (f.r2_nm, f.r2_fwhm_nm)],
-          signature=check_ruby_splitting,
+          signature=_ruby_signature,
           # Published ambient R1: 694.22 (Mao 1986), 694.24, 694.25 nm (Shen 2020).
           x0_err_default=0.03),
     # The Sm:SrB4O7 0-0 line moves little with temperature (-1e-4 nm/K near
     # room temperature, Datchi et al. 1997), but +0.8 nm by 800 K (Datchi
     # et al. 2007): corrected like ruby (scales.sm_srb4o7_thermal_shift_nm).
     Gauge("sm-srb4o7", "datchi1997", "lambda0_nm", "nm",
-          lambda x, y, profile: fit_single_line(x, y, profile=profile), ("center_nm", "center_err_nm"),
+          _fit_single_line, ("center_nm", "center_err_nm"),
           {"line_nm": "center_nm", "line_err_nm": "center_err_nm", "line_fwhm_nm": "fwhm_nm",
            "amplitude": "amplitude", "reduced_chi2": "reduced_chi2", "r_squared": "r_squared",
            "n_spikes": "n_spikes"},
@@ -113,11 +144,11 @@ GAUGES: dict[str, Gauge] = {g.name: g for g in (
           # 900 K (Datchi et al. 1997, 2007).
           max_GPa=200.0, temperature_range_K=(0.0, 900.0), max_temperature_K=900.0,
           temperature_reference="Datchi et al. 1997, 2007",
-          lines=lambda f: [(f.center_nm, f.fwhm_nm)], signature=check_single_line_not_ruby,
+          lines=lambda f: [(f.center_nm, f.fwhm_nm)], signature=_single_line_signature,
           # Ambient 0-0 line: 685.41 nm (Datchi 1997), 685.51 nm (Rashchenko 2015).
           x0_err_default=0.1),
     # The diamond edge scale is a 300 K scale.
-    Gauge("diamond-raman", "akahama2006", "nu0_cm1", "cm-1", lambda x, y, profile: diamond_edge(x, y),
+    Gauge("diamond-raman", "akahama2006", "nu0_cm1", "cm-1", _diamond_edge,
           ("edge_cm1", "edge_err_cm1"), {"edge_cm1": "edge_cm1", "edge_err_cm1": "edge_err_cm1"},
           thermal_shift=False,
           # Akahama & Kawamura calibrated the edge at room temperature and
