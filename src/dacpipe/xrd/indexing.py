@@ -219,13 +219,26 @@ class SeriesState:
     declined: dict[str, float] = field(default_factory=dict)
     trials: dict[str, float] = field(default_factory=dict)
     templates: dict[str, CandidateTemplates] = field(default_factory=dict)
+    # Library cells by (phase, pressure): each point's seeds ask for the cells at its
+    # pressure and at the last point's (an EOS inverted each time: a tenth of a
+    # single-phase point's time)
+    cells: dict[tuple[int, float], tuple] = field(default_factory=dict)
 
 
-def _cell_at(phase: Phase, pressure_GPa: float) -> tuple:
+def _cell_at(phase: Phase, pressure_GPa: float, cache: dict | None = None) -> tuple:
+    p = pressure_GPa if math.isfinite(pressure_GPa) else phase.reference_pressure_GPa
+    # by the phase object, which the entry holds on to (so its id is not reused)
+    key = (id(phase), float(p))
+    if cache is not None and key in cache:
+        return cache[key][1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        p = pressure_GPa if math.isfinite(pressure_GPa) else phase.reference_pressure_GPa
-        return tuple(phase.cell_at(p))
+        cell = tuple(phase.cell_at(p))
+    if cache is not None:
+        if len(cache) > 64:     # a series walks on: the cells of points long past are not asked again
+            cache.clear()
+        cache[key] = (phase, cell)
+    return cell
 
 
 def seed_state(name: str, phase: Phase, state: SeriesState, pressure_GPa: float, q_max_A: float,
@@ -235,12 +248,12 @@ def seed_state(name: str, phase: Phase, state: SeriesState, pressure_GPa: float,
         last, p_last = state.refined[name]
         seed = last.copy()
         if math.isfinite(pressure_GPa) and math.isfinite(p_last) and pressure_GPa != p_last:
-            v_new, v_old = (float(np.prod(_cell_at(phase, p)[:3])) for p in (pressure_GPa, p_last))
+            v_new, v_old = (float(np.prod(_cell_at(phase, p, state.cells)[:3])) for p in (pressure_GPa, p_last))
             # Every component of G* scales as 1/length^2 under isotropic compression.
             seed.rcell = seed.rcell.with_p(seed.rcell.p * (v_new / v_old) ** (-2.0 / 3.0))
         return seed
     lines = line_set(phase, q_max_A, wavelength_A)
-    rcell = ReciprocalCell.from_cell(phase.system, _cell_at(phase, pressure_GPa))
+    rcell = ReciprocalCell.from_cell(phase.system, _cell_at(phase, pressure_GPa, state.cells))
     return PhaseState(name, lines, rcell, DEFAULT_FWHM_Q_A, 0.0, DEFAULT_ETA)
 
 
