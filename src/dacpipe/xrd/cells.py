@@ -478,20 +478,26 @@ def _positive_definite(g: np.ndarray) -> bool:
     return True
 
 
+def _direct_cell(gstar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell (a, b, c, alpha, beta, gamma) from G*, with G = G*^-1 and the lengths."""
+    g = np.linalg.inv(gstar)
+    lengths = np.sqrt(np.diag(g))
+    angles = np.zeros(3)
+    for k, (i1, i2) in enumerate(_ANGLE_PAIRS.values()):
+        cos = np.clip(g[i1, i2] / (lengths[i1] * lengths[i2]), -1.0, 1.0)
+        angles[k] = math.degrees(math.acos(cos))
+    return np.concatenate([lengths, angles]), g, lengths
+
+
 def _direct_jacobian(gstar: np.ndarray, setting: _Setting) -> tuple[np.ndarray, np.ndarray, float]:
     """Cell (a, b, c, alpha, beta, gamma), volume, and d(cell, V)/dp (7 x n).
 
     From G = G*^-1: dG = -G E_j G for the basis matrix E_j of p_j; lengths
     sqrt(G_ii); cos(angle) = G_jk / (L_j L_k); d ln V = -tr(G E_j) / 2.
     """
-    g = np.linalg.inv(gstar)
-    lengths = np.sqrt(np.diag(g))
+    cell, g, lengths = _direct_cell(gstar)
     volume = 1.0 / math.sqrt(np.linalg.det(gstar))
     jac = np.zeros((7, len(setting.basis)))
-    angles = np.zeros(3)
-    for k, (name, (i1, i2)) in enumerate(_ANGLE_PAIRS.items()):
-        cos = np.clip(g[i1, i2] / (lengths[i1] * lengths[i2]), -1.0, 1.0)
-        angles[k] = math.degrees(math.acos(cos))
     for jj, e in enumerate(setting.basis):
         dg = -g @ e @ g
         dl = np.diag(dg) / (2.0 * lengths)
@@ -502,7 +508,6 @@ def _direct_jacobian(gstar: np.ndarray, setting: _Setting) -> tuple[np.ndarray, 
             sin = math.sqrt(max(1.0 - cos * cos, 1e-300))
             jac[3 + k, jj] = -math.degrees(dcos / sin)
         jac[6, jj] = -0.5 * volume * float(np.trace(g @ e))
-    cell = np.concatenate([lengths, angles])
     return cell, jac, volume
 
 
@@ -693,8 +698,7 @@ class ReciprocalCell:
 
     def cell(self) -> tuple[float, ...]:
         """a, b, c (A), alpha, beta, gamma (deg)."""
-        cell_full, _, _ = _direct_jacobian(_gstar(self.p, self.setting), self.setting)
-        return _assemble_cell(cell_full, self.setting)
+        return _assemble_cell(_direct_cell(_gstar(self.p, self.setting))[0], self.setting)
 
     def cell_and_jacobian(self) -> tuple[tuple[float, ...], np.ndarray, float, np.ndarray]:
         """The cell, d(free parameters)/dp, the volume and dV/dp, for carrying a covariance of p."""
