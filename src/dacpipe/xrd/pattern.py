@@ -337,6 +337,9 @@ class FitResult:
         other = Pattern(q_A, np.zeros(len(q_A)), np.ones(len(q_A)), self.pattern.wavelength_A)
         # the same q_ref as the fit, so that the width law means the same
         other = _with_q_ref(other, self.pattern.q_ref)
+        if self.pattern.__dict__.get("_nodes"):
+            # lines a few bins wide were fitted as bin means: so they are shown and judged
+            other = other.bin_averaged()
         phases = sum((s * phase_column(other, p)[0] for s, p in zip(self.scales, self.phases)),
                      np.zeros(len(q_A)))
         span = (float(self.pattern.q[0]), float(self.pattern.q[-1]))
