@@ -34,10 +34,12 @@ def hkl_array(hkl_lists, width: int | None = None) -> np.ndarray:
     return out
 
 
-# A reduced chi^2 above this flags the point: patterns the library phases describe
-# fit at 1-2 (measured on Pilatus 1M frames, 3000 bins, and on data-sample),
-# up to tens where the counts are so high that the profiles' approximations show;
-# frames integrated without spot rejection reach hundreds to tens of thousands.
+# A reduced chi^2 (on the bins as integrated) above this flags the point: patterns
+# the library phases describe fit at 1-2 (data-sample 0.9-1.2; 1,000 Pilatus 1M
+# frames at 3000 bins 1.1-2.5, 9 where a phase starts to show), up to ~10 where
+# the counts are so high that the profiles' approximations show or the rings are
+# strained (au_radial's azimuthal average, 1.3-8.5); frames integrated without
+# spot rejection reach hundreds and more.
 POOR_FIT_CHI2 = 50.0
 
 
