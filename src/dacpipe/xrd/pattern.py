@@ -74,10 +74,16 @@ class PhaseState:
     base: np.ndarray = field(default=None)   # type: ignore[assignment]
     base_cell: tuple = ()
     design: np.ndarray = field(default=None, repr=False)   # type: ignore[assignment]
+    # The lines at the same d for every cell of the system: first line of each, and each line's group
+    coincident: tuple[np.ndarray, np.ndarray] = field(default=None, repr=False)   # type: ignore[assignment]
 
     def __post_init__(self):
         if self.design is None:
             self.design = self.rcell.design(self.lines.hkl)
+        if self.coincident is None:
+            # rounded: hkl and khl sum the same terms in another order
+            _, first, group = np.unique(np.round(self.design, 9), axis=0, return_index=True, return_inverse=True)
+            self.coincident = (first, np.asarray(group).reshape(-1))
         self.refresh_intensities()
 
     def refresh_intensities(self, force: bool = False) -> None:
@@ -104,6 +110,14 @@ class PhaseState:
 
     def q_lines(self) -> np.ndarray:
         return 2.0 * np.pi * np.sqrt(np.clip(self.design @ self.rcell.p, 1e-12, None))
+
+    def model_lines(self) -> tuple[np.ndarray, np.ndarray]:
+        """Design rows and m |F|^2 of the lines as a pattern shows them: lines at the
+        same d for every cell of the system (hkl and khl of a trigonal phase, 333
+        and 511 of a cubic one) are one line, their intensities summed. Exact, and
+        the model's work: HgTe cinnabar's 425 lines to 8.6 1/A are 246."""
+        first, group = self.coincident
+        return self.design[first], np.bincount(group, weights=self.base, minlength=len(first))
 
     def line_areas(self) -> tuple[np.ndarray, np.ndarray]:
         """q of each line and its relative area in q at unit scale, m |F|^2 / q^2
@@ -185,11 +199,12 @@ class Pattern:
 
         A merged bin is the mean of ``factor`` bins: over its width h the model
         f averages to f + h^2/24 f'' + O(h^4). f'' is the second difference of
-        the neighbours (on a uniform grid (f_-1 + 22 f_0 + f_1) / 24, Simpson's
-        rule for the cell average), taken at the nearest bin with a neighbour
-        on both sides at the end of a run. At 5 bins per FWHM the point model
-        would make a Gaussian line 1.3 % broad; this leaves 0.05 % of its
-        height. Bins the integration made are not corrected: their width, like
+        the neighbours (on a uniform grid (f_-1 + 22 f_0 + f_1) / 24, the
+        fourth-order relation of point values and cell averages of finite-volume
+        schemes), taken at the nearest bin with a neighbour on both sides at
+        the end of a run. At 5 bins per FWHM the centre values made the 9 nm
+        lines of a synthetic HgTe series 1.8 % broad (0.5 % at 8); the mean
+        errs by 0.05 % of a Gaussian line's height. Bins the integration made are not corrected: their width, like
         the pixels', is part of the instrument function the calibrant measured.
         """
         if not self.__dict__.get("_bin_mean") or len(self.q) < 3:
@@ -251,10 +266,11 @@ def phase_column(pattern: Pattern, phase: PhaseState, *, jacobian: bool = False)
     """
     wavelength = pattern.wavelength_A
     q = pattern.q
-    q_l = phase.q_lines()
+    design, base = phase.model_lines()
+    q_l = 2.0 * np.pi * np.sqrt(np.clip(design @ phase.rcell.p, 1e-12, None))
     q_ref = pattern.q_ref
     width_q = np.clip(phase.w0 + phase.w1 * (q_l - q_ref), 1e-5, None)
-    area_q = phase.base * (4.0 * np.pi / wavelength) ** 2 / q_l**2
+    area_q = base * (4.0 * np.pi / wavelength) ** 2 / q_l**2
     reach = LINE_REACH_FWHM * width_q
     keep = (q_l + reach > q[0]) & (q_l - reach < q[-1]) & (area_q > 0) & (q_l * wavelength < 4.0 * np.pi * 0.999)
     if keep.any():
@@ -281,7 +297,7 @@ def phase_column(pattern: Pattern, phase: PhaseState, *, jacobian: bool = False)
     dJ_dq = dT_dq * sin_theta / cos_theta * dT_dq / 2.0
     dwidth_dq = phase.w1 * dT_dq + width_q * dJ_dq
     darea_dq = -2.0 * area_q / q_l * dT_dq + area_q * dJ_dq
-    dq_dp = 2.0 * np.pi**2 * phase.design[keep] / q_l[:, None]          # (L, n_p)
+    dq_dp = 2.0 * np.pi**2 * design[keep] / q_l[:, None]          # (L, n_p)
     # Rows: each cell parameter p (through q_l), w0, w1, eta; what each row
     # takes of each line's centre, width, area and eta derivatives.
     n_p, n_l = dq_dp.shape[1], len(q_l)
