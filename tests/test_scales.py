@@ -83,3 +83,18 @@ def test_temperature_correction_removes_thermal_shift():
     assert temperature_corrected_position(690.0, 400.0, 298.0, "none") == 690.0
     assert GAUGES["sm-srb4o7"].thermal_shift and GAUGES["ruby"].thermal_shift
     assert not GAUGES["diamond-raman"].thermal_shift
+
+
+def test_the_gauge_registry_does_not_bring_the_fitting_code():
+    """Every job that validates a ruby run's config reads the registry (default
+    scale, axis); the fits' scipy.signal, .ndimage and .optimize cost 0.4 s of
+    each such job's start and come only when a spectrum is fitted."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from dacpipe.io.config import validate_config; from dacpipe.run.config import run_config; "
+            "run = run_config(validate_config({'runs': {'r': {'sheet': 's.tsv', 'pressure': {'gauge': 'ruby'}}}}), 'r'); "
+            "assert run['pressure']['scale'] == 'shen2020'; "
+            "print(sorted(m for m in ('scipy.signal', 'scipy.ndimage', 'scipy.optimize') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
