@@ -121,6 +121,25 @@ def test_a_thousand_points_make_a_readable_figure():
     assert _spread(14) == list(range(14)) and _spread(0) == []
 
 
+def test_a_dense_series_has_bars_without_caps_rasterized_in_the_pdf(tmp_path):
+    """Beyond DENSE_POINTS a series' caps would merge into a band and every marker
+    would be a path of the PDF: no caps, and the series drawn as an image there;
+    a short series keeps its caps and stays vector."""
+    from dacpipe.run.figures import DENSE_POINTS, errorbar
+
+    plt = pyplot()
+    fig, ax = plt.subplots()
+    for n, dense in ((DENSE_POINTS, False), (5 * DENSE_POINTS, True)):
+        x = np.linspace(0, 10, n)
+        container = errorbar(ax, x, x, xerr=0.1 + 0 * x, yerr=0.2 + 0 * x, marker="o")
+        assert (len(container.lines[1]) == 0) == dense           # caps
+        assert container.lines[0].get_rasterized() == dense
+        assert all(bars.get_rasterized() == dense for bars in container.lines[2])
+    fig.savefig(tmp_path / "dense.pdf")
+    plt.close(fig)
+    assert b"/Subtype /Image" in (tmp_path / "dense.pdf").read_bytes()
+
+
 def test_points_left_out_of_the_eos_fit_are_ringed(tmp_path):
     """The compression figure rings exactly the points in eos/<phase>/excluded_points."""
     plt = pyplot()
