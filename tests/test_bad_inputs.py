@@ -425,7 +425,7 @@ def test_a_run_whose_patterns_no_phase_explains_warns_once(present_a, present_b,
 
     from dacpipe.core.results import Upstream
     from dacpipe.io.sheet import Point, Sheet
-    from dacpipe.xrd.stage import finish_phases
+    from dacpipe.xrd.transitions import finish_phases
 
     result = _phases_result(present_a, present_b)
     sheet = Sheet(path=Path("points.tsv"), columns=("point",), points=tuple(Point(p) for p in result.point_ids))

@@ -52,7 +52,7 @@ LEAD_IN_POINTS: dict[str, int] = {"phases": 3}
 # The runner applies it after a whole-series computation, the workflow's
 # merge job after joining the chunks, dacpipe watch after each splice; a
 # chunk job never does. It must give the same result applied again.
-FINISH: dict[str, str] = {"phases": "dacpipe.xrd.stage:finish_phases",
+FINISH: dict[str, str] = {"phases": "dacpipe.xrd.transitions:finish_phases",
                           "pressure": "dacpipe.pressure.stage:finish_pressure"}
 
 # What a stage reads of another's part: (stage, upstream) -> datasets of the

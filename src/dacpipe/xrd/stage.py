@@ -7,7 +7,6 @@ pressures, which seed each phase's lattice.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -20,7 +19,6 @@ from .library import get_phase, phase_key
 from .marker import DEFAULT_MAX_PRESSURE_GPA, STABLE_TO_GPA, check_marker, read_marker
 from .peaks import fit_peaks
 from .strain import strain_datasets
-from .transitions import find_transitions
 
 
 def hkl_array(hkl_lists, width: int | None = None) -> np.ndarray:
@@ -59,7 +57,7 @@ def sampled_q(xrd) -> np.ndarray:
 def phases(ctx: StageContext) -> StageResult:
     """Identify and refine the phases of every pattern in measurement order
     (:mod:`dacpipe.xrd.indexing`) as the ``phases`` group; the runner adds
-    the series' ``transitions/`` (:func:`finish_phases`).
+    the series' ``transitions/`` (:func:`dacpipe.xrd.transitions.finish_phases`).
 
     A run gauged by an XRD marker has the marker fitted with the sample
     (its lines are then explained, not taken for a phase's), stored beside
@@ -134,61 +132,6 @@ def phases(ctx: StageContext) -> StageResult:
     attrs.update(strain_attrs)
     # the transitions, over the whole series: finish_phases, which the runner applies
     return StageResult(stage="phases", point_ids=point_ids, datasets=datasets, status=status, attrs=attrs)
-
-
-def finish_phases(ctx: StageContext, result: StageResult) -> StageResult:
-    """``result`` with the transitions of its series (``transitions/``,
-    :func:`~dacpipe.xrd.transitions.find_transitions`) from the phases found
-    at its points and their pressures (``ctx.upstream["pressure"]``): the
-    step that spans the chunks the phase stage is computed in
-    (:data:`dacpipe.run.stages.LEAD_IN_POINTS`). The markers are left out."""
-    markers = set(result.attrs["markers"])
-    sample = [key for key in result.attrs["phases"] if key not in markers]
-    pressure_GPa = np.asarray(ctx.upstream["pressure"]["pressure_GPa"], dtype=float)
-    present = {key: np.asarray(result.datasets[f"{key}/present"], bool) for key in sample}
-    fraction = {key: np.nan_to_num(np.asarray(result.datasets[f"{key}/fraction"], float)) for key in sample}
-    # a point was fitted where it has a reduced chi^2; the others had no pattern to fit
-    fitted = np.isfinite(np.asarray(result.datasets["reduced_chi2"], float))
-    transitions = find_transitions(sample, present, fraction, pressure_GPa, list(result.point_ids), usable=fitted)
-    warning = no_phase_warning(present, fitted, ctx.upstream.get("xrd"))
-    if warning:
-        ctx.warn(f"{ctx.run_id}: {warning}")
-    extra = {k: v for k, v in result.extra.items() if not k.startswith("transitions/")}
-    extra.update({f"transitions/{k}": v for k, v in transitions.items()})
-    return dataclasses.replace(result, extra=extra)
-
-
-# Share of the fitted patterns without any configured phase above which the
-# run is suspected of a wrong wavelength or geometry (every line shifted)
-# rather than of points beyond the phases listed.
-NO_PHASE_WARN_SHARE = 0.5
-NO_PHASE_MIN_POINTS = 3
-
-
-def no_phase_warning(present: dict[str, np.ndarray], fitted: np.ndarray, xrd=None) -> str:
-    """The warning of a run where no configured phase explains most patterns, or "".
-
-    A wrong wavelength in the PONI (or a wrong distance) scales every line's
-    q, so that no phase's lines meet the measured ones at any point: the
-    fits then keep no phase. Phases simply not listed would leave some
-    points explained. Judged on the points fitted (those with a pattern),
-    at least :data:`NO_PHASE_MIN_POINTS` of them.
-    """
-    fitted = np.asarray(fitted, bool)
-    n_fitted = int(fitted.sum())
-    if n_fitted < NO_PHASE_MIN_POINTS:
-        return ""
-    any_present = np.zeros(len(fitted), bool)
-    for flags in present.values():
-        any_present |= np.asarray(flags, bool)
-    empty = int(np.count_nonzero(fitted & ~any_present))
-    if empty <= NO_PHASE_WARN_SHARE * n_fitted:
-        return ""
-    wavelength = ""
-    if xrd is not None and "wavelength_A" in xrd.attrs:
-        wavelength = f" ({float(xrd.attrs['wavelength_A']):.5g} A)"
-    return (f"phases: no configured phase explains {empty} of {n_fitted} patterns: check the wavelength"
-            f"{wavelength} and the detector distance of the PONI file, then the phase list")
 
 
 # Williamson-Hall crystallite size and microstrain per phase (dacpipe.xrd.size_strain), beside Scherrer's size.

@@ -19,9 +19,12 @@ the pressures of the points either side of where the presence changed
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
+
+from ..core.results import StageContext, StageResult
 
 COLUMNS = ("from_phase", "to_phase", "onset_GPa", "end_GPa", "direction", "onset_point", "end_point")
 
@@ -100,3 +103,62 @@ def _row(a: str, b: str, valid, start_pos: int, end_pos: int | None, p, point_id
     return {"from_phase": a, "to_phase": b, "onset_GPa": onset, "end_GPa": end,
             "direction": "up" if rising else "down", "onset_point": point_ids[j],
             "end_point": point_ids[valid[end_pos]] if end_pos is not None else "", "end_pos": end_pos}
+
+
+# The phase stage's step over the whole series, after its chunks are joined: here, not
+# in xrd/stage.py, so that the join's job does not import the fitting code (0.55 s).
+
+
+def finish_phases(ctx: StageContext, result: StageResult) -> StageResult:
+    """``result`` with the transitions of its series (``transitions/``,
+    :func:`~dacpipe.xrd.transitions.find_transitions`) from the phases found
+    at its points and their pressures (``ctx.upstream["pressure"]``): the
+    step that spans the chunks the phase stage is computed in
+    (:data:`dacpipe.run.stages.LEAD_IN_POINTS`). The markers are left out."""
+    markers = set(result.attrs["markers"])
+    sample = [key for key in result.attrs["phases"] if key not in markers]
+    pressure_GPa = np.asarray(ctx.upstream["pressure"]["pressure_GPa"], dtype=float)
+    present = {key: np.asarray(result.datasets[f"{key}/present"], bool) for key in sample}
+    fraction = {key: np.nan_to_num(np.asarray(result.datasets[f"{key}/fraction"], float)) for key in sample}
+    # a point was fitted where it has a reduced chi^2; the others had no pattern to fit
+    fitted = np.isfinite(np.asarray(result.datasets["reduced_chi2"], float))
+    transitions = find_transitions(sample, present, fraction, pressure_GPa, list(result.point_ids), usable=fitted)
+    warning = no_phase_warning(present, fitted, ctx.upstream.get("xrd"))
+    if warning:
+        ctx.warn(f"{ctx.run_id}: {warning}")
+    extra = {k: v for k, v in result.extra.items() if not k.startswith("transitions/")}
+    extra.update({f"transitions/{k}": v for k, v in transitions.items()})
+    return dataclasses.replace(result, extra=extra)
+
+
+# Share of the fitted patterns without any configured phase above which the
+# run is suspected of a wrong wavelength or geometry (every line shifted)
+# rather than of points beyond the phases listed.
+NO_PHASE_WARN_SHARE = 0.5
+NO_PHASE_MIN_POINTS = 3
+
+
+def no_phase_warning(present: dict[str, np.ndarray], fitted: np.ndarray, xrd=None) -> str:
+    """The warning of a run where no configured phase explains most patterns, or "".
+
+    A wrong wavelength in the PONI (or a wrong distance) scales every line's
+    q, so that no phase's lines meet the measured ones at any point: the
+    fits then keep no phase. Phases simply not listed would leave some
+    points explained. Judged on the points fitted (those with a pattern),
+    at least :data:`NO_PHASE_MIN_POINTS` of them.
+    """
+    fitted = np.asarray(fitted, bool)
+    n_fitted = int(fitted.sum())
+    if n_fitted < NO_PHASE_MIN_POINTS:
+        return ""
+    any_present = np.zeros(len(fitted), bool)
+    for flags in present.values():
+        any_present |= np.asarray(flags, bool)
+    empty = int(np.count_nonzero(fitted & ~any_present))
+    if empty <= NO_PHASE_WARN_SHARE * n_fitted:
+        return ""
+    wavelength = ""
+    if xrd is not None and "wavelength_A" in xrd.attrs:
+        wavelength = f" ({float(xrd.attrs['wavelength_A']):.5g} A)"
+    return (f"phases: no configured phase explains {empty} of {n_fitted} patterns: check the wavelength"
+            f"{wavelength} and the detector distance of the PONI file, then the phase list")
