@@ -3,7 +3,11 @@
 # pyFAI's integrator once and reuses it for every frame of its chunk.
 
 
+# Integration first among the jobs ready at once (the gauge fits, the merges of
+# chunks): the longest jobs of a run; a merge that took a core between two
+# integration chunks made the second start, and the identification wait, 1 s later.
 rule integrate:
+    priority: 1
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
         calibration=integration_files,

@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import f as f_distribution
+from scipy.special import fdtri
 
 from .pattern import FitResult, Pattern, PhaseState, chi2_without, phase_column
 
@@ -52,8 +52,12 @@ SCHERRER_K_SCAN = 0.9
 
 
 def critical_f(dp: int, dof: int, significance: float) -> float:
-    """The F value an added phase must beat (upper ``significance`` quantile of F(dp, dof))."""
-    return float(f_distribution.isf(significance, max(dp, 1), max(dof, 1)))
+    """The F value an added phase must beat (upper ``significance`` quantile of F(dp, dof)).
+
+    scipy.special's quantile of the F distribution, the one scipy.stats.f.isf
+    evaluates (the same numbers), without scipy.stats: its import was 0.26 s
+    of every identification job's start, and each call 46 us instead of 2."""
+    return float(fdtri(max(dp, 1), max(dof, 1), 1.0 - significance))
 
 
 def f_statistic(chi2_with: float, chi2_without_: float, dp: int, dof_with: int) -> float:

@@ -80,8 +80,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter, minimum_filter1d
 from scipy.optimize import least_squares, nnls
-from scipy.signal import find_peaks as _scipy_find_peaks
-from scipy.signal import peak_widths, savgol_coeffs, savgol_filter
 
 from ..core.baseline import snip, whittaker
 from ..core.errors import InputError
@@ -90,6 +88,16 @@ from ..core.noise import difference_sigma, running_difference_sigma
 from ..core.profiles import GAUSS_HEIGHT_FWHM, LORENTZ_HEIGHT_FWHM, area_derivatives, area_to_height, unit_parts
 
 __all__ = ["PROFILES", "Peak", "PeakFit", "estimate_background", "find_peaks", "fit_peaks"]
+
+
+def _signal():
+    """scipy.signal, imported where a peak search first needs it: the
+    identification imports this module (for an XRD marker) and would pay
+    scipy.signal's 0.3 s at every job's start for nothing."""
+    import scipy.signal
+
+    return scipy.signal
+
 
 PROFILES = ("pseudo-voigt", "gaussian", "lorentzian")
 
@@ -323,8 +331,8 @@ def _with_noise(p: _Pattern, fwhm_pts: float) -> _Pattern:
     n = len(y)
     win = _odd(fwhm_pts, lo=7, hi=n)
     order = 4 if win >= 7 else 2
-    level = savgol_filter(y, win, order, mode="interp")
-    c0 = float(savgol_coeffs(win, order)[win // 2])
+    level = _signal().savgol_filter(y, win, order, mode="interp")
+    c0 = float(_signal().savgol_coeffs(win, order)[win // 2])
     r2 = (y - level) ** 2 / max(1.0 - c0, 0.1)  # the smoothing absorbs a share c0 of each point's noise
     # Robust start: medians of r2 in 8 bins of the level (median of chi-square(1) = 0.4549 x mean).
     edges = np.quantile(level, np.linspace(0.0, 1.0, 9))
@@ -378,8 +386,8 @@ def _typical_fwhm_points(p: _Pattern) -> float | None:
     for _ in range(2):
         noise = _running_noise(p, size)
         signal = y - _running_median(y, size)
-        idx, props = _scipy_find_peaks(signal, height=8.0 * noise, prominence=4.0 * noise)
-        widths = peak_widths(signal, idx, rel_height=0.5)[0] if len(idx) else np.zeros(0)
+        idx, props = _signal().find_peaks(signal, height=8.0 * noise, prominence=4.0 * noise)
+        widths = _signal().peak_widths(signal, idx, rel_height=0.5)[0] if len(idx) else np.zeros(0)
         line = widths >= 1.5  # narrower: a spike (a diamond-spot residue), not a line
         idx, widths, props = idx[line], widths[line], {"peak_heights": props["peak_heights"][line]}
         if len(idx) == 0:
@@ -460,7 +468,7 @@ def _snip_background(p: _Pattern, fwhm_pts, width=None) -> np.ndarray:
         half = BACKGROUND_FWHM * fwhm_pts if fwhm_pts else len(p.y) / 10.0
     else:
         half = float(width) / p.dx
-    smooth = savgol_filter(p.y, _odd(fwhm_pts or 5, hi=len(p.y)), 2, mode="interp")
+    smooth = _signal().savgol_filter(p.y, _odd(fwhm_pts or 5, hi=len(p.y)), 2, mode="interp")
     return snip(smooth, max(1, int(round(half))))
 
 
@@ -496,18 +504,18 @@ def _candidates(p: _Pattern, bg, noise, fwhm_pts, threshold):
         return np.array([], dtype=int)
     signal = p.y - bg
     win = _odd(fwhm_pts, hi=n)
-    smooth = savgol_filter(signal, win, 2, mode="interp")
+    smooth = _signal().savgol_filter(signal, win, 2, mode="interp")
     point_noise = p.sigma if p.sigma is not None else noise
     tall = smooth >= threshold * noise
     distance = max(1.0, 0.5 * fwhm_pts)
 
-    curv = -savgol_filter(signal, win, 2, deriv=2, mode="interp")
-    coeffs = savgol_coeffs(win, 2, deriv=2)
+    curv = -_signal().savgol_filter(signal, win, 2, deriv=2, mode="interp")
+    coeffs = _signal().savgol_coeffs(win, 2, deriv=2)
     curv_noise = np.sqrt(np.convolve(point_noise**2, coeffs**2, mode="same"))
-    found, _ = _scipy_find_peaks(curv, height=_CURVATURE_SIGMA * curv_noise, distance=distance)
+    found, _ = _signal().find_peaks(curv, height=_CURVATURE_SIGMA * curv_noise, distance=distance)
     found = found[tall[found]]
 
-    maxima, _ = _scipy_find_peaks(smooth, height=threshold * noise, prominence=point_noise, distance=distance)
+    maxima, _ = _signal().find_peaks(smooth, height=threshold * noise, prominence=point_noise, distance=distance)
     if len(found):
         near = np.min(np.abs(maxima[:, None] - found[None, :]), axis=1) < 0.5 * fwhm_pts
         maxima = maxima[~near]
@@ -553,8 +561,8 @@ def find_peaks(x, y, sigma=None, *, min_snr=4.0, min_fwhm=None, fwhm=None):
     noise = _noise_curve(p, fwhm_pts)
     idx = _candidates(p, bg, noise, fwhm_pts, min_snr)
     if min_fwhm is not None and len(idx):
-        smooth = savgol_filter(p.y - bg, _odd(fwhm_pts, hi=len(p.y)), 2, mode="interp")
-        widths = peak_widths(smooth, idx, rel_height=0.5)[0] * p.dx
+        smooth = _signal().savgol_filter(p.y - bg, _odd(fwhm_pts, hi=len(p.y)), 2, mode="interp")
+        widths = _signal().peak_widths(smooth, idx, rel_height=0.5)[0] * p.dx
         idx = idx[widths >= float(min_fwhm)]
     return [float(v) for v in p.x[idx]]
 
@@ -817,8 +825,8 @@ def _add_missing(p, bg, peaks_model, noise, state, fwhm_pts, min_snr, eta_ref, e
     is not taken for a line), and at least half a FWHM from every fitted peak
     (nearer, it is that peak's misfit).
     """
-    resid = savgol_filter(p.y - bg - peaks_model, _odd(fwhm_pts, hi=len(p.y)), 2, mode="interp")
-    idx, _ = _scipy_find_peaks(resid, height=np.maximum(min_snr * noise, MISSING_SHARE * peaks_model),
+    resid = _signal().savgol_filter(p.y - bg - peaks_model, _odd(fwhm_pts, hi=len(p.y)), 2, mode="interp")
+    idx, _ = _signal().find_peaks(resid, height=np.maximum(min_snr * noise, MISSING_SHARE * peaks_model),
                                distance=max(1.0, 0.5 * fwhm_pts))
     fwhm_x = fwhm_pts * p.dx
     if len(idx) and len(state.c):
