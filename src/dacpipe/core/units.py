@@ -24,6 +24,9 @@ HC_EV_NM = constants.h * constants.c / constants.e * 1e9
 EV_PER_CM1 = constants.h * constants.c / constants.e * 100.0
 """Photon energy of one wavenumber, eV per cm^-1 (1.23984198e-4)."""
 
+BOLTZMANN_EV_PER_K = constants.k / constants.e
+"""Boltzmann's constant in eV per K (8.617333e-5)."""
+
 NM_CM1 = 1e7
 """nm x cm^-1: a wavelength in nm is 1e7 / its wavenumber in cm^-1."""
 

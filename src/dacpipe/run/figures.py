@@ -635,10 +635,10 @@ def ruby_scale(entry, plt, style: FigureStyle | None = None):
     """The gauge line's position (ruby R1, Sm:SrB4O7 0-0 line, diamond edge)
     of each spectrum against the point's pressure, with the run's scale
     curve at its ambient position x0 (away from the scale's temperature, the
-    line as measured faint and moved to that temperature in colour), and below, each position (moved to the
-    reference temperature as the pressure stage did) minus the curve at the
-    point's pressure: the before/after drift and the fit error bars, which
-    the main panel is too coarse to show.
+    line as measured faint and moved to that temperature in colour), and
+    below, each position (moved to the reference temperature as the pressure
+    stage did) minus the curve at the point's pressure: the before/after
+    drift and the fit error bars, which the main panel is too coarse to show.
 
     Raises
     ------
@@ -927,8 +927,9 @@ def draw_figure(name: str, store_path: str | Path, out_png: str | Path, width: s
         return save_figure(fig, out_png, style, plt)
 
 
-# Figures by drawing time on a 1,000-point run (lattice 2.8 s ... eos_ellipse 0.2 s); others after them.
-SLOW_FIRST = ("lattice", "ruby_gallery", "ruby_scale", "waterfall", "spectra_stack", "saxs_stack", "compression",
+# Figures by drawing time on a 1,000-point run (CPU for PNG and PDF: ruby_gallery 1.9 s, lattice 1.3,
+# waterfall 1.0, ruby_scale 0.8 ... eos_ellipse 0.2 s); others after them.
+SLOW_FIRST = ("ruby_gallery", "lattice", "waterfall", "ruby_scale", "spectra_stack", "saxs_stack", "compression",
               "hydrostaticity", "f_f", "fractions")
 
 
@@ -944,7 +945,7 @@ def draw_figures(names: Sequence[str], store_path: str | Path, folder: str | Pat
                  jobs: int = 1) -> list[Path]:
     """Draw the figures ``names`` from a store into ``folder`` (``<name>.png`` and ``.pdf``),
     ``jobs`` at a time in forked processes (the figures of a 1,000-point run take
-    0.2-2.8 s each). The first figure that cannot be drawn raises its error, after
+    0.2-1.9 s each). The first figure that cannot be drawn raises its error, after
     the others are done."""
     # the slowest first (measured on a 1,000-point run), so that no worker is left with one at the end
     order = sorted(names, key=lambda name: SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST))

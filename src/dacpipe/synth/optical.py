@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.profiles import pseudo_voigt_height
-from ..core.units import HC_EV_NM
+from ..core.units import BOLTZMANN_EV_PER_K, HC_EV_NM
 from .xrd import phase_fractions
 
 GAP_TRUTH = {  # phase -> (E0_eV, alpha_eV_per_GPa, beta_eV_per_GPa2); None = metallic
@@ -298,7 +298,6 @@ CSPBI3_GAP_MODEL = "bose_einstein"
 # at 300 K).
 CSPBI3_STOKES_SHIFT_EV = 0.020
 CSPBI3_PL_WIDTH = {"gamma0_eV": 0.040, "gamma_lo_eV": 0.060, "e_lo_eV": 0.020}
-BOLTZMANN_EV_PER_K = 8.617333262e-5
 # The grating spectrometer of the absorption: 720 pixels over 540-900 nm
 # (2.30-1.38 eV), so that 0.3 eV below the 80 K gap (the Urbach and baseline
 # ranges of the Tauc construction) and 0.45 eV above the 300 K gap are seen.

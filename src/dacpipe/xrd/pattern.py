@@ -109,7 +109,7 @@ class PhaseState:
         return replace(self, rcell=self.rcell.with_p(self.rcell.p.copy()))
 
     def q_lines(self) -> np.ndarray:
-        return 2.0 * np.pi * np.sqrt(np.clip(self.design @ self.rcell.p, 1e-12, None))
+        return _q_of(self.design, self.rcell.p)
 
     def model_lines(self) -> tuple[np.ndarray, np.ndarray]:
         """Design rows and m |F|^2 of the lines as a pattern shows them: lines at the
@@ -124,6 +124,11 @@ class PhaseState:
         (the powder Lorentz factor; see :func:`phase_column`)."""
         q_l = self.q_lines()
         return q_l, self.base / q_l**2
+
+
+def _q_of(design: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """q = 2 pi / d of lines with these rows of the reciprocal metric's design (1/d^2 = x . p)."""
+    return 2.0 * np.pi * np.sqrt(np.clip(design @ p, 1e-12, None))
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,8 +209,9 @@ class Pattern:
         schemes), taken at the nearest bin with a neighbour on both sides at
         the end of a run. At 5 bins per FWHM the centre values made the 9 nm
         lines of a synthetic HgTe series 1.8 % broad (0.5 % at 8); the mean
-        errs by 0.05 % of a Gaussian line's height. Bins the integration made are not corrected: their width, like
-        the pixels', is part of the instrument function the calibrant measured.
+        errs by 0.05 % of a Gaussian line's height. Bins the integration made
+        are not corrected: their width, like the pixels', is part of the
+        instrument function the calibrant measured.
         """
         if not self.__dict__.get("_bin_mean") or len(self.q) < 3:
             return values
@@ -267,7 +273,7 @@ def phase_column(pattern: Pattern, phase: PhaseState, *, jacobian: bool = False)
     wavelength = pattern.wavelength_A
     q = pattern.q
     design, base = phase.model_lines()
-    q_l = 2.0 * np.pi * np.sqrt(np.clip(design @ phase.rcell.p, 1e-12, None))
+    q_l = _q_of(design, phase.rcell.p)
     q_ref = pattern.q_ref
     width_q = np.clip(phase.w0 + phase.w1 * (q_l - q_ref), 1e-5, None)
     area_q = base * (4.0 * np.pi / wavelength) ** 2 / q_l**2
