@@ -92,3 +92,14 @@ def test_snakemake_validate_accepts_the_same_schema():
     config = {"runs": {"r1": {"sheet": "s.tsv"}}}
     validate(config, str(ROOT / "config" / "schema.yaml"))
     assert config["runs"]["r1"]["pressure"]["gauge"] == "ruby"
+
+
+def test_package_yaml_reads_what_safe_load_reads():
+    """The schema, phase library and media are parsed with libyaml's C loader
+    (every job reads them at its start): the same documents as yaml.safe_load."""
+    from dacpipe.io.package_yaml import read_package_yaml
+
+    src = ROOT / "src" / "dacpipe"
+    for package, name in (("dacpipe.io", "io/schema.yaml"), ("dacpipe.xrd", "xrd/library.yaml"),
+                          ("dacpipe.pressure", "pressure/media.yaml")):
+        assert read_package_yaml(package, name.split("/")[1]) == yaml.safe_load((src / name).read_text()), name

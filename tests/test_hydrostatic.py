@@ -15,7 +15,7 @@ from dacpipe.io.config import validate_section
 from dacpipe.io.sheet import read_sheet
 from dacpipe.pressure import stage
 from dacpipe.pressure.gauges import get_gauge
-from dacpipe.pressure.hydrostatic import BROADENING_FACTOR, line_shape, pressure_gradient, r1_r2_splitting_cm1
+from dacpipe.pressure.hydrostatic import BROADENING_FACTOR, finish_pressure, line_shape, pressure_gradient, r1_r2_splitting_cm1
 from dacpipe.pressure.media import get_medium, media, medium_regime
 from dacpipe.pressure.scales import get_scale
 from dacpipe.synth.ruby import ruby_spectrum, write_spectrum
@@ -105,7 +105,7 @@ def test_stage_flags_medium_broadening_and_stores_the_gradient(tmp_path):
     ctx = StageContext(run_id="t", stage="pressure", sheet=read_sheet(tmp_path / "points.tsv"),
                        run={"pressure": cfg})
     # the broadening is judged on the joined series, the step that spans the chunks
-    result = stage.finish_pressure(ctx, stage.run(ctx))
+    result = finish_pressure(ctx, stage.run(ctx))
     d = result.datasets
     assert list(d["medium_regime"]) == ["hydrostatic", "hydrostatic", "quasi-hydrostatic"]
     assert result.attrs["medium_hydrostatic_limit_GPa"] == 10.5
@@ -138,7 +138,7 @@ def test_no_medium_no_flag(tmp_path):
     cfg["scale"] = get_gauge(cfg["gauge"]).default_scale
     ctx = StageContext(run_id="t", stage="pressure", sheet=read_sheet(tmp_path / "points.tsv"),
                        run={"pressure": cfg})
-    result = stage.finish_pressure(ctx, stage.run(ctx))
+    result = finish_pressure(ctx, stage.run(ctx))
     assert result.status == ["ok"]
     assert list(result.datasets["medium_regime"]) == ["unknown"]
     assert result.attrs["medium"] == "unknown"
@@ -152,7 +152,6 @@ def test_the_broadening_check_applied_again_says_it_once():
 
     from dacpipe.core.results import StageContext, StageResult
     from dacpipe.io.sheet import Point, Sheet
-    from dacpipe.pressure.stage import finish_pressure
 
     ids = ["p1", "p2", "p3", "p4"]
     result = StageResult(stage="pressure", point_ids=ids, status=["ok"] * 4, datasets={

@@ -337,6 +337,9 @@ BAD_TEXT = {
     "descending": ("".join(f"{700 - i}\t{i}\n" for i in range(20)).encode(), ["descending", "700", "681"]),
     "unsorted": (good_table().replace("690.50", "689.00").encode(), ["not strictly increasing", "line 6", "689 after 690.4"]),
     "repeated_x": (good_table().replace("690.50", "690.40").encode(), ["not strictly increasing", "line 6"]),
+    # blank lines are skipped, and the message still names the file's line
+    "unsorted_after_blanks": (("\n" + good_table(3) + "\n\n" + "".join(good_table().splitlines(True)[3:]))
+                              .replace("690.50", "689.00").encode(), ["not strictly increasing", "line 9", "689 after 690.4"]),
     "few_points": (good_table(n=5).encode(), ["only 5 data points"]),
     "text_in_data": ((good_table(5) + "oops\n" + good_table(10)).encode(), ["line 6", "oops"]),
     "ragged": ((good_table(5) + "691 5 7\n").encode(), ["line 6 has 3 column"]),

@@ -193,3 +193,21 @@ def test_ten_thousand_frames_are_a_few_dozen_jobs(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert job_counts(out) == {"all": "1", "pressure": "20", "integrate": "20", "merge": "2", "store": "1",
                                "figures_big": "1", "total": "45"}
+
+
+def test_the_light_jobs_start_without_scipy():
+    """The merge, join, store and figures jobs read and write parts: their
+    start (the CLI, the whole-series steps of the chunked stages, the store)
+    imports no scipy, whose first import costs 0.1-0.3 s of each job on the
+    workflow's critical path. The constants of dacpipe.core.units come from
+    scipy.constants on first use, with scipy's values."""
+    code = ("import sys; import dacpipe.cli.commands, dacpipe.run.store; "
+            "from dacpipe.run.stages import FINISH, finish_function; "
+            "[finish_function(stage) for stage in FINISH]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy')); "
+            "from dacpipe.core.units import BOLTZMANN_EV_PER_K, EV_PER_CM1, HC_EV_NM; "
+            "from scipy import constants as c; "
+            "print(HC_EV_NM == c.h * c.c / c.e * 1e9, EV_PER_CM1 == c.h * c.c / c.e * 100, "
+            "BOLTZMANN_EV_PER_K == c.k / c.e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True True True"], out

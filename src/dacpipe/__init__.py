@@ -1,15 +1,19 @@
 """dacpipe: raw diamond-anvil-cell data to pressure, structure, EOS and band gap."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("dacpipe")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
-
 
 def __getattr__(name: str):
-    # dacpipe.load imports h5py, xarray and pandas only when asked for: `import dacpipe` stays cheap.
+    # Both on first use, so that `import dacpipe` stays cheap: the version
+    # (importlib.metadata, ~30 ms at every job's start), and dacpipe.load
+    # (h5py, xarray and pandas).
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("dacpipe")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
     if name == "load":
         from .run.load import load
 

@@ -12,7 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-from .. import __version__
 from ..core.errors import ConfigError, DacpipeError
 from ..io.refs import file_part
 from ..io.sheet import make_sheet, read_sheet
@@ -240,9 +239,18 @@ def add_lock_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lock-wait", type=float, metavar="SECONDS", help=LOCK_WAIT_HELP)
 
 
+class _Version(argparse.Action):
+    """``--version``: the package's version, looked up only when asked for (importlib.metadata)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .. import __version__
+
+        parser.exit(message=f"dacpipe {__version__}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dacpipe", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"dacpipe {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version and exit")
     parser.add_argument("--log", metavar="FILE", help="also write messages to FILE")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import leastsq
 
 from .errors import InputError
 
@@ -125,6 +124,11 @@ def levenberg_marquardt(fun, jac, p0, failure: str) -> np.ndarray:
         With the text ``failure`` when MINPACK gives up or returns a
         non-finite solution.
     """
+    # Imported here: the covariance helpers above are all that the cells, the
+    # figures and the store's readers need of this module, without scipy's
+    # optimizers (0.16 s at every job's start).
+    from scipy.optimize import leastsq
+
     try:
         # A wild trial step may overflow; LM then steps back, so stay quiet.
         with np.errstate(all="ignore"):

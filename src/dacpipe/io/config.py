@@ -1,8 +1,9 @@
 """Loading and validating the configuration (``config/config.yaml``).
 
 The schema lives in the package (``dacpipe/io/schema.yaml``, package data,
-so a wheel has it too); ``config/schema.yaml`` is a link to it, the file
-Snakemake's ``validate()`` reads. Validation fills in the schema's defaults,
+so a wheel has it too); ``config/schema.yaml`` is a link to it, for editors
+and Snakemake's ``validate()``. Validation fills in the schema's defaults
+(the workflow's too: workflow/rules/common.smk calls :func:`validate_config`),
 so code downstream reads every key without guessing, and
 :func:`validate_section` gives one section's settings to code that takes a
 section without the whole config (every ``Settings.from_config``).
@@ -13,7 +14,6 @@ from __future__ import annotations
 import copy
 import difflib
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,13 +21,13 @@ import jsonschema
 import yaml
 
 from ..core.errors import ConfigError
+from .package_yaml import read_package_yaml
 
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
     """The configuration schema shipped with the package."""
-    text = resources.files(__package__).joinpath("schema.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    return read_package_yaml(__package__, "schema.yaml")
 
 
 def _with_defaults(validator_class):

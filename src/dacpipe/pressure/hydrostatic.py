@@ -24,12 +24,14 @@ spread, the gradient over the chamber.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from ..core.results import StageContext, StageResult
 from ..core.units import NM_CM1
 
 BROADENING_FACTOR = 1.5
@@ -130,3 +132,38 @@ def pressure_gradient(pressures_GPa: Sequence[float]) -> Gradient:
         return Gradient(math.nan, math.nan, math.nan, int(p.size))
     spread = float(p.max() - p.min())
     return Gradient(spread, float(np.std(p, ddof=1)), spread / (2.0 * math.sqrt(3.0)), int(p.size))
+
+
+def _without_broadening(status: str) -> str:
+    """A point's status without the broadening warning :func:`finish_pressure` adds."""
+    kept = [part for part in status.split("; ") if not part.endswith(BROADENING_TAIL)]
+    return "; ".join(kept) or "ok"
+
+
+def finish_pressure(ctx: StageContext, result: StageResult) -> StageResult:
+    """``result`` (the joined pressure part) with each point's R1 width and
+    R1-R2 splitting compared with the run's low-pressure ones
+    (:func:`line_shape`): ``R1_width_ratio``,
+    ``R1_R2_splitting_change_cm1``, ``@R1_reference_fwhm_nm``, and a
+    broadened R1 flagged in its point's status. The step that spans the
+    chunks (the reference is the run's), run by the workflow's merge job
+    (:data:`dacpipe.run.stages.FINISH`), which imports this light module and
+    not the stage's fitting code; unchanged without ruby widths."""
+    d = result.datasets
+    if "R1_fwhm_nm" not in d:
+        return result
+    by_id = {p.point: p.temperature_K for p in ctx.sheet.points}
+    temperature = np.array([by_id.get(i, math.nan) for i in result.point_ids], dtype=float)
+    r1 = np.asarray(d["R1_fwhm_nm"], dtype=float)
+    splitting = np.asarray(d["R1_R2_splitting_cm1"], dtype=float)
+    shape = line_shape(r1, splitting, np.asarray(d["pressure_GPa"], dtype=float), temperature)
+    # Applied again to a spliced series (dacpipe watch), it first takes back what it
+    # said before: the reference may have moved.
+    status = [_without_broadening(s) for s in result.status]
+    for i in np.flatnonzero(shape.broadened):
+        message = broadening_warning(r1[i], shape.width_ratio[i], shape.reference_fwhm_nm)
+        status[i] = message if status[i] == "ok" else f"{status[i]}; {message}"
+        ctx.warn_point(result.point_ids[i], message)
+    datasets = {**d, "R1_width_ratio": shape.width_ratio, "R1_R2_splitting_change_cm1": shape.splitting_change_cm1}
+    attrs = {**result.attrs, "R1_reference_fwhm_nm": shape.reference_fwhm_nm}
+    return dataclasses.replace(result, datasets=datasets, attrs=attrs, status=status)

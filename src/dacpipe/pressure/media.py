@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 
 import numpy as np
-import yaml
+
+from ..io.package_yaml import read_package_yaml
 
 REGIMES = ("hydrostatic", "quasi-hydrostatic", "non-hydrostatic", "unknown")
 """The values of ``pressure/medium_regime``: unknown where the run names no
@@ -46,9 +46,8 @@ class Medium:
 @lru_cache(maxsize=1)
 def media() -> dict[str, Medium]:
     """Every medium of ``media.yaml`` by its config name, read once."""
-    text = resources.files(__package__).joinpath("media.yaml").read_text(encoding="utf-8")
     out = {}
-    for key, entry in yaml.safe_load(text).items():
+    for key, entry in read_package_yaml(__package__, "media.yaml").items():
         quasi = entry.get("quasi_hydrostatic_GPa")
         out[key] = Medium(key=key, name=entry["name"], hydrostatic_GPa=float(entry["hydrostatic_GPa"]),
                           quasi_hydrostatic_GPa=math.nan if quasi is None else float(quasi),

@@ -34,7 +34,6 @@ the point's status; the point keeps the pressure of its other spectrum.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -48,7 +47,7 @@ from ..io.sheet import Sheet
 from ..io.spectra import nm_to_raman_shift, read_spectrum
 from .checks import check_axis, check_misfit, check_pressure, check_temperature, plausible_positions
 from .gauges import Gauge, get_gauge
-from .hydrostatic import BROADENING_TAIL, broadening_warning, line_shape, pressure_gradient, r1_r2_splitting_cm1
+from .hydrostatic import pressure_gradient, r1_r2_splitting_cm1
 from .media import get_medium, medium_attrs, medium_regime, regime_warning
 from .scales import PressureScale, get_scale, temperature_corrected_position, thermal_slope_nm_per_K
 
@@ -472,36 +471,3 @@ def _hydrostaticity(medium_key, settings: GaugeSettings, pressure_GPa: np.ndarra
     datasets.update({"R1_fwhm_nm": mean["R1_fwhm_nm"],
                      "R1_R2_splitting_cm1": r1_r2_splitting_cm1(mean["R1_nm"], mean["R2_nm"])})
     return datasets, attrs
-
-
-def _without_broadening(status: str) -> str:
-    """A point's status without the broadening warning :func:`finish_pressure` adds."""
-    kept = [part for part in status.split("; ") if not part.endswith(BROADENING_TAIL)]
-    return "; ".join(kept) or "ok"
-
-
-def finish_pressure(ctx: StageContext, result: StageResult) -> StageResult:
-    """``result`` (the joined pressure part) with each point's R1 width and
-    R1-R2 splitting compared with the run's low-pressure ones
-    (:func:`~dacpipe.pressure.hydrostatic.line_shape`): ``R1_width_ratio``,
-    ``R1_R2_splitting_change_cm1``, ``@R1_reference_fwhm_nm``, and a
-    broadened R1 flagged in its point's status. The step that spans the
-    chunks (the reference is the run's); unchanged without ruby widths."""
-    d = result.datasets
-    if "R1_fwhm_nm" not in d:
-        return result
-    by_id = {p.point: p.temperature_K for p in ctx.sheet.points}
-    temperature = np.array([by_id.get(i, math.nan) for i in result.point_ids], dtype=float)
-    r1 = np.asarray(d["R1_fwhm_nm"], dtype=float)
-    splitting = np.asarray(d["R1_R2_splitting_cm1"], dtype=float)
-    shape = line_shape(r1, splitting, np.asarray(d["pressure_GPa"], dtype=float), temperature)
-    # Applied again to a spliced series (dacpipe watch), it first takes back what it
-    # said before: the reference may have moved.
-    status = [_without_broadening(s) for s in result.status]
-    for i in np.flatnonzero(shape.broadened):
-        message = broadening_warning(r1[i], shape.width_ratio[i], shape.reference_fwhm_nm)
-        status[i] = message if status[i] == "ok" else f"{status[i]}; {message}"
-        ctx.warn_point(result.point_ids[i], message)
-    datasets = {**d, "R1_width_ratio": shape.width_ratio, "R1_R2_splitting_change_cm1": shape.splitting_change_cm1}
-    attrs = {**result.attrs, "R1_reference_fwhm_nm": shape.reference_fwhm_nm}
-    return dataclasses.replace(result, datasets=datasets, attrs=attrs, status=status)

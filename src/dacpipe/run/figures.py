@@ -140,15 +140,49 @@ def errorbar(ax, x, y, xerr=None, yerr=None, **style):
     frames) the bars lose their caps, which would merge into a band, and the
     series is rasterized in vector files: a PDF otherwise holds every marker and
     cap as a path (1,000 points: 3 s to write a lattice figure, most of the
-    workflow's figures job)."""
-    dense = np.size(x) > DENSE_POINTS
+    workflow's figures job). A dense series' bars are built by :func:`_dense_bars`."""
+    from matplotlib.container import ErrorbarContainer
+
     style.setdefault("linestyle", "none")
-    container = ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=0 if dense else 2, **style)
-    if dense:
-        for artist in (container.lines[0], *container.lines[1], *container.lines[2]):
-            if artist is not None:
-                artist.set_rasterized(True)
+    if np.size(x) <= DENSE_POINTS:
+        return ax.errorbar(x, y, xerr=xerr, yerr=yerr, capsize=2, **style)
+    label = style.pop("label", None)
+    container = ax.errorbar(x, y, **style)      # the points alone
+    data = container.lines[0]
+    data.set_rasterized(True)
+    bars = tuple(_dense_bars(ax, x, y, err, along_x, data, style)
+                 for err, along_x in ((xerr, True), (yerr, False)) if err is not None)
+    ax.containers.remove(container)
+    container = ErrorbarContainer((data, (), bars), has_xerr=xerr is not None, has_yerr=yerr is not None,
+                                  label=label)
+    ax.add_container(container)
     return container
+
+
+def _dense_bars(ax, x, y, err, along_x: bool, data, style: dict):
+    """The error bars of a dense series as one LineCollection of plain segments,
+    as ``ax.errorbar`` draws them (the points' colour, ``lines.linewidth``,
+    z-order 2, under the points' 2.1), rasterized: the same segments, colour,
+    width and axis limits. ``ax.errorbar`` builds its bars from masked arrays,
+    one masked row per point: 25 ms per 1,000-point series with x and y
+    errors against 9 ms (a lattice figure has 14). Bars with a non-finite end
+    are left out, as ``ax.errorbar`` leaves them undrawn."""
+    import matplotlib as mpl
+    from matplotlib.collections import LineCollection
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    err = np.broadcast_to(np.asarray(err, dtype=float), (2, len(x)) if np.ndim(err) == 2 else (len(x),))
+    low, high = (err[0], err[1]) if err.ndim == 2 else (err, err)
+    centre, across = (x, y) if along_x else (y, x)
+    ends = np.stack([centre - low, centre + high], axis=1)           # (points, 2)
+    pairs = np.stack([ends, np.stack([across, across], axis=1)], axis=2)
+    segments = pairs if along_x else pairs[:, :, ::-1]               # (points, 2 ends, x y)
+    segments = segments[np.isfinite(segments).all(axis=(1, 2))]
+    bars = LineCollection(segments, colors=[data.get_color()], rasterized=True,
+                          linewidths=style.get("elinewidth", mpl.rcParams["lines.linewidth"]),
+                          zorder=style.get("zorder", 2), alpha=style.get("alpha"))
+    ax.add_collection(bars, autolim=True)
+    return bars
 
 
 def _errorbar(ax, entry, x_path, y_path, xerr_path=None, yerr_path=None, **style):

@@ -53,7 +53,7 @@ LEAD_IN_POINTS: dict[str, int] = {"phases": 3}
 # merge job after joining the chunks, dacpipe watch after each splice; a
 # chunk job never does. It must give the same result applied again.
 FINISH: dict[str, str] = {"phases": "dacpipe.xrd.transitions:finish_phases",
-                          "pressure": "dacpipe.pressure.stage:finish_pressure"}
+                          "pressure": "dacpipe.pressure.hydrostatic:finish_pressure"}
 
 # What a stage reads of another's part: (stage, upstream) -> datasets of the
 # upstream group (None: its per-phase datasets, named by the run's phases).

@@ -14,15 +14,14 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import yaml
 
 from ..core.errors import InputError
 from ..eos.models import EosParams, ThermalParams, volume_A3
+from ..io.package_yaml import read_package_yaml
 from ..io.phase_files import CifStructure, JcpdsFile, Site, read_cif, read_jcpds
 from .cells import cell_volume_A3
 from .structure import Phase
@@ -56,8 +55,7 @@ def _phase_from_entry(entry: dict) -> Phase:
 
 @functools.lru_cache(maxsize=1)
 def _entries() -> tuple[dict, ...]:
-    text = resources.files(__package__).joinpath("library.yaml").read_text(encoding="utf-8")
-    return tuple(yaml.safe_load(text))
+    return tuple(read_package_yaml(__package__, "library.yaml"))
 
 
 @functools.lru_cache(maxsize=1)
