@@ -128,6 +128,48 @@ def bare_loop(poni: Path, frames: list[Path], method: tuple[str, str, str] = MET
             "cpu_ms": 1e3 * (time.process_time() - cpu) / len(frames), "setup_cpu_ms": setup_cpu_ms}
 
 
+# The bare loop as a program of its own, as a user would write and run it:
+# the interpreter's start, fabio's and pyFAI's imports, the integrator's
+# set-up and the loop. Argument: a file listing the PONI file, then the frames.
+BARE_PROGRAM = textwrap.dedent("""
+    import sys, time
+    start = time.perf_counter()
+    import fabio
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+    poni, *frames = open(sys.argv[1]).read().split()
+    method = tuple(sys.argv[2].split(","))
+    ai = AzimuthalIntegrator()
+    ai.load(poni)
+    loop = None
+    for path in frames:
+        data = fabio.open(path).data
+        ai.integrate1d(data, int(sys.argv[3]), unit="q_A^-1", method=method, correctSolidAngle=True,
+                       polarization_factor=0.99, error_model="poisson")
+        loop = time.perf_counter() if loop is None else loop   # after the first frame: the CSR matrix built
+    end = time.perf_counter()
+    print(start, loop, end, len(frames))
+""")
+
+
+def bare_program(poni: Path, frames: list[Path], method: tuple[str, str, str] = METHOD) -> dict:
+    """Wall seconds of the bare loop run as a program (``BARE_PROGRAM``): ``wall_s``
+    from the process's start to its end, as a workflow's wall time is counted;
+    ``setup_s`` until the first frame is integrated (interpreter, imports,
+    integrator, the CSR matrix); ``loop_fps`` of the frames after it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing:
+        listing.write("\n".join(map(str, [poni, *frames])))
+    try:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", BARE_PROGRAM, listing.name, ",".join(method), str(NPT)],
+                             capture_output=True, text=True, check=True).stdout
+        wall = time.perf_counter() - t0
+    finally:
+        os.unlink(listing.name)
+    start, loop, end, n = out.split()
+    start, loop, end = float(start), float(loop), float(end)
+    return {"wall_s": wall, "setup_s": wall - (end - loop), "loop_fps": (int(n) - 1) / (end - loop)}
+
+
 def write_run(folder: Path, poni: Path, frames: list[Path], rejection: str, poni_convention: str = "pyfai") -> Path:
     folder.mkdir(exist_ok=True)
     sheet = folder / "points.tsv"

@@ -6,8 +6,9 @@
 # Integration first among the jobs ready at once (the gauge fits, the merges of
 # chunks): the longest jobs of a run; a merge that took a core between two
 # integration chunks made the second start, and the identification wait, 1 s later.
+# The gauge fits come next (rules/pressure.smk), then the merges.
 rule integrate:
-    priority: 1
+    priority: 2
     input:
         sheet=lambda w: config["runs"][w.run]["sheet"],
         calibration=integration_files,

