@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import InputError
 from ..core import units
+from ..core.errors import InputError
 
 MIN_POINTS = 10
 X_UNITS = ("nm", "raman_shift_cm-1", "cm-1")

@@ -454,7 +454,7 @@ def _hydrostaticity(medium_key, settings: GaugeSettings, pressure_GPa: np.ndarra
     :mod:`dacpipe.pressure.hydrostatic`): the medium's regime at its pressure
     (a point past its medium's hydrostatic limit gets a warning in its status,
     modified in place) and, for ruby, its R1 width and R1-R2 splitting, which
-    :func:`finish_pressure` compares with the run's low-pressure ones. All
+    :func:`~dacpipe.pressure.hydrostatic.finish_pressure` compares with the run's low-pressure ones. All
     per point: the same whatever the chunks."""
     medium = get_medium(medium_key) if medium_key else None
     regime = medium_regime(pressure_GPa, medium)
