@@ -966,9 +966,9 @@ def draw_figure(name: str, store_path: str | Path, out_png: str | Path, width: s
         return save_figure(fig, out_png, style, plt)
 
 
-# Figures by drawing time on a 1,000-point run (CPU for PNG and PDF: ruby_gallery 1.9 s, lattice 1.3,
-# waterfall 1.0, ruby_scale 0.8 ... eos_ellipse 0.2 s); others after them.
-SLOW_FIRST = ("ruby_gallery", "lattice", "waterfall", "ruby_scale", "spectra_stack", "saxs_stack", "compression",
+# Figures by drawing time on a 1,000-point run (CPU for PNG and PDF: ruby_gallery 1.6 s, waterfall 1.1,
+# lattice 1.0, ruby_scale 0.5 ... eos_ellipse 0.2 s); others after them.
+SLOW_FIRST = ("ruby_gallery", "waterfall", "lattice", "ruby_scale", "spectra_stack", "saxs_stack", "compression",
               "hydrostaticity", "f_f", "fractions")
 
 
@@ -984,7 +984,7 @@ def draw_figures(names: Sequence[str], store_path: str | Path, folder: str | Pat
                  jobs: int = 1) -> list[Path]:
     """Draw the figures ``names`` from a store into ``folder`` (``<name>.png`` and ``.pdf``),
     ``jobs`` at a time in forked processes (the figures of a 1,000-point run take
-    0.2-1.9 s each). The first figure that cannot be drawn raises its error, after
+    0.2-1.6 s each). The first figure that cannot be drawn raises its error, after
     the others are done."""
     # the slowest first (measured on a 1,000-point run), so that no worker is left with one at the end
     order = sorted(names, key=lambda name: SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST))

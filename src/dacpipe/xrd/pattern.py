@@ -366,7 +366,11 @@ class FitResult:
                      np.zeros(len(q_A)))
         span = (float(self.pattern.q[0]), float(self.pattern.q[-1]))
         background = background_basis(other.q, self.knot_spacing_A, span) @ self.background
-        self._evaluated = (q_A, phases, background)
+        # kept as they were asked and computed: the grid copied, the arrays read-only, so
+        # that no caller's later change to either can make the next answer a stale one
+        for array in (phases, background):
+            array.setflags(write=False)
+        self._evaluated = (q_A.copy(), phases, background)
         return phases, background
 
     def scale_index(self, k: int) -> int:
