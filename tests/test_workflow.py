@@ -211,3 +211,36 @@ def test_the_light_jobs_start_without_scipy():
             "BOLTZMANN_EV_PER_K == c.k / c.e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[:2] == ["[]", "True True True"], out
+
+
+def test_the_finished_workflow_cancels_only_the_schedulers_rate_limit_timers():
+    """Snakemake's last rate-limit timer (a threading.Timer of the job rate's
+    timespan, 1 s by default) kept the finished workflow's process alive; the
+    workflow's end handlers cancel it, and no other timer."""
+    import inspect
+    import threading
+
+    from snakemake.scheduling.job_scheduler import JobScheduler
+
+    from dacpipe.run.workflow_hooks import SCHEDULER_TIMER_METHOD, cancel_rate_limit_timers
+
+    # The Snakemake this runs on still makes those timers in the method the hook looks for.
+    assert "threading.Timer(" in inspect.getsource(getattr(JobScheduler, SCHEDULER_TIMER_METHOD))
+
+    class Scheduler:   # the shape of Snakemake's: a timer whose function the method defines
+        def _schedule_reevalutation(self, delay):
+            timer = threading.Timer(delay, lambda: None)
+            timer.start()
+            return timer
+
+    scheduler_timer = getattr(Scheduler(), SCHEDULER_TIMER_METHOD)(60.0)
+    other_timer = threading.Timer(60.0, print)
+    other_timer.start()
+    try:
+        assert cancel_rate_limit_timers() == 1
+        scheduler_timer.join(5.0)
+        assert not scheduler_timer.is_alive()
+        assert other_timer.is_alive() and not other_timer.finished.is_set()
+    finally:
+        other_timer.cancel()
+        scheduler_timer.cancel()

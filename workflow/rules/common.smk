@@ -11,6 +11,7 @@ from dacpipe.io.sheet import read_sheet
 from dacpipe.run.config import run_config
 from dacpipe.run.figures import figures_for
 from dacpipe.run.stages import chunks, config_sections, needs, stages_for
+from dacpipe.run.workflow_hooks import cancel_rate_limit_timers
 
 # dacpipe's check of config/schema.yaml, which fills in its defaults as
 # Snakemake's validate() would (the same jsonschema recipe, tests/test_config.py),
@@ -176,3 +177,13 @@ def sheet_files(wildcards, columns, span=None):
 
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi")
+
+
+# Snakemake's last rate-limit timer would keep the finished workflow's process
+# alive for about a second (dacpipe.run.workflow_hooks).
+onsuccess:
+    cancel_rate_limit_timers()
+
+
+onerror:
+    cancel_rate_limit_timers()

@@ -697,8 +697,20 @@ class ReciprocalCell:
         return self.setting.free
 
     def cell(self) -> tuple[float, ...]:
-        """a, b, c (A), alpha, beta, gamma (deg)."""
-        return _assemble_cell(_direct_cell(_gstar(self.p, self.setting))[0], self.setting)
+        """a, b, c (A), alpha, beta, gamma (deg); computed once per instance (``p`` is
+        not changed in place: :meth:`with_p` makes another)."""
+        cell = self.__dict__.get("_cell")
+        if cell is None:
+            cell = _assemble_cell(_direct_cell(_gstar(self.p, self.setting))[0], self.setting)
+            object.__setattr__(self, "_cell", cell)
+        return cell
+
+    def copy(self) -> "ReciprocalCell":
+        """The same cell with a copy of ``p`` (and of the cell already computed)."""
+        other = self.with_p(self.p.copy())
+        if "_cell" in self.__dict__:
+            object.__setattr__(other, "_cell", self.__dict__["_cell"])
+        return other
 
     def cell_and_jacobian(self) -> tuple[tuple[float, ...], np.ndarray, float, np.ndarray]:
         """The cell, d(free parameters)/dp, the volume and dV/dp, for carrying a covariance of p."""

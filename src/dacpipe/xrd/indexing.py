@@ -47,7 +47,7 @@ from .cells import ReciprocalCell
 from .identify import CandidateTemplates, critical_f, f_statistic, phase_evidence, residual_peaks, scan_candidate
 from .instrument import Caglioti, instrument_from_config
 from .lines import line_set
-from .pattern import FitResult, Pattern, PhaseState, background_basis, fit_phases, usable_pattern
+from .pattern import FitResult, Pattern, PhaseState, fit_phases, usable_pattern
 from .size_strain import NAN_RESULT, WilliamsonHall, williamson_hall
 from .structure import Phase, reflections
 
@@ -280,7 +280,7 @@ def _fit(pattern: Pattern, phases: list[PhaseState], settings: IndexingSettings,
     if phases and min(p.w0 for p in phases) < COARSE_BINS_PER_FWHM * float(np.median(np.diff(merged.q))):
         merged = merged.bin_averaged()
     spacing = _knot_spacing(pattern, phases, settings)
-    fit = fit_phases(merged, phases, background_basis(merged.q, spacing), refine=refine, max_nfev=max_nfev,
+    fit = fit_phases(merged, phases, merged.background_basis(spacing), refine=refine, max_nfev=max_nfev,
                      with_covariance=with_covariance)
     fit.knot_spacing_A = spacing
     return fit

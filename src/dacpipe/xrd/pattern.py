@@ -106,7 +106,7 @@ class PhaseState:
         self.w0, self.w1, self.eta = (float(v) for v in theta[k:k + 3])
 
     def copy(self) -> "PhaseState":
-        return replace(self, rcell=self.rcell.with_p(self.rcell.p.copy()))
+        return replace(self, rcell=self.rcell.copy())
 
     def q_lines(self) -> np.ndarray:
         return _q_of(self.design, self.rcell.p)
@@ -161,9 +161,23 @@ class Pattern:
         """The same points, with the model averaged over each bin (2-point Gauss-Legendre,
         exact for a cubic) instead of taken at its centre: for lines only a few bins wide,
         whose curvature within a bin would otherwise bias their widths and areas."""
-        other = Pattern(self.q, self.y, self.sigma, self.wavelength_A)
-        object.__setattr__(other, "_nodes", True)
-        return _with_q_ref(other, self.q_ref)
+        other = self.__dict__.get("_averaged")
+        if other is None:
+            other = Pattern(self.q, self.y, self.sigma, self.wavelength_A)
+            object.__setattr__(other, "_nodes", True)
+            other = _with_q_ref(other, self.q_ref)
+            object.__setattr__(self, "_averaged", other)   # kept: its nodes' 2theta are computed once
+        return other
+
+    def background_basis(self, spacing_A: float) -> np.ndarray:
+        """:func:`background_basis` on these points (read-only; kept per spacing)."""
+        kept = self.__dict__.setdefault("_bases", {})
+        basis = kept.get(spacing_A)
+        if basis is None:
+            basis = background_basis(self.q, spacing_A)
+            basis.setflags(write=False)
+            kept[spacing_A] = basis
+        return basis
 
     @property
     def q_ref(self) -> float:
@@ -177,9 +191,20 @@ class Pattern:
 
     def merged(self, factor: int) -> "Pattern":
         """Every ``factor`` neighbouring bins as one (means; errors of the mean): a
-        line of N bins' FWHM is still sampled by N / factor points."""
+        line of N bins' FWHM is still sampled by N / factor points.
+
+        Kept per factor: the fits of one point (with and without a phase, again
+        without unexplained peaks) ask for the same ones, and each keeps its
+        2theta, stencil and background basis.
+        """
         if factor <= 1 or len(self.q) < 2:
             return self
+        kept = self.__dict__.setdefault("_merged", {})
+        if factor not in kept:
+            kept[factor] = self._merge(factor)
+        return kept[factor]
+
+    def _merge(self, factor: int) -> "Pattern":
         # Bins are merged only within a run of neighbours: across a gap (a
         # detector gap, a masked peak left out) the mean of the model at the
         # bins is not the model at their mean q. Each run is cut into groups of
@@ -342,6 +367,7 @@ class FitResult:
     phase_model: np.ndarray         # phases only
     serial_correlation: float = 1.0  # Berar-Lelann factor of the residuals (core.lsq.serial_correlation_factor)
     knot_spacing_A: float = math.nan  # of the background's B-splines
+    design: np.ndarray | None = field(default=None, repr=False)   # phase columns, then basis, over sigma
     _evaluated: tuple | None = field(default=None, repr=False)   # the last evaluate(): q, phases, background
 
     @property
@@ -452,9 +478,15 @@ def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *,
             solution = least_squares(problem.residual, theta0, jac=problem.jacobian, bounds=(lo, hi),
                                      method="trf", x_scale="jac", max_nfev=max_nfev, xtol=1e-8, ftol=1e-8)
         theta = solution.x
+        refreshed = False
         for phase in phases:
+            base = phase.base
             phase.refresh_intensities()
-        problem = _Projected(pattern, phases, basis)   # intensities may have been refreshed
+            refreshed |= phase.base is not base
+        if refreshed:
+            problem = _Projected(pattern, phases, basis)
+        # else the problem keeps its last evaluation: least_squares computes the
+        # Jacobian at each accepted step, so the solution's is mostly there already
     else:
         theta = theta0
     design, q_mat, coef, resid, jacs = problem._evaluate(theta, jacobian=refine and with_covariance)
@@ -485,15 +517,19 @@ def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *,
     model = design @ coef * sigma
     return FitResult(phases=phases, scales=scales, background=background, chi2=chi2, dof=dof,
                      covariance=covariance, phase_slices=slices, pattern=pattern, basis=basis, model=model,
-                     phase_model=phase_model, serial_correlation=correlation)
+                     phase_model=phase_model, serial_correlation=correlation, design=design)
 
 
 def chi2_without(fit: FitResult, k: int) -> float:
     """chi^2 of the same fit with phase k left out, the others' nonlinear parameters held
     and every linear parameter (scales, background) solved again."""
     pattern, inv_sigma = fit.pattern, 1.0 / fit.pattern.sigma
-    columns = [phase_column(pattern, p)[0] * inv_sigma for i, p in enumerate(fit.phases) if i != k]
-    design = np.column_stack(columns + [fit.basis * inv_sigma[:, None]])
+    if fit.design is not None:
+        # the fit's own columns: the phases' lines where it left them
+        design = fit.design[:, [i for i in range(fit.design.shape[1]) if i != k]]
+    else:
+        columns = [phase_column(pattern, p)[0] * inv_sigma for i, p in enumerate(fit.phases) if i != k]
+        design = np.column_stack(columns + [fit.basis * inv_sigma[:, None]])
     yw = pattern.y * inv_sigma
     coef = np.linalg.lstsq(design, yw, rcond=None)[0]
     resid = yw - design @ coef
