@@ -47,7 +47,7 @@ from .cells import ReciprocalCell
 from .identify import CandidateTemplates, critical_f, f_statistic, phase_evidence, residual_peaks, scan_candidate
 from .instrument import Caglioti, instrument_from_config
 from .lines import line_set
-from .pattern import FitResult, Pattern, PhaseState, fit_phases, usable_pattern
+from .pattern import FitResult, Pattern, PhaseState, background_basis, fit_phases, usable_pattern
 from .size_strain import NAN_RESULT, WilliamsonHall, williamson_hall
 from .structure import Phase, reflections
 
@@ -276,14 +276,22 @@ def _knot_spacing(pattern: Pattern, phases: Sequence[PhaseState], settings: Inde
 
 def _fit(pattern: Pattern, phases: list[PhaseState], settings: IndexingSettings, refine: bool = True,
          max_nfev: int = 60, with_covariance: bool = True) -> FitResult:
-    merged = pattern.merged(_merge_factor(pattern, phases))
+    factor = _merge_factor(pattern, phases)
+    merged = pattern.merged(factor)
     if phases and min(p.w0 for p in phases) < COARSE_BINS_PER_FWHM * float(np.median(np.diff(merged.q))):
         merged = merged.bin_averaged()
     spacing = _knot_spacing(pattern, phases, settings)
-    fit = fit_phases(merged, phases, merged.background_basis(spacing), refine=refine, max_nfev=max_nfev,
-                     with_covariance=with_covariance)
+    # Kept with the point's pattern, not the merged one the fit keeps: the
+    # point's other fits ask for the same basis; a finished point's results do not.
+    basis = pattern.memo(("background", factor, spacing), lambda: _read_only(background_basis(merged.q, spacing)))
+    fit = fit_phases(merged, phases, basis, refine=refine, max_nfev=max_nfev, with_covariance=with_covariance)
     fit.knot_spacing_A = spacing
     return fit
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
 
 
 def _drop_insignificant(pattern: Pattern, fit: FitResult, settings: IndexingSettings) -> FitResult:
@@ -420,6 +428,9 @@ def index_pattern(pattern: Pattern, candidates: dict[str, Phase], state: SeriesS
     state.trials = {}
     for phase_state in fit.phases:
         state.refined[phase_state.name] = (phase_state.copy(), pressure_GPa)
+    # The F-tests are done: a series' results keep what the store needs, not
+    # each point's weighted design (its lines x bins work, ~0.1 MB a point).
+    result.fit.design = None
     return result
 
 

@@ -169,15 +169,13 @@ class Pattern:
             object.__setattr__(self, "_averaged", other)   # kept: its nodes' 2theta are computed once
         return other
 
-    def background_basis(self, spacing_A: float) -> np.ndarray:
-        """:func:`background_basis` on these points (read-only; kept per spacing)."""
-        kept = self.__dict__.setdefault("_bases", {})
-        basis = kept.get(spacing_A)
-        if basis is None:
-            basis = background_basis(self.q, spacing_A)
-            basis.setflags(write=False)
-            kept[spacing_A] = basis
-        return basis
+    def memo(self, key, make):
+        """``make()``, computed once per ``key`` for these points: work that the fits
+        of one pattern share (a background basis), dropped with the pattern."""
+        kept = self.__dict__.setdefault("_memo", {})
+        if key not in kept:
+            kept[key] = make()
+        return kept[key]
 
     @property
     def q_ref(self) -> float:
