@@ -432,7 +432,10 @@ class _Projected:
         return self._cache
 
     def residual(self, theta):
-        return self._evaluate(theta)[3]
+        # With the derivatives: least_squares asks for the Jacobian at nearly every
+        # point it evaluates (each accepted step), and the lines x bins arrays the
+        # residual needs are most of what the derivatives need too.
+        return self._evaluate(theta, jacobian=True)[3]
 
     def jacobian(self, theta):
         design, q_mat, coef, resid, jacs = self._evaluate(theta, jacobian=True)
