@@ -10,7 +10,7 @@ import pytest
 from dacpipe.core.errors import InputError
 from dacpipe.io.config import load_config
 from dacpipe.run.config import run_config
-from dacpipe.run.figures import FIGURES, pyplot, draw_figure, figures_for
+from dacpipe.run.figures import FIGURES, STYLES, draw_figure, figures_for, pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -491,6 +491,20 @@ def test_a_saved_journal_figure_is_exactly_the_column_wide(tmp_path):
     assert pyplot().imread(png).shape[1] == round(3.35 * 600)
     box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", pdf.read_bytes())
     assert float(box.group(1)) == pytest.approx(72 * 3.35, abs=0.01)
+
+
+def test_the_pdf_is_cropped_where_the_png_is(tmp_path):
+    """At screen width both files are cropped to the figure's content: the PDF
+    takes the PNG's crop and layout, so its page is the PNG's size in inches
+    (within a point: 1 pt is 0.35 mm)."""
+    h5, _ = _every_kind_store(tmp_path / "s.h5")
+    h5.close()
+    png, pdf = draw_figure("lattice", tmp_path / "s.h5", tmp_path / "s.png")
+    height_px, width_px = pyplot().imread(png).shape[:2]
+    dpi = STYLES["screen"].dpi
+    box = re.search(rb"/MediaBox \[ *0 0 ([\d.]+) ([\d.]+) *\]", pdf.read_bytes())
+    assert float(box.group(1)) == pytest.approx(72 * width_px / dpi, abs=1.0)
+    assert float(box.group(2)) == pytest.approx(72 * height_px / dpi, abs=1.0)
 
 
 def test_figure_width_is_a_checked_config_key():

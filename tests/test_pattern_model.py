@@ -187,3 +187,36 @@ def test_lines_at_the_same_d_are_one_line_of_the_model(monkeypatch):
             np.testing.assert_allclose(grouped, single, rtol=1e-12, atol=1e-12 * single.max())
             if jacobian:
                 np.testing.assert_allclose(rows, single_rows, rtol=1e-10, atol=1e-10 * np.abs(single_rows).max())
+
+
+def test_a_fit_tests_a_phase_on_its_own_columns_as_on_recomputed_lines():
+    """chi^2 without a phase (the F-test's) from the columns the fit kept equals
+    the one from the lines computed again where the fit left them, for each
+    phase of a rock-salt + cinnabar fit; a series' results drop those columns."""
+    import dataclasses
+
+    import dacpipe.xrd.indexing as indexing
+    from dacpipe.synth.powder import PointTruth, integrated_pattern
+    from dacpipe.xrd.library import get_phase
+    from dacpipe.xrd.pattern import background_basis, chi2_without, fit_phases, usable_pattern
+
+    q = np.linspace(1.0, 7.0, 2000)
+    truth = PointTruth(10.0, {"HgTe-rs": 0.6, "HgTe-cinnabar": 0.4}, {"HgTe-rs": 8.0, "HgTe-cinnabar": 8.0})
+    intensity, sigma = integrated_pattern(q, 0.4133, truth, np.random.default_rng(3))
+    pattern = usable_pattern(q, intensity, sigma, 0.4133)
+    state = indexing.SeriesState()
+    phases = [indexing.seed_state(name, get_phase(name), state, 10.0, 7.0, 0.4133)
+              for name in ("HgTe-rs", "HgTe-cinnabar")]
+    for p in phases:
+        p.w0 = 0.06
+    fit = fit_phases(pattern, phases, background_basis(pattern.q, 0.5))
+    assert fit.design is not None and fit.design.shape[1] == 2 + fit.basis.shape[1]
+    recomputed = dataclasses.replace(fit, design=None)
+    for k in range(2):
+        assert chi2_without(fit, k) == pytest.approx(chi2_without(recomputed, k), rel=1e-12)
+        assert chi2_without(fit, k) > 10 * fit.chi2     # each phase is there to see
+    results, _, _ = indexing.index_series(q, intensity[None], sigma[None], 0.4133, np.array([10.0]),
+                                          {n: get_phase(n) for n in ("HgTe-rs", "HgTe-cinnabar")},
+                                          indexing.IndexingSettings.from_config({"phases": ["HgTe-rs",
+                                                                                             "HgTe-cinnabar"]}))
+    assert results[0].fit.design is None and results[0].phases["HgTe-cinnabar"].present

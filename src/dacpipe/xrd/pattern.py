@@ -193,7 +193,7 @@ class Pattern:
 
         Kept per factor: the fits of one point (with and without a phase, again
         without unexplained peaks) ask for the same ones, and each keeps its
-        2theta, stencil and background basis.
+        2theta and stencil.
         """
         if factor <= 1 or len(self.q) < 2:
             return self
@@ -365,7 +365,8 @@ class FitResult:
     phase_model: np.ndarray         # phases only
     serial_correlation: float = 1.0  # Berar-Lelann factor of the residuals (core.lsq.serial_correlation_factor)
     knot_spacing_A: float = math.nan  # of the background's B-splines
-    design: np.ndarray | None = field(default=None, repr=False)   # phase columns, then basis, over sigma
+    # phase columns, then basis, over sigma (the F-tests'; a series drops it when its point is done)
+    design: np.ndarray | None = field(default=None, repr=False)
     _evaluated: tuple | None = field(default=None, repr=False)   # the last evaluate(): q, phases, background
 
     @property
@@ -486,8 +487,8 @@ def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *,
             refreshed |= phase.base is not base
         if refreshed:
             problem = _Projected(pattern, phases, basis)
-        # else the problem keeps its last evaluation: least_squares computes the
-        # Jacobian at each accepted step, so the solution's is mostly there already
+        # else the problem keeps its last evaluation, residual and derivatives:
+        # the solution's, unless least_squares last tried a step it rejected
     else:
         theta = theta0
     design, q_mat, coef, resid, jacs = problem._evaluate(theta, jacobian=refine and with_covariance)
@@ -523,7 +524,8 @@ def fit_phases(pattern: Pattern, phases: list[PhaseState], basis: np.ndarray, *,
 
 def chi2_without(fit: FitResult, k: int) -> float:
     """chi^2 of the same fit with phase k left out, the others' nonlinear parameters held
-    and every linear parameter (scales, background) solved again."""
+    and every linear parameter (scales, background) solved again (on the fit's own
+    columns while it keeps its design)."""
     pattern, inv_sigma = fit.pattern, 1.0 / fit.pattern.sigma
     if fit.design is not None:
         # the fit's own columns: the phases' lines where it left them
