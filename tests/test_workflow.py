@@ -70,8 +70,12 @@ def test_full_run_then_noop_rerun(project):
     for run in ("hgte_thz", "nc_saxs", "cdse_nc", "hgte_6nm", "au_radial", "cspbi3_t", "au_hot", "au_hot_marker"):
         points = read_points(project / "results" / f"{run}.h5", run)
         assert np.all(np.isfinite(points["pressure_GPa"]))
-        # Only the metallic rock-salt points have something to say: no band gap.
-        assert all(s == "ok" or s.startswith("optical: ") for s in points["status"])
+        # Only the metallic rock-salt points have something to say: no band gap; and nc_saxs's
+        # p004, whose free 220 its lattice does not put there (tests/test_superlattice.py).
+        noted = {"p004": "superlattice: peak 220 at"} if run == "nc_saxs" else {}
+        assert all(s == "ok" or s.startswith("optical: ") or (p in noted and s.startswith(noted[p]))
+                   for p, s in zip(points["point"], points["status"])), points["status"]
+        assert all(points["status"][list(points["point"]).index(p)].startswith(n) for p, n in noted.items())
     assert (project / "results/hgte_thz/logs/pressure.log").exists()
     assert (project / "results/hgte_thz/logs/xrd.log").exists()
     again = snakemake(project, "-n")
