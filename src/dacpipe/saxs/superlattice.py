@@ -184,7 +184,7 @@ OFF_LINE_SIGMA = 5.0
 from its line of the fitted lattice gets a note: its free position is not
 where the lattice that fits the whole pattern puts it, and its error does
 not say so. On data-sample and the synthetic series the pulls stay within
-2.7 but for data-sample's p003, where a free 220 on the form factor's zero
+2.7 but for data-sample's p004, where a free 220 on the form factor's zero
 sits 1.4 % low at 9.8 standard errors, and a 531 at 5.9 of the series
 without its first order."""
 
